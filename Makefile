@@ -1,0 +1,49 @@
+# pilab: `make demo` brings up a lab and shows an nginx pod answering; `make test` runs every test.
+# Both install what they need from Debian's packages first (as root).
+
+GO        ?= go
+BIN       := bin/pi
+PKGS_DEB  := containerd runc nftables mmdebstrap iproute2
+GOFLAGS   ?=
+export GOFLAGS
+
+.PHONY: all build deps demo test test-unit test-e2e vet bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/pi
+
+# deps installs the Debian packages pilab runs on, if any is missing.
+deps:
+	@missing=""; for p in $(PKGS_DEB); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@modprobe overlay 2>/dev/null || true
+
+# demo: the main job. A lab in this machine's own network, the lab images, and nginx answering.
+demo: deps build
+	$(BIN) up
+	$(BIN) image build
+	$(BIN) delete pod nginx --ignore-not-found
+	$(BIN) create -f scenarios/manifests/nginx.yml
+	$(BIN) wait --for=condition=Ready pod/nginx --timeout=120s
+	$(BIN) get pods -o wide
+	$(BIN) exec nginx -- curl -s localhost
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l cmd lab runtime net tui scenarios)" || { echo "gofmt needed:"; gofmt -l cmd lab runtime net tui scenarios; exit 1; }
+
+# test: every test, privileged ones included (they need root; in CI a missing prerequisite fails).
+test: deps vet
+	$(GO) test -race -count=1 ./lab/...
+	$(GO) test -count=1 -timeout 40m ./runtime/... ./net/... ./cmd/... ./scenarios/... ./tui/...
+
+bench: deps build
+	$(GO) run ./cmd/pibench
+
+clean:
+	rm -rf bin

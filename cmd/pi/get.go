@@ -1,0 +1,239 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/pilab/pi/lab/api"
+	"github.com/pilab/pi/lab/client"
+	"github.com/pilab/pi/lab/daemon"
+	"github.com/pilab/pi/lab/printers"
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+type getOptions struct {
+	output      string
+	selector    string
+	watch       bool
+	allAccounts bool
+}
+
+func newGetCmd() *cobra.Command {
+	var o getOptions
+	cmd := &cobra.Command{
+		Use:   "get TYPE [NAME...]",
+		Short: "Display one or many objects (pods, deployments, replicasets, services, endpoints, events, accounts, fips)",
+		Example: `  pi get pods -o wide
+  pi get pod nginx -o yaml
+  pi get pods -l app=web -w
+  pi get services`,
+		Args: cobra.MinimumNArgs(1),
+		ValidArgsFunction: func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+			if len(args) == 0 {
+				var out []string
+				for _, k := range api.Kinds() {
+					out = append(out, k.Plural)
+				}
+				return out, cobra.ShellCompDirectiveNoFileComp
+			}
+			return completeNames(cmd.Context(), args[0]), cobra.ShellCompDirectiveNoFileComp
+		},
+		RunE: func(cmd *cobra.Command, args []string) error { return runGet(cmd.Context(), o, args) },
+	}
+	cmd.Flags().StringVarP(&o.output, "output", "o", "", "output format: wide, yaml, json, name (fips also: ip)")
+	cmd.Flags().StringVarP(&o.selector, "selector", "l", "", "label selector, e.g. app=web")
+	cmd.Flags().BoolVarP(&o.watch, "watch", "w", false, "after listing, stream changes until Ctrl-C")
+	cmd.Flags().BoolVarP(&o.allAccounts, "all-accounts", "A", false, "list objects of every account")
+	return cmd
+}
+
+func completeNames(ctx context.Context, kind string) []string {
+	k, ok := api.LookupKind(kind)
+	if !ok {
+		return nil
+	}
+	objs, err := g.client().List(ctx, k, client.ListOptions{})
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, o := range objs {
+		out = append(out, o.GetName())
+	}
+	return out
+}
+
+func lookupKind(s string) (api.Kind, error) {
+	k, ok := api.LookupKind(s)
+	if !ok {
+		return api.Kind{}, fmt.Errorf("the server doesn't have a resource type %q", s)
+	}
+	return k, nil
+}
+
+func printContext(ctx context.Context, cl *client.Client, k api.Kind, o getOptions) printers.Context {
+	pc := printers.Context{AllAccounts: o.allAccounts}
+	if k.Name == "Pod" && o.output == "wide" {
+		var info daemon.Info
+		if cl.Do(ctx, "GET", "/x/info", nil, nil, &info) == nil {
+			pc.Node = info.Node
+		}
+	}
+	if k.Name == "Account" {
+		pc.Counts = accountCounts(ctx, cl)
+	}
+	return pc
+}
+
+func accountCounts(ctx context.Context, cl *client.Client) map[string][3]int {
+	out := map[string][3]int{}
+	for i, kn := range []string{"pods", "services", "fips"} {
+		k, _ := api.LookupKind(kn)
+		objs, err := cl.List(ctx, k, client.ListOptions{AllAccounts: true})
+		if err != nil {
+			continue
+		}
+		for _, o := range objs {
+			c := out[api.AccountOf(o)]
+			c[i]++
+			out[api.AccountOf(o)] = c
+		}
+	}
+	return out
+}
+
+func runGet(ctx context.Context, o getOptions, args []string) error {
+	cl := g.client()
+	var kinds []api.Kind
+	names := args[1:]
+	// kubectl accepts TYPE/NAME and TYPE,TYPE.
+	if strings.Contains(args[0], "/") {
+		kn, name, _ := strings.Cut(args[0], "/")
+		args = append([]string{kn, name}, args[1:]...)
+		names = args[1:]
+	}
+	for _, t := range strings.Split(args[0], ",") {
+		k, err := lookupKind(t)
+		if err != nil {
+			return err
+		}
+		kinds = append(kinds, k)
+	}
+	if o.watch && len(kinds) > 1 {
+		return fmt.Errorf("you may only specify a single resource type with --watch")
+	}
+	var errs []string
+	printed := false
+	for _, k := range kinds {
+		pc := printContext(ctx, cl, k, o)
+		var objs []metav1.Object
+		if len(names) > 0 {
+			for _, n := range names {
+				obj, err := cl.Get(ctx, k, n)
+				if err != nil {
+					errs = append(errs, err.Error())
+					continue
+				}
+				objs = append(objs, obj)
+			}
+			pc.Single = len(names) == 1
+		} else {
+			var err error
+			objs, err = cl.List(ctx, k, client.ListOptions{LabelSelector: o.selector, AllAccounts: o.allAccounts})
+			if err != nil {
+				return err
+			}
+			sortObjects(k, objs)
+		}
+		if k.Name == "FloatingIP" && o.output == "ip" {
+			for _, f := range objs {
+				fmt.Println(f.GetName())
+			}
+			printed = printed || len(objs) > 0
+			continue
+		}
+		if printed && (o.output == "" || o.output == "wide") && len(objs) > 0 {
+			fmt.Println()
+		}
+		if err := printers.Print(os.Stdout, k, objs, o.output, pc); err != nil {
+			return err
+		}
+		printed = printed || len(objs) > 0
+		if o.watch {
+			return watch(ctx, cl, k, o, pc, objs)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "\nerror: "))
+	}
+	if !printed && len(names) == 0 && o.output != "json" && o.output != "yaml" {
+		if kinds[0].Namespaced && !o.allAccounts {
+			fmt.Fprintf(os.Stderr, "No resources found in account %s.\n", cl.Account)
+		} else {
+			fmt.Fprintln(os.Stderr, "No resources found")
+		}
+	}
+	return nil
+}
+
+func sortObjects(k api.Kind, objs []metav1.Object) {
+	sort.SliceStable(objs, func(i, j int) bool {
+		if k.Name == "Event" {
+			return objs[i].(*corev1.Event).LastTimestamp.Before(&objs[j].(*corev1.Event).LastTimestamp)
+		}
+		ai, aj := api.AccountOf(objs[i]), api.AccountOf(objs[j])
+		if ai != aj {
+			return ai < aj
+		}
+		return objs[i].GetName() < objs[j].GetName()
+	})
+}
+
+// watch prints each change as a row (kubectl -w) until Ctrl-C. The stream starts with the objects there
+// are; those already printed (same resourceVersion) are skipped.
+func watch(ctx context.Context, cl *client.Client, k api.Kind, o getOptions, pc printers.Context, printed []metav1.Object) error {
+	events, err := cl.Watch(ctx, k, client.ListOptions{LabelSelector: o.selector, AllAccounts: o.allAccounts})
+	if err != nil {
+		return err
+	}
+	shown := map[string]string{}
+	for _, obj := range printed {
+		shown[api.AccountOf(obj)+"/"+obj.GetName()] = obj.GetResourceVersion()
+	}
+	pc.Wide = o.output == "wide"
+	needHeader := len(printed) == 0
+	for ev := range events {
+		obj, err := api.Decode(k, ev.Object)
+		if err != nil {
+			return err
+		}
+		key := api.AccountOf(obj) + "/" + obj.GetName()
+		if ev.Type == api.Added && shown[key] == obj.GetResourceVersion() {
+			continue
+		}
+		switch o.output {
+		case "", "wide":
+			t := printers.NewTable(os.Stdout)
+			if needHeader {
+				t.Row(printers.Header(k, pc)...)
+				needHeader = false
+			}
+			t.Row(printers.Row(obj, pc)...)
+			t.Flush()
+		case "json":
+			data, _ := json.Marshal(ev)
+			fmt.Println(string(data))
+		default:
+			if err := printers.Print(os.Stdout, k, []metav1.Object{obj}, o.output, printers.Context{Single: true}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/pilab/pi/net/netns"
+	"github.com/pilab/pi/runtime/images/podinfo"
+	"github.com/rogpeppe/go-internal/testscript"
+	"github.com/vishvananda/netlink"
+)
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"pi":      func() { os.Exit(run(os.Args[1:])) },
+		"podinfo": func() { os.Exit(podinfo.Main(os.Args[1:])) },
+	})
+}
+
+// requirePrivileged skips outside CI and fails in CI when the lab cannot run here.
+func requirePrivileged(t testing.TB) {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	for _, bin := range []string{"containerd", "runc", "containerd-shim-runc-v2", "mmdebstrap"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			missing = append(missing, bin)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("end-to-end tests need %s (run `make deps` as root)", strings.Join(missing, ", "))
+	}
+	t.Skipf("end-to-end tests need %s", strings.Join(missing, ", "))
+}
+
+func randomLab() string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	s := "t"
+	for _, c := range b {
+		s += string(alphabet[int(c)%len(alphabet)])
+	}
+	return s
+}
+
+// TestScripts plays the CLI scripts in testdata/script. Each gets its own lab (a random --lab name) hung
+// below a network namespace the test makes to play "the Internet" (--host-netns), and `pi reset` after.
+func TestScripts(t *testing.T) {
+	requirePrivileged(t)
+	testscript.Run(t, testscript.Params{
+		Dir:                 "testdata/script",
+		RequireExplicitExec: true,
+		Setup:               setupLab,
+		Cmds:                scriptCmds,
+		Deadline:            time.Now().Add(30 * time.Minute),
+	})
+}
+
+func setupLab(env *testscript.Env) error {
+	lab := randomLab()
+	hostNS := "inet-" + lab
+	if _, err := netns.EnsureNamed(hostNS); err != nil {
+		return fmt.Errorf("make the Internet namespace: %w", err)
+	}
+	env.Setenv("PI_LAB", lab)
+	env.Setenv("LAB", lab)
+	env.Setenv("HOSTNS", hostNS)
+	env.Setenv("PI_ACCOUNT", "")
+	env.Setenv("HOME", env.WorkDir)
+	env.Defer(func() {
+		cmd := exec.Command(os.Args[0], "reset", "--lab", lab, "--host-netns", hostNS)
+		cmd.Args[0] = "pi"
+		cmd.Path = piPath(env)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			env.T().Log(fmt.Sprintf("pi reset: %v\n%s", err, out))
+		}
+		netns.DeleteNamed(hostNS)
+	})
+	return nil
+}
+
+// piPath finds the pi command testscript put on the PATH.
+func piPath(env *testscript.Env) string {
+	for _, dir := range strings.Split(env.Getenv("PATH"), ":") {
+		if p := dir + "/pi"; fileExists(p) {
+			return p
+		}
+	}
+	return os.Args[0]
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []string){
+	// inet-get URL: an HTTP GET from "the Internet" (the lab's --host-netns); prints the body.
+	"inet-get": func(ts *testscript.TestScript, neg bool, args []string) {
+		if len(args) != 1 {
+			ts.Fatalf("usage: inet-get URL")
+		}
+		var body []byte
+		err := netns.Do(netns.Path(ts.Getenv("HOSTNS")), func() error {
+			c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+			resp, err := c.Get(args[0])
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			body, err = io.ReadAll(resp.Body)
+			return err
+		})
+		if neg {
+			if err == nil {
+				ts.Fatalf("inet-get %s: got an answer, want none", args[0])
+			}
+			return
+		}
+		ts.Check(err)
+		ts.Stdout().Write(body)
+	},
+	// inet-dial HOST:PORT: a TCP connection from "the Internet"; fails unless it is accepted.
+	"inet-dial": func(ts *testscript.TestScript, neg bool, args []string) {
+		err := netns.Do(netns.Path(ts.Getenv("HOSTNS")), func() error {
+			c, err := net.DialTimeout("tcp", args[0], 2*time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		if neg != (err != nil) {
+			ts.Fatalf("inet-dial %s: err=%v, negated=%v", args[0], err, neg)
+		}
+	},
+	// containers: lists the containers in the lab's containerd namespace, one ID a line.
+	"containers": func(ts *testscript.TestScript, neg bool, args []string) {
+		lab := ts.Getenv("LAB")
+		cl, err := containerd.New("/run/pilab/"+lab+"/containerd/containerd.sock", containerd.WithTimeout(5*time.Second))
+		ts.Check(err)
+		defer cl.Close()
+		ctx := namespaces.WithNamespace(context.Background(), lab)
+		cs, err := cl.Containers(ctx)
+		ts.Check(err)
+		var buf bytes.Buffer
+		for _, c := range cs {
+			fmt.Fprintln(&buf, c.ID())
+		}
+		ts.Stdout().Write(buf.Bytes())
+	},
+	// links-in NETNS: the names of the links in a lab namespace.
+	"netns-list": func(ts *testscript.TestScript, neg bool, args []string) {
+		names, err := netns.ListNamed(ts.Getenv("LAB") + "-")
+		ts.Check(err)
+		for _, n := range names {
+			fmt.Fprintln(ts.Stdout(), n)
+		}
+	},
+	"links-in": func(ts *testscript.TestScript, neg bool, args []string) {
+		h, err := netns.NewHandle(netns.Path(args[0]))
+		ts.Check(err)
+		defer h.Close()
+		links, err := h.LinkList()
+		ts.Check(err)
+		for _, l := range links {
+			fmt.Fprintln(ts.Stdout(), l.Attrs().Name)
+		}
+	},
+	// sleep-until-ready is a gentle wait used between steps that a controller finishes asynchronously.
+	"sleep": func(ts *testscript.TestScript, neg bool, args []string) {
+		d, err := time.ParseDuration(args[0])
+		ts.Check(err)
+		time.Sleep(d)
+	},
+}
+
+var _ = netlink.LinkList

@@ -1,0 +1,242 @@
+// Package controller makes the kernel and containerd match the store. Controllers are level-triggered: each
+// reads an object's desired state from the store and converges the world to it, so a daemon restart is just
+// another reconcile.
+package controller
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pilab/pi/lab/api"
+	"github.com/pilab/pi/lab/store"
+	"github.com/pilab/pi/net/network"
+	"github.com/pilab/pi/runtime/images"
+	"github.com/pilab/pi/runtime/pods"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Config is what the controllers act on.
+type Config struct {
+	Lab     string
+	RunDir  string
+	Store   *store.Store
+	Runtime *pods.Runtime
+	Images  *images.Store
+	Network *network.Manager
+	// NodeName is shown as NODE in `get pods -o wide`.
+	NodeName string
+	// SequentialIPs makes pod addresses predictable (a test hook: two accounts then hold the same addresses).
+	SequentialIPs bool
+	// FIPPool is the lab's Floating IP range; HostNetns the namespace playing the Internet ("" = the machine's).
+	FIPPool   *net.IPNet
+	HostNetns string
+	Log       *slog.Logger
+}
+
+// Manager runs every controller of a lab.
+type Manager struct {
+	Config
+	pods     *queue
+	accounts *queue
+	alloc    *network.Allocator
+	// ipMu serializes address allocation, per account.
+	ipMu sync.Mutex
+
+	uidMu   sync.Mutex
+	uidKeys map[string]string // pod UID -> queue key, to route container exits
+
+	wg sync.WaitGroup
+}
+
+var (
+	kindPod, _        = api.LookupKind("Pod")
+	kindAccount, _    = api.LookupKind("Account")
+	kindEvent, _      = api.LookupKind("Event")
+	kindService, _    = api.LookupKind("Service")
+	kindEndpoints, _  = api.LookupKind("Endpoints")
+	kindDeployment, _ = api.LookupKind("Deployment")
+	kindReplicaSet, _ = api.LookupKind("ReplicaSet")
+	kindFIP, _        = api.LookupKind("FloatingIP")
+)
+
+// New makes the controllers; Run starts them.
+func New(c Config) *Manager {
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	return &Manager{
+		Config:   c,
+		pods:     newQueue(),
+		accounts: newQueue(),
+		alloc:    network.NewAllocator(c.SequentialIPs),
+		uidKeys:  map[string]string{},
+	}
+}
+
+func objKey(account, name string) string { return account + "/" + name }
+
+func splitKey(key string) (string, string) {
+	a, n, _ := strings.Cut(key, "/")
+	return a, n
+}
+
+// Run starts the controllers and blocks until ctx ends.
+func (m *Manager) Run(ctx context.Context) {
+	events := m.Store.Watch(ctx, "", "")
+	m.resyncAll()
+	m.startWorkers(ctx, m.pods, 4, m.reconcilePod)
+	m.startWorkers(ctx, m.accounts, 2, m.reconcileAccount)
+
+	exits := m.Runtime.Exits(ctx)
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	go func() {
+		<-ctx.Done()
+		m.pods.Close()
+		m.accounts.Close()
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			m.wg.Wait()
+			return
+		case ev, ok := <-events:
+			if !ok {
+				// Fell behind: list everything again and re-watch.
+				events = m.Store.Watch(ctx, "", "")
+				m.resyncAll()
+				continue
+			}
+			m.route(ev)
+		case ex, ok := <-exits:
+			if !ok {
+				exits = nil
+				continue
+			}
+			m.uidMu.Lock()
+			key, known := m.uidKeys[ex.PodUID]
+			m.uidMu.Unlock()
+			if known {
+				m.pods.Add(key)
+			}
+		case <-tick.C:
+			m.resyncAll()
+		}
+	}
+}
+
+func (m *Manager) startWorkers(ctx context.Context, q *queue, n int, fn func(ctx context.Context, account, name string) (time.Duration, error)) {
+	for i := 0; i < n; i++ {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			for {
+				key, ok := q.Get()
+				if !ok {
+					return
+				}
+				account, name := splitKey(key)
+				after, err := fn(ctx, account, name)
+				q.Done(key)
+				if err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					m.Log.Warn("reconcile failed", "key", key, "err", err)
+					if after == 0 {
+						after = 2 * time.Second
+					}
+				}
+				if after > 0 {
+					q.AddAfter(key, after)
+				}
+			}
+		}()
+	}
+}
+
+// route queues what a stored change concerns.
+func (m *Manager) route(ev api.WatchEvent) {
+	var meta struct {
+		Metadata metav1.ObjectMeta `json:"metadata"`
+	}
+	if json := ev.Object; len(json) > 0 {
+		_ = unmarshal(json, &meta)
+	}
+	switch ev.Kind {
+	case "Pod":
+		m.pods.Add(objKey(ev.Account, meta.Metadata.Name))
+	case "Account":
+		m.accounts.Add(objKey("", meta.Metadata.Name))
+		// Pods wait for their account's network.
+		if ev.Type != api.Deleted {
+			m.queueAccountPods(meta.Metadata.Name)
+		}
+	}
+	m.routeMore(ev, &meta.Metadata)
+}
+
+func (m *Manager) queueAccountPods(account string) {
+	objs, _ := m.Store.List(kindPod, account)
+	for _, o := range objs {
+		m.pods.Add(objKey(account, o.GetName()))
+	}
+}
+
+func (m *Manager) resyncAll() {
+	if objs, err := m.Store.List(kindAccount, ""); err == nil {
+		for _, o := range objs {
+			m.accounts.Add(objKey("", o.GetName()))
+		}
+	}
+	if objs, err := m.Store.List(kindPod, ""); err == nil {
+		for _, o := range objs {
+			m.pods.Add(objKey(api.AccountOf(o), o.GetName()))
+		}
+	}
+	m.resyncMore()
+}
+
+// event records a Kubernetes Event about an object, shown by `pi describe`.
+func (m *Manager) event(o metav1.Object, kind, typ, reason, msg string) {
+	account := api.AccountOf(o)
+	now := metav1.NewTime(time.Now().UTC())
+	// Repeats of the same event fold into one with a count, as in Kubernetes.
+	name := o.GetName() + "." + strings.ToLower(reason)
+	if old, err := m.Store.Get(kindEvent, account, name); err == nil {
+		ev := old.(*corev1.Event)
+		if ev.InvolvedObject.UID == o.GetUID() && ev.Message == msg {
+			ev.Count++
+			ev.LastTimestamp = now
+			m.Store.Update(ev)
+			return
+		}
+		m.Store.Delete(kindEvent, account, name)
+	}
+	ev := &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Name: name},
+		InvolvedObject: corev1.ObjectReference{Kind: kind, Name: o.GetName(), UID: o.GetUID(), Namespace: api.Namespace},
+		Type:           typ, Reason: reason, Message: msg,
+		FirstTimestamp: now, LastTimestamp: now, Count: 1,
+		Source: corev1.EventSource{Component: "pi", Host: m.NodeName},
+	}
+	api.SetAccount(ev, account)
+	if err := m.Store.Create(ev); err != nil && !store.IsAlreadyExists(err) {
+		m.Log.Warn("record event", "err", err)
+	}
+}
+
+// deleteEvents removes the events about an object that is gone.
+func (m *Manager) deleteEvents(account string, uid string) {
+	objs, _ := m.Store.List(kindEvent, account)
+	for _, o := range objs {
+		if o.(*corev1.Event).InvolvedObject.UID == metav1UID(uid) {
+			m.Store.Delete(kindEvent, account, o.GetName())
+		}
+	}
+}

@@ -1,0 +1,27 @@
+package controller
+
+import (
+	"context"
+
+	"github.com/pilab/pi/lab/api"
+	"github.com/pilab/pi/net/network"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// routeMore queues what a stored change means for the workload and service controllers.
+func (m *Manager) routeMore(ev api.WatchEvent, meta *metav1.ObjectMeta) {}
+
+// resyncMore queues every object of the workload and service controllers.
+func (m *Manager) resyncMore() {}
+
+// accountReady runs once an account's network is up (DNS, Services).
+func (m *Manager) accountReady(ctx context.Context, acct *api.Account, a *network.Account) {}
+
+// accountGone runs before an account's network is removed.
+func (m *Manager) accountGone(acct *api.Account) {}
+
+// objectDeleted runs after an object was removed from the store at once (not gracefully).
+func (m *Manager) objectDeleted(account string, k api.Kind, o metav1.Object) {}
+
+// closeMore releases what the service controllers hold.
+func (m *Manager) closeMore() {}

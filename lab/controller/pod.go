@@ -1,0 +1,416 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/pilab/pi/lab/api"
+	"github.com/pilab/pi/lab/store"
+	"github.com/pilab/pi/net/netns"
+	"github.com/pilab/pi/runtime/pods"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+func unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+
+func metav1UID(s string) types.UID { return types.UID(s) }
+
+// Restart back-off, as the kubelet's: 10 s doubling up to 5 min; the first restart is immediate.
+const (
+	backoffBase = 10 * time.Second
+	backoffMax  = 5 * time.Minute
+	// deleteGrace is how long containers get between SIGTERM and SIGKILL unless the pod says otherwise.
+	deleteGrace = 5 * time.Second
+)
+
+func backoff(restarts int32) time.Duration {
+	if restarts <= 0 {
+		return 0
+	}
+	d := backoffBase
+	for i := int32(1); i < restarts && d < backoffMax; i++ {
+		d *= 2
+	}
+	return min(d, backoffMax)
+}
+
+// PodNetnsName is the named network namespace of a pod.
+func PodNetnsName(lab, account, pod string) string { return lab + "-" + account + "-" + pod }
+
+// podID names a pod's links: unique and short.
+func podID(p *corev1.Pod) string { return string(p.UID)[:8] }
+
+func (m *Manager) rememberUID(p *corev1.Pod) {
+	m.uidMu.Lock()
+	m.uidKeys[string(p.UID)] = objKey(api.AccountOf(p), p.Name)
+	m.uidMu.Unlock()
+}
+
+func (m *Manager) forgetUID(uid types.UID) {
+	m.uidMu.Lock()
+	delete(m.uidKeys, string(uid))
+	m.uidMu.Unlock()
+}
+
+func (m *Manager) reconcilePod(ctx context.Context, account, name string) (time.Duration, error) {
+	o, err := m.Store.Get(kindPod, account, name)
+	if store.IsNotFound(err) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	pod := o.(*corev1.Pod)
+	m.rememberUID(pod)
+	if pod.DeletionTimestamp != nil {
+		return 0, m.finishPodDeletion(ctx, pod)
+	}
+	acctObj, err := m.Store.Get(kindAccount, "", account)
+	if err != nil {
+		return 0, fmt.Errorf("pod %q: account %q: %w", name, account, err)
+	}
+	acct := acctObj.(*api.Account)
+	if !acct.Status.Ready {
+		// The account controller queues the account's pods once its network is up.
+		return 5 * time.Second, nil
+	}
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return 0, nil
+	}
+
+	if pod.Status.PodIP == "" {
+		if pod, err = m.assignIP(pod); err != nil {
+			return 0, err
+		}
+	}
+	sb, err := m.ensurePodSandbox(pod, acct)
+	if err != nil {
+		m.setPodCondition(pod, "SandboxFailed", err)
+		return 0, err
+	}
+	return m.syncContainers(ctx, pod, acct, sb)
+}
+
+// assignIP gives a pod its address and stores it before anything is built with it, so that a crash
+// between the two can never hand the same address to two pods.
+func (m *Manager) assignIP(pod *corev1.Pod) (*corev1.Pod, error) {
+	m.ipMu.Lock()
+	defer m.ipMu.Unlock()
+	account := api.AccountOf(pod)
+	objs, err := m.Store.List(kindPod, account)
+	if err != nil {
+		return nil, err
+	}
+	used := map[string]bool{}
+	for _, o := range objs {
+		if ip := o.(*corev1.Pod).Status.PodIP; ip != "" {
+			used[ip] = true
+		}
+	}
+	ip, err := m.alloc.Next(used)
+	if err != nil {
+		return nil, fmt.Errorf("pod %q: no address left in account %q's network: %w", pod.Name, account, err)
+	}
+	out, err := m.Store.Mutate(kindPod, account, pod.Name, func(o metav1.Object) error {
+		p := o.(*corev1.Pod)
+		if p.Status.PodIP != "" {
+			return store.ErrUnchanged
+		}
+		p.Status.PodIP = ip.String()
+		p.Status.PodIPs = []corev1.PodIP{{IP: ip.String()}}
+		p.Status.HostIP = ""
+		if p.Status.Phase == "" {
+			p.Status.Phase = corev1.PodPending
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out.(*corev1.Pod), nil
+}
+
+// ensurePodSandbox builds what the containers of a pod share: its netns with its link on the account's
+// bridge, its UTS and IPC namespaces, and its /etc/hosts and /etc/resolv.conf.
+func (m *Manager) ensurePodSandbox(pod *corev1.Pod, acct *api.Account) (pods.Sandbox, error) {
+	account := api.AccountOf(pod)
+	nsPath, err := netns.EnsureNamed(PodNetnsName(m.Lab, account, pod.Name))
+	if err != nil {
+		return pods.Sandbox{}, fmt.Errorf("pod %q: network namespace: %w", pod.Name, err)
+	}
+	ip := net.ParseIP(pod.Status.PodIP)
+	if err := m.Network.EnsurePod(account, acct.Status.Index, nsPath, ip, podID(pod)); err != nil {
+		return pods.Sandbox{}, fmt.Errorf("pod %q: network: %w", pod.Name, err)
+	}
+	sb, err := m.Runtime.EnsureSandbox(pod, nsPath)
+	if err != nil {
+		return pods.Sandbox{}, fmt.Errorf("pod %q: sandbox: %w", pod.Name, err)
+	}
+	if err := writePodFiles(sb.Dir, pod, acct); err != nil {
+		return pods.Sandbox{}, fmt.Errorf("pod %q: %w", pod.Name, err)
+	}
+	return sb, nil
+}
+
+func writePodFiles(dir string, pod *corev1.Pod, acct *api.Account) error {
+	hosts := fmt.Sprintf("# Kubernetes-managed hosts file (written by pi).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n%s\t%s\n",
+		pod.Status.PodIP, pod.Name)
+	dns := acct.Status.DNSIP
+	if dns == "" {
+		dns = "10.244.0.2"
+	}
+	resolv := fmt.Sprintf("search %s.svc.cluster.local svc.cluster.local cluster.local\nnameserver %s\noptions ndots:5\n", api.Namespace, dns)
+	for name, content := range map[string]string{"hosts": hosts, "resolv.conf": resolv, "hostname": pod.Name + "\n"} {
+		if err := writeFileIfChanged(filepath.Join(dir, name), content); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeFileIfChanged(path, content string) error {
+	if old, err := os.ReadFile(path); err == nil && string(old) == content {
+		return nil
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func podMounts(sb pods.Sandbox) []specs.Mount {
+	var out []specs.Mount
+	for _, f := range []string{"hosts", "resolv.conf", "hostname"} {
+		out = append(out, specs.Mount{Destination: "/etc/" + f, Type: "bind", Source: filepath.Join(sb.Dir, f), Options: []string{"rbind", "rw"}})
+	}
+	return out
+}
+
+// syncContainers starts, restarts and reports the pod's containers.
+func (m *Manager) syncContainers(ctx context.Context, pod *corev1.Pod, acct *api.Account, sb pods.Sandbox) (time.Duration, error) {
+	prev := map[string]corev1.ContainerStatus{}
+	for _, cs := range pod.Status.ContainerStatuses {
+		prev[cs.Name] = cs
+	}
+	var statuses []corev1.ContainerStatus
+	var requeue time.Duration
+	var firstErr error
+	policy := pod.Spec.RestartPolicy
+	now := time.Now()
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		old, had := prev[c.Name]
+		cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, RestartCount: old.RestartCount, LastTerminationState: old.LastTerminationState}
+		st, err := m.Runtime.State(ctx, string(pod.UID), c.Name)
+		if err != nil {
+			return 0, fmt.Errorf("pod %q container %q: %w", pod.Name, c.Name, err)
+		}
+		start := false
+		switch {
+		case st.Exists && st.Running:
+			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(st.StartedAt)}
+			cs.Ready = true
+			cs.Started = ptr(true)
+			cs.ImageID = st.ImageRef
+			cs.ContainerID = "containerd://" + st.ID
+			if !had || old.State.Running == nil {
+				m.event(pod, "Pod", corev1.EventTypeNormal, "Started", fmt.Sprintf("Started container %s", c.Name))
+			}
+		case st.Exists:
+			term := &corev1.ContainerStateTerminated{ExitCode: int32(st.ExitCode), Reason: st.Reason,
+				StartedAt: metav1.NewTime(st.StartedAt), FinishedAt: metav1.NewTime(st.FinishedAt), ContainerID: "containerd://" + st.ID}
+			cs.ContainerID = term.ContainerID
+			restart := policy == corev1.RestartPolicyAlways || policy == "" || (policy == corev1.RestartPolicyOnFailure && st.ExitCode != 0)
+			if !restart {
+				cs.State.Terminated = term
+				break
+			}
+			wait := backoff(cs.RestartCount) - now.Sub(st.FinishedAt)
+			if wait > 0 {
+				cs.LastTerminationState = corev1.ContainerState{Terminated: term}
+				cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff",
+					Message: fmt.Sprintf("back-off %s restarting failed container=%s pod=%s", backoff(cs.RestartCount).Round(time.Second), c.Name, pod.Name)}
+				if requeue == 0 || wait < requeue {
+					requeue = wait
+				}
+				break
+			}
+			cs.LastTerminationState = corev1.ContainerState{Terminated: term}
+			cs.RestartCount++
+			start = true
+		default:
+			start = true
+		}
+		if start {
+			if _, err := m.Images.Resolve(ctx, c.Image); err != nil {
+				cs.State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ErrImageNeverPull", Message: err.Error()}}
+				if !had || old.State.Waiting == nil || old.State.Waiting.Reason != "ErrImageNeverPull" {
+					m.event(pod, "Pod", corev1.EventTypeWarning, "Failed", err.Error())
+				}
+				requeue = 10 * time.Second
+				statuses = append(statuses, cs)
+				continue
+			}
+			err := m.Runtime.StartContainer(ctx, pods.ContainerOptions{
+				Pod: pod, Container: c, Sandbox: sb, Attempt: int(cs.RestartCount), Mounts: podMounts(sb),
+				Labels: map[string]string{"pilab.dev/account": api.AccountOf(pod)},
+			})
+			if err != nil {
+				cs.State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CreateContainerError", Message: err.Error()}}
+				m.event(pod, "Pod", corev1.EventTypeWarning, "Failed", fmt.Sprintf("Error: %v", err))
+				if firstErr == nil {
+					firstErr = fmt.Errorf("pod %q container %q: %w", pod.Name, c.Name, err)
+				}
+				statuses = append(statuses, cs)
+				continue
+			}
+			st, _ = m.Runtime.State(ctx, string(pod.UID), c.Name)
+			if st.Running {
+				cs.State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(st.StartedAt)}}
+				cs.Ready = true
+				cs.Started = ptr(true)
+				cs.ContainerID = "containerd://" + st.ID
+				cs.ImageID = st.ImageRef
+				m.event(pod, "Pod", corev1.EventTypeNormal, "Started", fmt.Sprintf("Started container %s", c.Name))
+			} else {
+				// It exited already; the exit event brings us back.
+				cs.State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}
+				requeue = time.Second
+			}
+		}
+		statuses = append(statuses, cs)
+	}
+	m.updatePodStatus(pod, statuses)
+	return requeue, firstErr
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// updatePodStatus derives phase and conditions from container statuses and stores them if they changed.
+func (m *Manager) updatePodStatus(pod *corev1.Pod, statuses []corev1.ContainerStatus) {
+	running, terminated, failed := 0, 0, 0
+	for _, cs := range statuses {
+		switch {
+		case cs.State.Running != nil:
+			running++
+		case cs.State.Terminated != nil:
+			terminated++
+			if cs.State.Terminated.ExitCode != 0 {
+				failed++
+			}
+		}
+	}
+	phase := corev1.PodPending
+	switch {
+	case terminated == len(statuses) && failed == 0:
+		phase = corev1.PodSucceeded
+	case terminated == len(statuses):
+		phase = corev1.PodFailed
+	case running > 0 || terminated > 0:
+		phase = corev1.PodRunning
+	}
+	for _, cs := range statuses {
+		// A container in back-off still counts toward Running, as the kubelet reports it.
+		if cs.State.Waiting != nil && cs.State.Waiting.Reason == "CrashLoopBackOff" {
+			phase = corev1.PodRunning
+		}
+	}
+	allReady := running == len(statuses)
+	m.Store.Mutate(kindPod, api.AccountOf(pod), pod.Name, func(o metav1.Object) error {
+		p := o.(*corev1.Pod)
+		if p.UID != pod.UID || p.DeletionTimestamp != nil {
+			return store.ErrUnchanged
+		}
+		before, _ := json.Marshal(p.Status)
+		p.Status.Phase = phase
+		p.Status.ContainerStatuses = mergeStatusTimes(p.Status.ContainerStatuses, statuses)
+		if p.Status.StartTime == nil {
+			t := metav1.Now()
+			p.Status.StartTime = &t
+		}
+		setCondition(&p.Status, corev1.PodScheduled, true, "")
+		setCondition(&p.Status, corev1.PodInitialized, true, "")
+		setCondition(&p.Status, corev1.ContainersReady, allReady, "")
+		setCondition(&p.Status, corev1.PodReady, allReady, "")
+		after, _ := json.Marshal(p.Status)
+		if string(before) == string(after) {
+			return store.ErrUnchanged
+		}
+		return nil
+	})
+	m.meterPod(pod, phase == corev1.PodRunning)
+}
+
+func mergeStatusTimes(old, cur []corev1.ContainerStatus) []corev1.ContainerStatus { return cur }
+
+func setCondition(st *corev1.PodStatus, t corev1.PodConditionType, ok bool, msg string) {
+	status := corev1.ConditionFalse
+	if ok {
+		status = corev1.ConditionTrue
+	}
+	for i := range st.Conditions {
+		if st.Conditions[i].Type == t {
+			if st.Conditions[i].Status != status {
+				st.Conditions[i].Status = status
+				st.Conditions[i].LastTransitionTime = metav1.Now()
+			}
+			st.Conditions[i].Message = msg
+			return
+		}
+	}
+	st.Conditions = append(st.Conditions, corev1.PodCondition{Type: t, Status: status, LastTransitionTime: metav1.Now(), Message: msg})
+}
+
+func (m *Manager) setPodCondition(pod *corev1.Pod, reason string, err error) {
+	m.event(pod, "Pod", corev1.EventTypeWarning, reason, err.Error())
+}
+
+// finishPodDeletion stops the pod's containers and removes everything of it, then the object itself.
+func (m *Manager) finishPodDeletion(ctx context.Context, pod *corev1.Pod) error {
+	account := api.AccountOf(pod)
+	grace := deleteGrace
+	if pod.Spec.TerminationGracePeriodSeconds != nil {
+		grace = time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	for _, c := range pod.Spec.Containers {
+		if err := m.Runtime.StopContainer(ctx, string(pod.UID), c.Name, grace); err != nil {
+			m.Log.Warn("stop container", "pod", pod.Name, "container", c.Name, "err", err)
+		}
+	}
+	var errs []error
+	if err := m.Runtime.RemovePod(ctx, string(pod.UID)); err != nil {
+		errs = append(errs, fmt.Errorf("remove containers: %w", err))
+	}
+	if err := m.Runtime.RemoveSandbox(string(pod.UID)); err != nil {
+		errs = append(errs, fmt.Errorf("remove sandbox: %w", err))
+	}
+	if acctObj, err := m.Store.Get(kindAccount, "", account); err == nil {
+		if err := m.Network.DeletePod(account, acctObj.(*api.Account).Status.Index, podID(pod)); err != nil {
+			errs = append(errs, fmt.Errorf("remove network: %w", err))
+		}
+	}
+	if err := netns.DeleteNamed(PodNetnsName(m.Lab, account, pod.Name)); err != nil {
+		errs = append(errs, fmt.Errorf("remove netns: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("delete pod %q: %w", pod.Name, err)
+	}
+	m.meterPod(pod, false)
+	m.forgetUID(pod.UID)
+	m.deleteEvents(account, string(pod.UID))
+	err := m.Store.Delete(kindPod, account, pod.Name)
+	if store.IsNotFound(err) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,310 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"reflect"
+
+	"github.com/pilab/pi/lab/api"
+	"github.com/pilab/pi/lab/server"
+	"github.com/pilab/pi/lab/store"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// Admit defaults, checks and allocates for an object about to be created (old == nil) or replaced. It has no
+// side effects beyond the object itself, so a dry run is Admit without the store write.
+func (d *Daemon) Admit(ctx context.Context, account string, o, old metav1.Object) error {
+	switch v := o.(type) {
+	case *corev1.Pod:
+		defaultPodSpec(&v.Spec)
+		if old != nil {
+			op := old.(*corev1.Pod)
+			if !reflect.DeepEqual(podSpecForCompare(op.Spec), podSpecForCompare(v.Spec)) {
+				return server.Invalid("pod %q: pod updates may not change fields of spec; delete and recreate the pod (or use a Deployment)", v.Name)
+			}
+			v.Spec = op.Spec
+			v.Status = op.Status
+			return nil
+		}
+		v.Status = corev1.PodStatus{Phase: corev1.PodPending}
+		return d.checkImages(ctx, v.Spec.Containers, "spec")
+	case *appsv1.Deployment:
+		defaultDeployment(v)
+		if old != nil {
+			v.Status = old.(*appsv1.Deployment).Status
+		} else {
+			v.Status = appsv1.DeploymentStatus{}
+		}
+		return d.checkImages(ctx, v.Spec.Template.Spec.Containers, "spec.template.spec")
+	case *appsv1.ReplicaSet:
+		if v.Spec.Replicas == nil {
+			v.Spec.Replicas = ptr[int32](1)
+		}
+		defaultPodSpec(&v.Spec.Template.Spec)
+		if old != nil {
+			v.Status = old.(*appsv1.ReplicaSet).Status
+		} else {
+			v.Status = appsv1.ReplicaSetStatus{}
+		}
+		return d.checkImages(ctx, v.Spec.Template.Spec.Containers, "spec.template.spec")
+	case *corev1.Service:
+		var oldSvc *corev1.Service
+		if old != nil {
+			oldSvc = old.(*corev1.Service)
+		}
+		return d.admitService(account, v, oldSvc)
+	case *api.Account:
+		if old != nil {
+			v.Status = old.(*api.Account).Status
+			return nil
+		}
+		return d.assignAccountIndex(v)
+	case *api.FloatingIP:
+		if old == nil {
+			return server.Invalid("floating IPs are allocated with `pi create fip`, not created from manifests")
+		}
+		v.Status = old.(*api.FloatingIP).Status
+	}
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func defaultPodSpec(s *corev1.PodSpec) {
+	if s.RestartPolicy == "" {
+		s.RestartPolicy = corev1.RestartPolicyAlways
+	}
+	if s.TerminationGracePeriodSeconds == nil {
+		s.TerminationGracePeriodSeconds = ptr[int64](5)
+	}
+	if s.DNSPolicy == "" {
+		s.DNSPolicy = corev1.DNSClusterFirst
+	}
+	for i := range s.Containers {
+		c := &s.Containers[i]
+		if c.ImagePullPolicy == "" {
+			c.ImagePullPolicy = corev1.PullIfNotPresent
+		}
+		if c.TerminationMessagePath == "" {
+			c.TerminationMessagePath = corev1.TerminationMessagePathDefault
+		}
+		if c.TerminationMessagePolicy == "" {
+			c.TerminationMessagePolicy = corev1.TerminationMessageReadFile
+		}
+		for j := range c.Ports {
+			if c.Ports[j].Protocol == "" {
+				c.Ports[j].Protocol = corev1.ProtocolTCP
+			}
+		}
+		for _, p := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe} {
+			if p == nil {
+				continue
+			}
+			if p.PeriodSeconds == 0 {
+				p.PeriodSeconds = 10
+			}
+			if p.TimeoutSeconds == 0 {
+				p.TimeoutSeconds = 1
+			}
+			if p.SuccessThreshold == 0 {
+				p.SuccessThreshold = 1
+			}
+			if p.FailureThreshold == 0 {
+				p.FailureThreshold = 3
+			}
+			if p.HTTPGet != nil && p.HTTPGet.Path == "" {
+				p.HTTPGet.Path = "/"
+			}
+			if p.HTTPGet != nil && p.HTTPGet.Scheme == "" {
+				p.HTTPGet.Scheme = corev1.URISchemeHTTP
+			}
+		}
+	}
+}
+
+// podSpecForCompare drops what Admit defaults, so re-applying the manifest a pod was made from is no change.
+func podSpecForCompare(s corev1.PodSpec) string {
+	defaultPodSpec(&s)
+	data, _ := json.Marshal(s)
+	return string(data)
+}
+
+func defaultDeployment(dep *appsv1.Deployment) {
+	if dep.Spec.Replicas == nil {
+		dep.Spec.Replicas = ptr[int32](1)
+	}
+	if dep.Spec.Strategy.Type == "" {
+		dep.Spec.Strategy.Type = appsv1.RollingUpdateDeploymentStrategyType
+	}
+	if dep.Spec.Strategy.Type == appsv1.RollingUpdateDeploymentStrategyType {
+		if dep.Spec.Strategy.RollingUpdate == nil {
+			dep.Spec.Strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{}
+		}
+		q := intstr.FromString("25%")
+		if dep.Spec.Strategy.RollingUpdate.MaxSurge == nil {
+			dep.Spec.Strategy.RollingUpdate.MaxSurge = &q
+		}
+		if dep.Spec.Strategy.RollingUpdate.MaxUnavailable == nil {
+			dep.Spec.Strategy.RollingUpdate.MaxUnavailable = &q
+		}
+	}
+	if dep.Spec.RevisionHistoryLimit == nil {
+		dep.Spec.RevisionHistoryLimit = ptr[int32](10)
+	}
+	if dep.Spec.ProgressDeadlineSeconds == nil {
+		dep.Spec.ProgressDeadlineSeconds = ptr[int32](600)
+	}
+	defaultPodSpec(&dep.Spec.Template.Spec)
+}
+
+// checkImages refuses containers whose image is not in the lab: pi is offline first, so pulling is explicit.
+func (d *Daemon) checkImages(ctx context.Context, cs []corev1.Container, path string) error {
+	for i, c := range cs {
+		if _, err := d.images.Resolve(ctx, c.Image); err != nil {
+			return server.Invalid("%s.containers[%d].image: %v", path, i, err)
+		}
+	}
+	return nil
+}
+
+func (d *Daemon) assignAccountIndex(a *api.Account) error {
+	objs, err := d.store.List(kindAccount, "")
+	if err != nil {
+		return err
+	}
+	used := map[int]bool{}
+	for _, o := range objs {
+		used[o.(*api.Account).Status.Index] = true
+	}
+	// Index 0 stays unused so that a zero value is never mistaken for an account's.
+	for i := 1; i < 4096; i++ {
+		if !used[i] {
+			a.Status = api.AccountStatus{Index: i}
+			return nil
+		}
+	}
+	return server.Invalid("the lab holds 4095 accounts already")
+}
+
+// Service IPs come from 10.96.0.0/12, private to each account.
+var serviceCIDR = &net.IPNet{IP: net.IPv4(10, 96, 0, 0).To4(), Mask: net.CIDRMask(12, 32)}
+
+func (d *Daemon) admitService(account string, svc *corev1.Service, old *corev1.Service) error {
+	if svc.Spec.Type == "" {
+		svc.Spec.Type = corev1.ServiceTypeClusterIP
+	}
+	if svc.Spec.SessionAffinity == "" {
+		svc.Spec.SessionAffinity = corev1.ServiceAffinityNone
+	}
+	for i := range svc.Spec.Ports {
+		p := &svc.Spec.Ports[i]
+		if p.Protocol == "" {
+			p.Protocol = corev1.ProtocolTCP
+		}
+		if p.TargetPort.Type == intstr.Int && p.TargetPort.IntVal == 0 {
+			p.TargetPort = intstr.FromInt(int(p.Port))
+		}
+	}
+	if old != nil {
+		if svc.Spec.ClusterIP == "" {
+			svc.Spec.ClusterIP = old.Spec.ClusterIP
+		} else if svc.Spec.ClusterIP != old.Spec.ClusterIP {
+			return server.Invalid("service %q: spec.clusterIP: field is immutable", svc.Name)
+		}
+		svc.Status = old.Status
+	} else {
+		svc.Status = corev1.ServiceStatus{}
+	}
+	svc.Spec.ClusterIPs = nil
+	objs, err := d.store.List(kindService, account)
+	if err != nil {
+		return err
+	}
+	if svc.Spec.ClusterIP != corev1.ClusterIPNone {
+		used := map[string]string{}
+		for _, o := range objs {
+			if o.GetName() != svc.Name {
+				used[o.(*corev1.Service).Spec.ClusterIP] = o.GetName()
+			}
+		}
+		if svc.Spec.ClusterIP != "" {
+			ip := net.ParseIP(svc.Spec.ClusterIP)
+			if !serviceCIDR.Contains(ip) {
+				return server.Invalid("service %q: spec.clusterIP %s is not in the Service range %s", svc.Name, svc.Spec.ClusterIP, serviceCIDR)
+			}
+			if other, ok := used[svc.Spec.ClusterIP]; ok {
+				return server.Invalid("service %q: spec.clusterIP %s is already allocated to service %q", svc.Name, svc.Spec.ClusterIP, other)
+			}
+		} else {
+			ip, err := allocateServiceIP(used)
+			if err != nil {
+				return server.Invalid("service %q: %v", svc.Name, err)
+			}
+			svc.Spec.ClusterIP = ip
+		}
+		svc.Spec.ClusterIPs = []string{svc.Spec.ClusterIP}
+	}
+	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
+		return d.checkLoadBalancerIP(account, svc, objs)
+	}
+	return nil
+}
+
+func allocateServiceIP(used map[string]string) (string, error) {
+	base := serviceCIDR.IP.To4()
+	// .0.1 is kubernetes' own in a real cluster; start at .0.10 so addresses look familiar.
+	for n := uint32(10); n < 1<<20-1; n++ {
+		ip := net.IPv4(base[0], base[1]+byte(n>>16), byte(n>>8), byte(n)).String()
+		if _, ok := used[ip]; !ok {
+			return ip, nil
+		}
+	}
+	return "", fmt.Errorf("the Service range %s is full", serviceCIDR)
+}
+
+// checkLoadBalancerIP makes sure a LoadBalancer Service's FIP is one the account holds and that no other
+// Service of it serves the same port.
+func (d *Daemon) checkLoadBalancerIP(account string, svc *corev1.Service, services []metav1.Object) error {
+	fip := svc.Spec.LoadBalancerIP
+	if _, err := d.store.Get(kindFIP, account, fip); err != nil {
+		if !store.IsNotFound(err) {
+			return err
+		}
+		if owner := d.fipOwner(fip); owner != "" {
+			return server.Invalid("service %q: spec.loadBalancerIP: fip %q belongs to another account; allocate your own with `pi create fip`", svc.Name, fip)
+		}
+		return server.Invalid("service %q: spec.loadBalancerIP: fip %q is not allocated to account %q; allocate one with `pi create fip` and use the address it prints", svc.Name, fip, account)
+	}
+	ports := map[string]bool{}
+	for _, p := range svc.Spec.Ports {
+		ports[fmt.Sprintf("%d/%s", p.Port, p.Protocol)] = true
+	}
+	for _, o := range services {
+		other := o.(*corev1.Service)
+		if other.Name == svc.Name || other.Spec.Type != corev1.ServiceTypeLoadBalancer || other.Spec.LoadBalancerIP != fip {
+			continue
+		}
+		for _, p := range other.Spec.Ports {
+			if k := fmt.Sprintf("%d/%s", p.Port, p.Protocol); ports[k] {
+				return server.Invalid("service %q: port %s on fip %q is already used by service %q; pick another port or another fip", svc.Name, k, fip, other.Name)
+			}
+		}
+	}
+	return nil
+}
+
+// fipOwner returns the account holding a FIP, or "".
+func (d *Daemon) fipOwner(ip string) string {
+	objs, _ := d.store.List(kindFIP, "")
+	for _, o := range objs {
+		if o.GetName() == ip {
+			return api.AccountOf(o)
+		}
+	}
+	return ""
+}

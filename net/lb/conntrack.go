@@ -1,0 +1,95 @@
+package lb
+
+import (
+	"fmt"
+
+	"github.com/google/nftables/binaryutil"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+func nativeU32(v uint32) []byte { return binaryutil.NativeEndian.PutUint32(v) }
+
+// staleUDP matches UDP conntrack entries addressed to a service address whose
+// backend is no longer an endpoint of that service port. A UDP "connection"
+// never ends on its own while the client keeps sending, so without this a
+// client would keep talking to a removed endpoint. Entries that were never
+// DNAT'd (sent while the port had no endpoint) are stale too.
+type staleUDP struct {
+	addrs map[ip4]bool
+	udp   map[dispatchKey]map[ip4port]bool
+}
+
+func (f *staleUDP) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
+	if fl.Forward.Protocol != unix.IPPROTO_UDP {
+		return false
+	}
+	dst, ok := toIP4(fl.Forward.DstIP)
+	if !ok || !f.addrs[dst] {
+		return false
+	}
+	backend, ok := toIP4(fl.Reverse.SrcIP)
+	if !ok {
+		return true
+	}
+	eps := f.udp[dispatchKey{dst, unix.IPPROTO_UDP, fl.Forward.DstPort}]
+	return !eps[ip4port{backend, fl.Reverse.SrcPort}]
+}
+
+// flushStaleUDP deletes stale UDP conntrack entries after the table changed.
+// It only dumps the conntrack table when UDP endpoints changed (or after a
+// rebuild, when the previous state is unknown).
+func (s *Syncer) flushStaleUDP(old, want *state) (int, error) {
+	addrs := map[ip4]bool{}
+	for a := range s.ctPending {
+		addrs[a] = true
+	}
+	if old == nil {
+		for _, p := range want.parts {
+			for k := range p.udp {
+				addrs[k.addr] = true
+			}
+		}
+	} else {
+		for _, c := range changes(old, want) {
+			for k, eps := range c.have.udp {
+				if !sameEndpoints(eps, c.want.udp[k]) {
+					addrs[k.addr] = true
+				}
+			}
+			for k := range c.want.udp {
+				if _, ok := c.have.udp[k]; !ok {
+					addrs[k.addr] = true // was endpoint-less or new: drop un-DNAT'd entries
+				}
+			}
+		}
+	}
+	if len(addrs) == 0 {
+		return 0, nil
+	}
+	udp := map[dispatchKey]map[ip4port]bool{}
+	for _, p := range want.parts {
+		for k, eps := range p.udp {
+			udp[k] = eps
+		}
+	}
+	n, err := s.ct.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, &staleUDP{addrs: addrs, udp: udp})
+	if err != nil {
+		s.ctPending = addrs
+		return int(n), fmt.Errorf("lb: flush stale UDP conntrack entries in netns %s: %w (retried on the next Sync)", s.nsPath, err)
+	}
+	s.ctPending = map[ip4]bool{}
+	return int(n), nil
+}
+
+func sameEndpoints(a, b map[ip4port]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}

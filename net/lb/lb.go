@@ -1,0 +1,317 @@
+// Package lb load-balances an account's Services in one nftables table that
+// lives in the account's router netns.
+//
+// Layout (family ip), close to kube-proxy's nftables mode:
+//
+//	nat-prerouting (dstnat; + nat-output with WithRouterOutput)  jump services
+//	services        ip daddr . meta l4proto . th dport vmap @service-ips
+//	svc-<svc>-<proto>-<port>   [mark for masquerade if client in the pod network]
+//	                           [ip saddr @aff-<ep> goto ep-<ep>  (ClientIP affinity)]
+//	                           numgen random mod N vmap { 0 : goto ep-..., ... }
+//	ep-<svc>-<proto>-<port>-<ip>-<port>   [update @aff-<ep> { ip saddr }] dnat to ip:port
+//	filter-prerouting / filter-output (dstnat+10)  ip daddr @service-addrs goto reject-service
+//	                                               ip daddr <service CIDR> goto reject-service
+//	nat-postrouting (srcnat)   masquerade connections carrying MasqueradeMark
+//
+// A packet still addressed to a service IP after dstnat found no endpoint (or
+// an undeclared port) and is rejected at once: TCP reset, ICMP port unreachable.
+//
+// Sync is level-triggered: it takes the whole desired list, the first call
+// (and the first after any failure) replaces the table in one batch, later
+// calls send one batch with only the changed map elements, chains and sets.
+package lb
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/google/nftables"
+	mdnetlink "github.com/mdlayher/netlink"
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+
+	"github.com/pilab/pi/net/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Endpoint is one ready backend of a service port.
+type Endpoint struct {
+	IP   net.IP
+	Port uint16 // resolved targetPort for this service port
+}
+
+// Port is one declared port of a service with its ready endpoints.
+type Port struct {
+	Name      string
+	Protocol  string // TCP (default), UDP or SCTP
+	Port      uint16
+	Endpoints []Endpoint
+}
+
+// Service is the load-balancing view of a Service.
+type Service struct {
+	Name        string
+	ClusterIP   net.IP   // nil for headless: no rules
+	ExternalIPs []net.IP // Floating IPs: same dispatch, client address preserved
+	Ports       []Port
+	// SessionAffinity is ClientIP affinity: a client keeps its endpoint
+	// for AffinityTimeout after its last new connection, like Kubernetes.
+	SessionAffinity bool
+}
+
+// Stats describes what one Sync sent to the kernel.
+type Stats struct {
+	Full bool // the table was rebuilt whole
+	Ops  int  // map/set elements + chains + rules + sets sent (0: nothing changed)
+	// ConntrackDeleted counts stale UDP conntrack entries removed because
+	// their endpoint (or the whole service port) went away.
+	ConntrackDeleted int
+}
+
+const (
+	// DefaultPodCIDR is the account network; clients from it are masqueraded.
+	DefaultPodCIDR = "10.244.0.0/16"
+	// DefaultServiceCIDR is where ClusterIPs live. Traffic to any address in
+	// it that no service port took is rejected, so it never leaves the router
+	// towards the Internet side.
+	DefaultServiceCIDR = "10.96.0.0/12"
+	// MasqueradeMark is the packet mark bit (as in kube-proxy) that service
+	// chains set on connections to masquerade in nat-postrouting.
+	MasqueradeMark uint32 = 0x4000
+	// AffinityTimeout is Kubernetes' default ClientIP affinity timeout.
+	AffinityTimeout = 10800 * time.Second
+)
+
+// Netlink socket buffers for a full rebuild: the kernel queues one ack (and
+// for rules one echo) per message before userspace reads any, so the receive
+// buffer must hold them all (1,000 services x 10 endpoints is ~35k messages).
+const (
+	sockSendBuf = 64 << 20
+	sockRecvBuf = 128 << 20
+)
+
+// Option tunes a Syncer.
+type Option func(*Syncer) error
+
+// WithPodCIDR sets the network whose clients are masqueraded (DefaultPodCIDR
+// otherwise).
+func WithPodCIDR(cidr string) Option {
+	return func(s *Syncer) error {
+		_, n, err := net.ParseCIDR(cidr)
+		if err != nil || n.IP.To4() == nil {
+			return fmt.Errorf("lb: pod CIDR %q is not an IPv4 CIDR", cidr)
+		}
+		n.IP = n.IP.To4()
+		s.podNet = n
+		return nil
+	}
+}
+
+// WithServiceCIDR sets the ClusterIP range (DefaultServiceCIDR otherwise).
+func WithServiceCIDR(cidr string) Option {
+	return func(s *Syncer) error {
+		_, n, err := net.ParseCIDR(cidr)
+		if err != nil || n.IP.To4() == nil {
+			return fmt.Errorf("lb: service CIDR %q is not an IPv4 CIDR", cidr)
+		}
+		n.IP = n.IP.To4()
+		s.svcNet = n
+		return nil
+	}
+}
+
+// WithRouterOutput also load-balances connections opened from the router
+// netns itself (a nat-output hook). Off by default: nothing in the router
+// needs Services, and the extra hook doubles the kernel's per-commit
+// validation work on big tables.
+func WithRouterOutput() Option {
+	return func(s *Syncer) error {
+		s.routerOutput = true
+		return nil
+	}
+}
+
+// Syncer owns one nftables table in one network namespace.
+type Syncer struct {
+	mu     sync.Mutex
+	nsPath string
+	ns     *os.File // keeps the netns alive and addressable
+	table  *nftables.Table
+	podNet *net.IPNet
+	svcNet *net.IPNet
+	// routerOutput adds the nat-output hook (WithRouterOutput).
+	routerOutput bool
+	conn         *nftables.Conn
+	ct           *netlink.Handle
+	applied      *state // last state known to be in the kernel; nil => full rebuild
+	built        *state // last desired state: unchanged services reuse its parts
+	// ctPending holds service addresses whose stale UDP conntrack entries
+	// could not be flushed yet; retried on the next Sync.
+	ctPending map[ip4]bool
+	nextSetID uint32
+	closed    bool
+}
+
+// New prepares a Syncer for table (family ip) in the netns at netnsPath ("" =
+// the caller's netns). It does not touch the kernel's nftables state.
+func New(netnsPath, table string, opts ...Option) (*Syncer, error) {
+	if table == "" || len(table) > 64 {
+		return nil, fmt.Errorf("lb: table name %q must be 1..64 characters (use the lab prefix)", table)
+	}
+	_, podNet, _ := net.ParseCIDR(DefaultPodCIDR)
+	_, svcNet, _ := net.ParseCIDR(DefaultServiceCIDR)
+	s := &Syncer{
+		nsPath:    netnsPath,
+		table:     &nftables.Table{Family: nftables.TableFamilyIPv4, Name: table},
+		podNet:    podNet,
+		svcNet:    svcNet,
+		ctPending: map[ip4]bool{},
+	}
+	for _, o := range opts {
+		if err := o(s); err != nil {
+			return nil, err
+		}
+	}
+	path := netnsPath
+	if path == "" {
+		path = "/proc/self/ns/net"
+	}
+	f, err := netns.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("lb: table %s: %w (does the account router exist?)", table, err)
+	}
+	s.ns = f
+	s.ct, err = netlink.NewHandleAt(vnetns.NsHandle(f.Fd()), unix.NETLINK_NETFILTER)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lb: netlink conntrack handle in netns %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (s *Syncer) where() string {
+	ns := s.nsPath
+	if ns == "" {
+		ns = "(own netns)"
+	}
+	return fmt.Sprintf("table ip %s in netns %s", s.table.Name, ns)
+}
+
+// nft returns the lasting nftables connection, dialing it if needed. A
+// connection is dropped after any error, because unread acks of a failed
+// batch would be mistaken for the replies of the next one.
+func (s *Syncer) nft() (*nftables.Conn, error) {
+	if s.conn != nil {
+		return s.conn, nil
+	}
+	c, err := nftables.New(nftables.WithNetNSFd(int(s.ns.Fd())), nftables.AsLasting(),
+		nftables.WithSockOptions(func(c *mdnetlink.Conn) error {
+			if err := c.SetWriteBuffer(sockSendBuf); err != nil {
+				return err
+			}
+			return c.SetReadBuffer(sockRecvBuf)
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("lb: netlink connection for %s: %w", s.where(), err)
+	}
+	s.conn = c
+	return c, nil
+}
+
+func (s *Syncer) dropConn() {
+	if s.conn != nil {
+		_ = s.conn.CloseLasting()
+		s.conn = nil
+	}
+}
+
+// Sync makes the table match services. Invalid services are skipped (the
+// rest is programmed) and reported in the error; a kernel failure leaves the
+// last good table in place and makes the next Sync rebuild it whole.
+func (s *Syncer) Sync(services []Service) (Stats, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var st Stats
+	if s.closed {
+		return st, fmt.Errorf("lb: Sync on closed syncer for %s", s.where())
+	}
+	want, invalid := build(services, s.built)
+	s.built = want
+	c, err := s.nft()
+	if err != nil {
+		return st, err
+	}
+	b := &batch{s: s, c: c}
+	if s.applied == nil {
+		st.Full = true
+		b.full(want)
+	} else {
+		b.incremental(s.applied, want)
+	}
+	st.Ops = b.ops
+	if b.err == nil && b.ops > 0 {
+		b.err = c.Flush()
+	}
+	if b.err != nil {
+		s.applied = nil
+		s.dropConn()
+		return st, fmt.Errorf("lb: program %s (%d ops, full=%v): %w; the next Sync rebuilds the table whole",
+			s.where(), b.ops, st.Full, b.err)
+	}
+	old := s.applied
+	s.applied = want
+	n, cterr := s.flushStaleUDP(old, want)
+	st.ConntrackDeleted = n
+	return st, errors.Join(invalid, cterr)
+}
+
+// Delete removes the table (the cleanup) and releases the Syncer's handles.
+// It is idempotent: a missing table or netns is not an error.
+func (s *Syncer) Delete() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	c, err := s.nft()
+	if err == nil {
+		// Adding first makes the delete succeed whether or not it exists.
+		c.AddTable(s.table)
+		c.DelTable(s.table)
+		err = c.Flush()
+		if err != nil {
+			err = fmt.Errorf("lb: delete %s: %w", s.where(), err)
+		}
+	}
+	if err != nil && errors.Is(err, os.ErrNotExist) {
+		err = nil
+	}
+	s.applied = nil
+	s.closeLocked()
+	return err
+}
+
+// Close releases the handles and leaves the table as it is (a restarted
+// daemon's first Sync replaces it atomically).
+func (s *Syncer) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closeLocked()
+	return nil
+}
+
+func (s *Syncer) closeLocked() {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	s.dropConn()
+	if s.ct != nil {
+		s.ct.Close()
+	}
+	s.ns.Close()
+}

@@ -1,0 +1,233 @@
+package network
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/pilab/pi/net/netns"
+	"github.com/vishvananda/netlink"
+)
+
+// router is an open account router namespace.
+type router struct {
+	path string
+	f    *os.File
+	h    *netlink.Handle
+	br   netlink.Link
+}
+
+func (r *router) close() {
+	r.h.Close()
+	r.f.Close()
+}
+
+// openRouter opens the account's router netns and checks it belongs to the
+// account. It returns nil, nil when the router netns does not exist.
+func (m *Manager) openRouter(account string, index int) (*router, error) {
+	path := netns.Path(m.RouterNetnsName(index))
+	f, err := netns.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	h, err := netns.NewHandle(path)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	r := &router{path: path, f: f, h: h}
+	br, err := linkByName(h, BridgeName)
+	if err == nil && br != nil && br.Attrs().Alias != account {
+		err = fmt.Errorf("router netns %s belongs to account %q, not %q", path, br.Attrs().Alias, account)
+	}
+	if err != nil {
+		r.close()
+		return nil, err
+	}
+	r.br = br
+	return r, nil
+}
+
+func checkPodIP(ip net.IP) (net.IP, error) {
+	ip4 := ip.To4()
+	switch {
+	case ip4 == nil || !PodCIDR.Contains(ip4):
+		return nil, fmt.Errorf("pod IP %s is not in %s", ip, PodCIDR)
+	case ReservedCIDR.Contains(ip4):
+		return nil, fmt.Errorf("pod IP %s is in the platform's reserved block %s", ip, ReservedCIDR)
+	case ip4.Equal(net.IPv4(10, 244, 255, 255)):
+		return nil, fmt.Errorf("pod IP %s is the broadcast address of %s", ip, PodCIDR)
+	}
+	return ip4, nil
+}
+
+// EnsurePod plugs the pod's network namespace into the account's bridge:
+// eth0 (MTU 1400, ip/16, MAC derived from ip, default via 10.244.0.1) is
+// created from inside the pod netns with its peer placed straight into the
+// router netns, where it is looked up by name, attached to br0 with hairpin
+// on. A pod netns that was recreated (reboot, sandbox rebuilt) gets its link
+// rebuilt with the same IP; the stale router port is removed. Repeating the
+// call changes nothing.
+func (m *Manager) EnsurePod(account string, index int, podNetnsPath string, ip net.IP, podID string) error {
+	if err := m.ensurePod(account, index, podNetnsPath, ip, podID); err != nil {
+		return fmt.Errorf("network: ensure pod %s (%s, account %s, netns %s): %w", podID, ip, account, podNetnsPath, err)
+	}
+	return nil
+}
+
+func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip net.IP, podID string) error {
+	if err := m.checkAccount(account, index); err != nil {
+		return err
+	}
+	if podID == "" {
+		return errors.New("empty pod ID")
+	}
+	ip4, err := checkPodIP(ip)
+	if err != nil {
+		return err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+
+	r, err := m.openRouter(account, index)
+	if err != nil {
+		return err
+	}
+	if r == nil || r.br == nil {
+		return fmt.Errorf("router netns %s of the account is missing or has no %s: EnsureAccount first", m.RouterNetnsName(index), BridgeName)
+	}
+	defer r.close()
+	ph, err := netns.NewHandle(podNetnsPath)
+	if err != nil {
+		return err
+	}
+	defer ph.Close()
+
+	portName := podPortName(podID)
+	mac := macFor(ip4)
+	eth0, err := linkByName(ph, PodLink)
+	if err != nil {
+		return fmt.Errorf("pod: %w", err)
+	}
+	port, err := linkByName(r.h, portName)
+	if err != nil {
+		return fmt.Errorf("router: %w", err)
+	}
+	if eth0 != nil && !vethPair(eth0, port) {
+		// Not (or no longer) our link to this router: rebuild. Deleting it
+		// also deletes its peer, wherever that is.
+		if err := delLink(ph, eth0); err != nil {
+			return fmt.Errorf("pod: %w", err)
+		}
+		eth0 = nil
+		if port, err = linkByName(r.h, portName); err != nil {
+			return fmt.Errorf("router: %w", err)
+		}
+	}
+	if eth0 == nil {
+		if port != nil {
+			// The pod's previous netns is gone or going (its veth is
+			// destroyed asynchronously): drop the stale port now.
+			if err := delLink(r.h, port); err != nil {
+				return fmt.Errorf("router: stale port: %w", err)
+			}
+		}
+		la := netlink.NewLinkAttrs()
+		la.Name, la.MTU, la.HardwareAddr = PodLink, MTU, mac
+		v := &netlink.Veth{LinkAttrs: la, PeerName: portName, PeerNamespace: netlink.NsFd(r.f.Fd())}
+		if err := ph.LinkAdd(v); err != nil {
+			return fmt.Errorf("create veth %s (pod) <-> %s (router %s): %w", PodLink, portName, r.path, err)
+		}
+		if eth0, err = ph.LinkByName(PodLink); err != nil {
+			return fmt.Errorf("pod: %s after creation: %w", PodLink, err)
+		}
+		if port, err = r.h.LinkByName(portName); err != nil {
+			return fmt.Errorf("router: %s after creation: %w", portName, err)
+		}
+	}
+
+	// Router side.
+	if port.Attrs().Alias != podID {
+		if err := r.h.LinkSetAlias(port, podID); err != nil {
+			return fmt.Errorf("router: label %s: %w", portName, err)
+		}
+	}
+	if port.Attrs().MTU != MTU {
+		if err := r.h.LinkSetMTU(port, MTU); err != nil {
+			return fmt.Errorf("router: %s MTU: %w", portName, err)
+		}
+	}
+	if port.Attrs().MasterIndex != r.br.Attrs().Index {
+		if err := r.h.LinkSetMaster(port, r.br); err != nil {
+			return fmt.Errorf("router: attach %s to %s: %w", portName, BridgeName, err)
+		}
+	}
+	pi, err := r.h.LinkGetProtinfo(port)
+	if err != nil || !pi.Hairpin {
+		// Hairpin: a pod reaching itself through its Service gets the
+		// DNAT'd frame back out of its own port.
+		if err := r.h.LinkSetHairpin(port, true); err != nil {
+			return fmt.Errorf("router: hairpin on %s: %w", portName, err)
+		}
+	}
+	if err := setUp(r.h, port); err != nil {
+		return fmt.Errorf("router: %w", err)
+	}
+
+	// Pod side.
+	if eth0.Attrs().MTU != MTU {
+		if err := ph.LinkSetMTU(eth0, MTU); err != nil {
+			return fmt.Errorf("pod: %s MTU: %w", PodLink, err)
+		}
+	}
+	if eth0.Attrs().HardwareAddr.String() != mac.String() {
+		if err := ph.LinkSetHardwareAddr(eth0, mac); err != nil {
+			return fmt.Errorf("pod: %s MAC: %w", PodLink, err)
+		}
+	}
+	if err := ensureAddrs(ph, eth0, []*net.IPNet{{IP: ip4, Mask: PodCIDR.Mask}}); err != nil {
+		return fmt.Errorf("pod: %w", err)
+	}
+	if err := setUp(ph, eth0); err != nil {
+		return fmt.Errorf("pod: %w", err)
+	}
+	if lo, err := ph.LinkByName("lo"); err == nil {
+		if err := setUp(ph, lo); err != nil {
+			return fmt.Errorf("pod: %w", err)
+		}
+	}
+	if err := ensureDefaultRoute(ph, eth0, RouterIP); err != nil {
+		return fmt.Errorf("pod: %w", err)
+	}
+	return nil
+}
+
+// DeletePod removes the pod's veth (both ends: the router port and the pod's
+// eth0). Missing router, port or pod netns are fine.
+func (m *Manager) DeletePod(account string, index int, podID string) error {
+	if err := m.checkAccount(account, index); err != nil {
+		return err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	r, err := m.openRouter(account, index)
+	if err != nil {
+		return fmt.Errorf("network: delete pod %s: %w", podID, err)
+	}
+	if r == nil {
+		return nil
+	}
+	defer r.close()
+	port, err := linkByName(r.h, podPortName(podID))
+	if err != nil || port == nil {
+		return err
+	}
+	if err := delLink(r.h, port); err != nil {
+		return fmt.Errorf("network: delete pod %s (account %s): %w", podID, account, err)
+	}
+	return nil
+}

@@ -1,0 +1,130 @@
+package network
+
+import (
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// Chain and set names other packages may rely on.
+const (
+	// FIPForwardChain is the regular chain of the router table that decides
+	// which traffic from the WAN may enter the account's bridge. It accepts
+	// connections that the router DNAT'd (Services' Floating IPs, programmed
+	// by net/lb in its own table); everything else from the Internet side is
+	// dropped by the forward policy.
+	FIPForwardChain = "fip-forward"
+	// EdgeFIPSet is the set (type ipv4_addr) of the host edge table listing
+	// the Floating IPs routed to this lab's routers: forwarded traffic into a
+	// transit link is dropped unless it is a reply or goes to one of them.
+	EdgeFIPSet = "fips"
+	// EdgeTransitSet lists (type ifname) the host-side transit links of this lab.
+	EdgeTransitSet = "transit"
+	// recordChain exists in the edge table when this lab switched the host's
+	// net.ipv4.ip_forward from 0 to 1, so the last cleanup can put it back.
+	recordChain = "host-ip_forward-was-0"
+)
+
+// routerTable declares the account router's filter + NAT table.
+//
+//	input:   replies, lo, from br0 ICMP + DNS on the DNS address, other br0
+//	         traffic refused at once (reset / port unreachable), WAN dropped
+//	forward: replies; br0<->br0 (pod to pod, also bridged frames when
+//	         br_netfilter hands them to IP hooks); pods (10.244/16 only, no
+//	         spoofing) out to the WAN; WAN->br0 only via fip-forward
+//	postrouting: masquerade the pod network behind the WAN address
+func routerTable(name string) tableSpec {
+	filter := nftables.ChainTypeFilter
+	return tableSpec{
+		name: name,
+		chains: []chainSpec{
+			{
+				name: "input", hook: nftables.ChainHookInput, prio: nftables.ChainPriorityFilter,
+				typ: filter, policy: policyRef(nftables.ChainPolicyDrop),
+				rules: []ruleSpec{
+					rule("replies", establishedRelated(), accept()),
+					rule("loopback", iifname("lo"), accept()),
+					rule("pods ping the router", iifname(BridgeName), l4proto(unix.IPPROTO_ICMP), accept()),
+					rule("pods query DNS over UDP", iifname(BridgeName), daddr(DNSIP), l4proto(unix.IPPROTO_UDP), dport(53), accept()),
+					rule("pods query DNS over TCP", iifname(BridgeName), daddr(DNSIP), l4proto(unix.IPPROTO_TCP), dport(53), accept()),
+					rule("refuse other TCP from pods fast", iifname(BridgeName), l4proto(unix.IPPROTO_TCP),
+						&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}),
+					rule("refuse the rest from pods fast", iifname(BridgeName),
+						&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: 3 /* port unreachable */}),
+					rule("nothing from the Internet", counter(), drop()),
+				},
+			},
+			{
+				name: "forward", hook: nftables.ChainHookForward, prio: nftables.ChainPriorityFilter,
+				typ: filter, policy: policyRef(nftables.ChainPolicyDrop),
+				rules: []ruleSpec{
+					rule("replies", establishedRelated(), accept()),
+					rule("pod to pod", iifname(BridgeName), oifname(BridgeName), accept()),
+					rule("pods to the Internet", iifname(BridgeName), oifname(WANName), saddrNet(PodCIDR), accept()),
+					rule("Internet to pods only via fip-forward", iifname(WANName), oifname(BridgeName), jump(FIPForwardChain)),
+					rule("everything else", counter(), drop()),
+				},
+			},
+			{
+				name: FIPForwardChain,
+				rules: []ruleSpec{
+					rule("DNAT'd by a Service's Floating IP", ctStatusDNAT(), accept()),
+				},
+			},
+			{
+				name: "postrouting", hook: nftables.ChainHookPostrouting, prio: nftables.ChainPriorityNATSource,
+				typ: nftables.ChainTypeNAT, policy: policyRef(nftables.ChainPolicyAccept),
+				rules: []ruleSpec{
+					rule("pods leave behind the WAN address", oifname(WANName), saddrNet(PodCIDR), &expr.Masq{}),
+				},
+			},
+		},
+	}
+}
+
+// edgeTable declares the host-side table of a lab.
+//
+//	forward:     into a transit link only replies and Floating IPs: no new
+//	             connection from the host's other links, from another account's
+//	             router or from another lab reaches a router's WAN address
+//	postrouting: transit traffic that leaves through a non-transit link is
+//	             masqueraded (the outside sees the host); traffic to the host's
+//	             own addresses never passes here, so local servers see the
+//	             router's WAN address
+func edgeTable(name string, recordIPForward bool) tableSpec {
+	spec := tableSpec{
+		name: name,
+		sets: []setSpec{
+			{name: EdgeTransitSet, keyType: nftables.TypeIFName, keyOrder: binaryutil.NativeEndian, dynamic: true,
+				comment: "host-side transit links of this lab's account routers"},
+			{name: EdgeFIPSet, keyType: nftables.TypeIPAddr, keyOrder: binaryutil.BigEndian, dynamic: true,
+				comment: "Floating IPs routed to this lab's routers"},
+		},
+		chains: []chainSpec{
+			{
+				name: "forward", hook: nftables.ChainHookForward, prio: nftables.ChainPriorityFilter,
+				typ: nftables.ChainTypeFilter, policy: policyRef(nftables.ChainPolicyAccept),
+				rules: []ruleSpec{
+					rule("replies into routers", ifnameInSet(expr.MetaKeyOIFNAME, EdgeTransitSet, false), establishedRelated(), accept()),
+					rule("Floating IPs", ifnameInSet(expr.MetaKeyOIFNAME, EdgeTransitSet, false), daddrInSet(EdgeFIPSet), accept()),
+					rule("no new connection into a router", ifnameInSet(expr.MetaKeyOIFNAME, EdgeTransitSet, false), counter(), drop()),
+				},
+			},
+			{
+				name: "postrouting", hook: nftables.ChainHookPostrouting, prio: nftables.ChainPriorityNATSource,
+				typ: nftables.ChainTypeNAT, policy: policyRef(nftables.ChainPolicyAccept),
+				rules: []ruleSpec{
+					rule("routers leave behind the host",
+						ifnameInSet(expr.MetaKeyIIFNAME, EdgeTransitSet, false),
+						ifnameInSet(expr.MetaKeyOIFNAME, EdgeTransitSet, true),
+						&expr.Masq{}),
+				},
+			},
+		},
+	}
+	if recordIPForward {
+		spec.chains = append(spec.chains, chainSpec{name: recordChain})
+	}
+	return spec
+}

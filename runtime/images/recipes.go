@@ -1,0 +1,137 @@
+package images
+
+import (
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// A recipe describes a lab image as data: what mmdebstrap installs, shell
+// hooks it runs (with the rootfs as "$1"), and files pi adds to the rootfs
+// afterwards. Everything in it goes into the recipe hash.
+type recipe struct {
+	Name     string
+	Variant  string   // mmdebstrap --variant
+	Packages []string // mmdebstrap --include
+	Hooks    []hook
+	Files    []file
+	// WithExecutable adds the running pi binary as /usr/local/bin/podinfo
+	// (and libc6 if that binary is dynamically linked).
+	WithExecutable bool
+	Config         ocispec.ImageConfig
+}
+
+type hook struct {
+	Stage string // setup, extract, essential, customize
+	Cmd   string
+}
+
+type file struct {
+	Path string // absolute path in the image
+	Mode int64  // permission bits (plus setuid/sticky)
+	Data string // regular file content
+	Link string // symlink target, if set
+	Dir  bool
+}
+
+const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// busyboxBase is the skeleton of the busybox-based images (extract variant:
+// no dpkg, no maintainer scripts, a couple of MB).
+var busyboxBase = struct {
+	hooks []hook
+	files []file
+}{
+	hooks: []hook{
+		// busybox --install needs the directories its applets live in.
+		{"setup", `mkdir -p "$1/bin" "$1/sbin" "$1/usr/bin" "$1/usr/sbin"`},
+		{"extract", `chroot "$1" /bin/busybox --install -s`},
+	},
+	files: []file{
+		{Path: "/etc/passwd", Mode: 0o644, Data: "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"},
+		{Path: "/etc/group", Mode: 0o644, Data: "root:x:0:\nnobody:x:65534:\n"},
+		{Path: "/root", Mode: 0o700, Dir: true},
+		{Path: "/tmp", Mode: 0o1777, Dir: true},
+		{Path: "/var/tmp", Mode: 0o1777, Dir: true},
+	},
+}
+
+func recipes() []recipe {
+	return []recipe{
+		{
+			Name:     "busybox",
+			Variant:  "extract",
+			Packages: []string{"busybox-static"},
+			Hooks:    busyboxBase.hooks,
+			Files:    busyboxBase.files,
+			Config:   ocispec.ImageConfig{Env: []string{defaultPath}, Cmd: []string{"sh"}},
+		},
+		{
+			Name:     "httpd",
+			Variant:  "essential",
+			Packages: []string{"apache2", "curl"},
+			Files: []file{
+				{Path: "/var/www/html/index.html", Mode: 0o644, Data: "<html><body><h1>It works!</h1></body></html>\n"},
+				// Like the official image: logs go to the container's stdout/stderr.
+				{Path: "/var/log/apache2/access.log", Link: "/dev/stdout"},
+				{Path: "/var/log/apache2/other_vhosts_access.log", Link: "/dev/stdout"},
+				{Path: "/var/log/apache2/error.log", Link: "/dev/stderr"},
+				{Path: "/usr/local/bin/httpd-foreground", Mode: 0o755, Data: httpdForeground},
+			},
+			Config: ocispec.ImageConfig{
+				Env:          []string{defaultPath},
+				Cmd:          []string{"httpd-foreground"},
+				ExposedPorts: map[string]struct{}{"80/tcp": {}},
+				// apache2's graceful stop, as in the official httpd image.
+				StopSignal: "SIGWINCH",
+			},
+		},
+		{
+			Name:     "nginx",
+			Variant:  "essential",
+			Packages: []string{"nginx-light", "curl"},
+			Files: []file{
+				{Path: "/var/log/nginx/access.log", Link: "/dev/stdout"},
+				{Path: "/var/log/nginx/error.log", Link: "/dev/stderr"},
+			},
+			Config: ocispec.ImageConfig{
+				Env:          []string{defaultPath},
+				Cmd:          []string{"nginx", "-g", "daemon off;"},
+				ExposedPorts: map[string]struct{}{"80/tcp": {}},
+				// nginx's graceful shutdown, as in the official image.
+				StopSignal: "SIGQUIT",
+			},
+		},
+		{
+			Name:           "podinfo",
+			Variant:        "extract",
+			Packages:       []string{"busybox-static"},
+			Hooks:          busyboxBase.hooks,
+			Files:          busyboxBase.files,
+			WithExecutable: true,
+			Config: ocispec.ImageConfig{
+				Env:          []string{defaultPath},
+				Entrypoint:   []string{"/usr/local/bin/podinfo"},
+				ExposedPorts: map[string]struct{}{"9898/tcp": {}},
+			},
+		},
+	}
+}
+
+// httpdForeground runs apache2 in the foreground the Debian way: envvars
+// define the run/lock/log dirs that apache2's config refers to.
+const httpdForeground = `#!/bin/sh
+set -e
+. /etc/apache2/envvars
+mkdir -p "$APACHE_RUN_DIR" "$APACHE_LOCK_DIR" "$APACHE_LOG_DIR"
+# A pid file left by a killed container would make apache2 refuse to start.
+rm -f "$APACHE_PID_FILE"
+exec /usr/sbin/apache2 -D FOREGROUND "$@"
+`
+
+// LabImages returns the names of the images Build knows.
+func LabImages() []string {
+	var names []string
+	for _, r := range recipes() {
+		names = append(names, r.Name)
+	}
+	return names
+}
