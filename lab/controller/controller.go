@@ -91,6 +91,7 @@ func (m *Manager) Run(ctx context.Context) {
 	m.resyncAll()
 	m.startWorkers(ctx, m.pods, 4, m.reconcilePod)
 	m.startWorkers(ctx, m.accounts, 2, m.reconcileAccount)
+	m.startMore(ctx)
 
 	exits := m.Runtime.Exits(ctx)
 	tick := time.NewTicker(5 * time.Second)

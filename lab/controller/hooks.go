@@ -9,19 +9,33 @@ import (
 )
 
 // routeMore queues what a stored change means for the workload and service controllers.
-func (m *Manager) routeMore(ev api.WatchEvent, meta *metav1.ObjectMeta) {}
+func (m *Manager) routeMore(ev api.WatchEvent, meta *metav1.ObjectMeta) {
+	m.routeWorkloads(ev, meta)
+	m.routeServices(ev, meta)
+}
 
 // resyncMore queues every object of the workload and service controllers.
-func (m *Manager) resyncMore() {}
+func (m *Manager) resyncMore() {
+	m.resyncWorkloads()
+	m.resyncServices()
+}
+
+// startMore starts the workload and service controllers' workers.
+func (m *Manager) startMore(ctx context.Context) {
+	m.startWorkloads(ctx)
+	m.startServices(ctx)
+}
 
 // accountReady runs once an account's network is up (DNS, Services).
-func (m *Manager) accountReady(ctx context.Context, acct *api.Account, a *network.Account) {}
+func (m *Manager) accountReady(ctx context.Context, acct *api.Account, a *network.Account) {
+	m.servicesAccountReady(ctx, acct, a)
+}
 
 // accountGone runs before an account's network is removed.
-func (m *Manager) accountGone(acct *api.Account) {}
+func (m *Manager) accountGone(acct *api.Account) { m.servicesAccountGone(acct) }
 
 // objectDeleted runs after an object was removed from the store at once (not gracefully).
 func (m *Manager) objectDeleted(account string, k api.Kind, o metav1.Object) {}
 
 // closeMore releases what the service controllers hold.
-func (m *Manager) closeMore() {}
+func (m *Manager) closeMore() { m.closeServices() }

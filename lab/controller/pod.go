@@ -219,7 +219,7 @@ func (m *Manager) syncContainers(ctx context.Context, pod *corev1.Pod, acct *api
 		switch {
 		case st.Exists && st.Running:
 			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(st.StartedAt)}
-			cs.Ready = true
+			cs.Ready = m.containerReady(pod, c)
 			cs.Started = ptr(true)
 			cs.ImageID = st.ImageRef
 			cs.ContainerID = "containerd://" + st.ID
@@ -277,7 +277,7 @@ func (m *Manager) syncContainers(ctx context.Context, pod *corev1.Pod, acct *api
 			st, _ = m.Runtime.State(ctx, string(pod.UID), c.Name)
 			if st.Running {
 				cs.State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(st.StartedAt)}}
-				cs.Ready = true
+				cs.Ready = m.containerReady(pod, c)
 				cs.Started = ptr(true)
 				cs.ContainerID = "containerd://" + st.ID
 				cs.ImageID = st.ImageRef
@@ -295,6 +295,15 @@ func (m *Manager) syncContainers(ctx context.Context, pod *corev1.Pod, acct *api
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// containerReady: a running container is ready unless its readinessProbe says otherwise (or has not passed yet).
+func (m *Manager) containerReady(pod *corev1.Pod, c *corev1.Container) bool {
+	if c.ReadinessProbe == nil {
+		return true
+	}
+	ready, _ := m.probeReady(string(pod.UID), c.Name)
+	return ready
+}
 
 // updatePodStatus derives phase and conditions from container statuses and stores them if they changed.
 func (m *Manager) updatePodStatus(pod *corev1.Pod, statuses []corev1.ContainerStatus) {
@@ -325,7 +334,13 @@ func (m *Manager) updatePodStatus(pod *corev1.Pod, statuses []corev1.ContainerSt
 			phase = corev1.PodRunning
 		}
 	}
-	allReady := running == len(statuses)
+	ready := 0
+	for _, cs := range statuses {
+		if cs.Ready {
+			ready++
+		}
+	}
+	allReady := ready == len(statuses)
 	m.Store.Mutate(kindPod, api.AccountOf(pod), pod.Name, func(o metav1.Object) error {
 		p := o.(*corev1.Pod)
 		if p.UID != pod.UID || p.DeletionTimestamp != nil {

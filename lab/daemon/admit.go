@@ -21,7 +21,7 @@ import (
 func (d *Daemon) Admit(ctx context.Context, account string, o, old metav1.Object) error {
 	switch v := o.(type) {
 	case *corev1.Pod:
-		defaultPodSpec(&v.Spec)
+		api.DefaultPodSpec(&v.Spec)
 		if old != nil {
 			op := old.(*corev1.Pod)
 			if !reflect.DeepEqual(podSpecForCompare(op.Spec), podSpecForCompare(v.Spec)) {
@@ -45,7 +45,7 @@ func (d *Daemon) Admit(ctx context.Context, account string, o, old metav1.Object
 		if v.Spec.Replicas == nil {
 			v.Spec.Replicas = ptr[int32](1)
 		}
-		defaultPodSpec(&v.Spec.Template.Spec)
+		api.DefaultPodSpec(&v.Spec.Template.Spec)
 		if old != nil {
 			v.Status = old.(*appsv1.ReplicaSet).Status
 		} else {
@@ -75,61 +75,9 @@ func (d *Daemon) Admit(ctx context.Context, account string, o, old metav1.Object
 
 func ptr[T any](v T) *T { return &v }
 
-func defaultPodSpec(s *corev1.PodSpec) {
-	if s.RestartPolicy == "" {
-		s.RestartPolicy = corev1.RestartPolicyAlways
-	}
-	if s.TerminationGracePeriodSeconds == nil {
-		s.TerminationGracePeriodSeconds = ptr[int64](5)
-	}
-	if s.DNSPolicy == "" {
-		s.DNSPolicy = corev1.DNSClusterFirst
-	}
-	for i := range s.Containers {
-		c := &s.Containers[i]
-		if c.ImagePullPolicy == "" {
-			c.ImagePullPolicy = corev1.PullIfNotPresent
-		}
-		if c.TerminationMessagePath == "" {
-			c.TerminationMessagePath = corev1.TerminationMessagePathDefault
-		}
-		if c.TerminationMessagePolicy == "" {
-			c.TerminationMessagePolicy = corev1.TerminationMessageReadFile
-		}
-		for j := range c.Ports {
-			if c.Ports[j].Protocol == "" {
-				c.Ports[j].Protocol = corev1.ProtocolTCP
-			}
-		}
-		for _, p := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe} {
-			if p == nil {
-				continue
-			}
-			if p.PeriodSeconds == 0 {
-				p.PeriodSeconds = 10
-			}
-			if p.TimeoutSeconds == 0 {
-				p.TimeoutSeconds = 1
-			}
-			if p.SuccessThreshold == 0 {
-				p.SuccessThreshold = 1
-			}
-			if p.FailureThreshold == 0 {
-				p.FailureThreshold = 3
-			}
-			if p.HTTPGet != nil && p.HTTPGet.Path == "" {
-				p.HTTPGet.Path = "/"
-			}
-			if p.HTTPGet != nil && p.HTTPGet.Scheme == "" {
-				p.HTTPGet.Scheme = corev1.URISchemeHTTP
-			}
-		}
-	}
-}
-
 // podSpecForCompare drops what Admit defaults, so re-applying the manifest a pod was made from is no change.
 func podSpecForCompare(s corev1.PodSpec) string {
-	defaultPodSpec(&s)
+	api.DefaultPodSpec(&s)
 	data, _ := json.Marshal(s)
 	return string(data)
 }
@@ -159,7 +107,7 @@ func defaultDeployment(dep *appsv1.Deployment) {
 	if dep.Spec.ProgressDeadlineSeconds == nil {
 		dep.Spec.ProgressDeadlineSeconds = ptr[int32](600)
 	}
-	defaultPodSpec(&dep.Spec.Template.Spec)
+	api.DefaultPodSpec(&dep.Spec.Template.Spec)
 }
 
 // checkImages refuses containers whose image is not in the lab: pi is offline first, so pulling is explicit.

@@ -37,8 +37,9 @@ func (f *staleUDP) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
 }
 
 // flushStaleUDP deletes stale UDP conntrack entries after the table changed.
-// It only dumps the conntrack table when UDP endpoints changed (or after a
-// rebuild, when the previous state is unknown).
+// It only dumps the conntrack table when a UDP endpoint went away (or after a
+// rebuild, when the previous state is unknown): the dump walks the whole
+// conntrack hash (~9 ms with 262,144 buckets) even for an empty netns.
 func (s *Syncer) flushStaleUDP(old, want *state) (int, error) {
 	addrs := map[ip4]bool{}
 	for a := range s.ctPending {
@@ -51,15 +52,17 @@ func (s *Syncer) flushStaleUDP(old, want *state) (int, error) {
 			}
 		}
 	} else {
+		// Only a removed endpoint leaves stale entries behind: while a port
+		// has no endpoint its packets are rejected before conntrack
+		// confirms them, so no un-DNAT'd entry survives to be reused.
 		for _, c := range changes(old, want) {
 			for k, eps := range c.have.udp {
-				if !sameEndpoints(eps, c.want.udp[k]) {
-					addrs[k.addr] = true
-				}
-			}
-			for k := range c.want.udp {
-				if _, ok := c.have.udp[k]; !ok {
-					addrs[k.addr] = true // was endpoint-less or new: drop un-DNAT'd entries
+				now := c.want.udp[k]
+				for ep := range eps {
+					if !now[ep] {
+						addrs[k.addr] = true
+						break
+					}
 				}
 			}
 		}
@@ -80,16 +83,4 @@ func (s *Syncer) flushStaleUDP(old, want *state) (int, error) {
 	}
 	s.ctPending = map[ip4]bool{}
 	return int(n), nil
-}
-
-func sameEndpoints(a, b map[ip4port]bool) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k := range a {
-		if !b[k] {
-			return false
-		}
-	}
-	return true
 }

@@ -269,6 +269,14 @@ func (s *Syncer) Sync(services []Service) (Stats, error) {
 	return st, errors.Join(invalid, cterr)
 }
 
+// ForceFullSync makes the next Sync rebuild the table whole, e.g. on a
+// periodic resync that repairs rules changed behind pilab's back.
+func (s *Syncer) ForceFullSync() {
+	s.mu.Lock()
+	s.applied = nil
+	s.mu.Unlock()
+}
+
 // Delete removes the table (the cleanup) and releases the Syncer's handles.
 // It is idempotent: a missing table or netns is not an error.
 func (s *Syncer) Delete() error {

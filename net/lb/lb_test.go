@@ -254,8 +254,18 @@ func TestUDPConntrackFlush(t *testing.T) {
 	if got := query(); got != a.pods[1].name {
 		t.Fatalf("udp answer from %s, want %s", got, a.pods[1].name)
 	}
+	// Adding an endpoint leaves running flows where they are.
+	st := a.sync(t, udp(ep(a.pods[1].ip, 5353), ep(a.pods[2].ip, 5353)))
+	if st.ConntrackDeleted != 0 {
+		t.Errorf("endpoint added: %d conntrack entries deleted, want 0", st.ConntrackDeleted)
+	}
+	for i := 0; i < 5; i++ {
+		if got := query(); got != a.pods[1].name {
+			t.Fatalf("after adding pod 2 the flow moved to %s; running flows must stay", got)
+		}
+	}
 	// pod 1 stays up but stops being an endpoint: the same flow must move.
-	st := a.sync(t, udp(ep(a.pods[2].ip, 5353)))
+	st = a.sync(t, udp(ep(a.pods[2].ip, 5353)))
 	if st.ConntrackDeleted < 1 {
 		t.Errorf("endpoint removed: ConntrackDeleted = %d, want the stale UDP entry deleted", st.ConntrackDeleted)
 	}
@@ -379,6 +389,10 @@ func TestFailureRebuildsAndDeleteCleansUp(t *testing.T) {
 	}
 	if got := count(t, a.pods[0].path, "10.96.0.10:80", 40); len(got) != 2 {
 		t.Errorf("after rebuild: %v, want both endpoints", got)
+	}
+	a.lb.ForceFullSync()
+	if st := a.sync(t, tcpSvc("web", clusterIP, 80, a.podEP(1), a.podEP(2))); !st.Full {
+		t.Errorf("Sync after ForceFullSync: %+v, want full", st)
 	}
 
 	// A restarted daemon (new Syncer) replaces the table atomically.
@@ -517,5 +531,48 @@ func TestLargeTable(t *testing.T) {
 	}
 	if got := count(t, a.pods[0].path, "10.96.0.10:80", 5); got[a.pods[2].name] != 5 {
 		t.Errorf("after the change: %v", got)
+	}
+}
+
+func TestRouterOutput(t *testing.T) {
+	requireRoot(t)
+	prefix := labPrefix(t)
+	a := newAccount(t, prefix, "a", 2)
+	svc := tcpSvc("web", clusterIP, 80, a.podEP(1))
+	a.sync(t, svc)
+	// By default the router's own connections to a ClusterIP are refused
+	// (and never leak to the WAN side).
+	if _, err := ask(a.router, "10.96.0.10:80", time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("router -> ClusterIP without WithRouterOutput: %v, want refused", err)
+	}
+	s, err := New(a.router, prefix+"-lb", WithRouterOutput())
+	must(t, err, "New")
+	defer s.Close()
+	if _, err := s.Sync([]Service{svc}); err != nil {
+		t.Fatal(err)
+	}
+	if ans, err := ask(a.router, "10.96.0.10:80", time.Second); err != nil || who(ans) != a.pods[1].name {
+		t.Errorf("router -> ClusterIP with WithRouterOutput: %q %v", ans, err)
+		fl, _ := s.ct.ConntrackTableList(1, 2)
+		for _, f := range fl {
+			t.Logf("ct: %s", f)
+		}
+		h, _ := netns.NewHandle(a.router)
+		ns, _ := h.NeighList(0, 2)
+		for _, n := range ns {
+			t.Logf("neigh: %s", n.String())
+		}
+		dumpTable(t, a.topo, prefix+"-lb")
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	for _, o := range []Option{WithPodCIDR("10.244.0.0"), WithPodCIDR("fd00::/64"), WithServiceCIDR("nope")} {
+		if _, err := New("", "x", o); err == nil {
+			t.Errorf("invalid option accepted")
+		}
+	}
+	if _, err := New("", ""); err == nil {
+		t.Error("empty table name accepted")
 	}
 }

@@ -125,6 +125,8 @@ func newTopoBrNF(t testing.TB, prefix, account string, n int, brNetfilter bool) 
 	must(t, err, "find "+wan)
 	must(t, rh.AddrAdd(wl, &netlink.Addr{IPNet: &net.IPNet{IP: wanRouterIP, Mask: wanMask}}), "wan address")
 	must(t, rh.LinkSetUp(wl), "wan up")
+	// Like a real router: everything unknown goes out the WAN side.
+	must(t, rh.RouteAdd(&netlink.Route{Gw: wanClientIP, LinkIndex: wl.Attrs().Index}), "router default route")
 	return tp
 }
 

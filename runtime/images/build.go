@@ -341,9 +341,9 @@ func (e *mmdebstrapError) Error() string { return e.msg }
 // dropPrefixes are removed from every lab image: documentation (extract
 // builds bypass dpkg's path-exclude) and files describing the build host.
 var dropPrefixes = []string{
-	"dev/",
-	"usr/share/man/", "usr/share/info/", "usr/share/lintian/", "usr/share/locale/",
-	"var/cache/apt/archives/partial/", "var/lib/apt/lists/partial/",
+	"dev/", // only the contents: /dev stays as the mount point
+	"usr/share/man", "usr/share/info", "usr/share/lintian", "usr/share/locale",
+	"var/cache/apt/archives/partial", "var/lib/apt/lists/partial",
 }
 
 var dropFiles = map[string]bool{
@@ -360,7 +360,8 @@ func dropped(name string) bool {
 		return true
 	}
 	for _, p := range dropPrefixes {
-		if strings.HasPrefix(name, p) {
+		if strings.HasSuffix(p, "/") && strings.HasPrefix(name, p) ||
+			name == p || strings.HasPrefix(name, p+"/") {
 			return true
 		}
 	}

@@ -19,12 +19,12 @@ import (
 
 // Import loads a docker-save or OCI image archive, unpacks every image in it
 // for this platform and returns their references. Images in the archive
-// without a usable name get "import/unnamed@sha256:...".
+// without a usable name are called "imported-<first 12 hex of the digest>".
 func (s *Store) Import(ctx context.Context, r io.Reader) ([]string, error) {
 	ctx = s.ctx(ctx)
 	imgs, err := s.client.Import(ctx, r,
 		containerd.WithImageRefTranslator(importName),
-		containerd.WithDigestRef(func(d digest.Digest) string { return "import/unnamed@" + d.String() }),
+		containerd.WithDigestRef(unnamedRef),
 		// Only images that got no name need the digest name.
 		containerd.WithSkipDigestRef(func(name string) bool { return name != "" }),
 		containerd.WithImportPlatform(platforms.Default()),
@@ -44,6 +44,12 @@ func (s *Store) Import(ctx context.Context, r io.Reader) ([]string, error) {
 		refs = append(refs, rec.Name)
 	}
 	return refs, nil
+}
+
+// unnamedRef names an image that came without a name after its digest, so
+// that it can still be used in a pod spec ("imported-0123456789ab").
+func unnamedRef(d digest.Digest) string {
+	return "docker.io/library/imported-" + shortDigest(d) + ":latest"
 }
 
 // importName turns an OCI ref.name annotation into an image name. A bare tag
@@ -93,6 +99,13 @@ func (s *Store) Pull(ctx context.Context, ref string, progress io.Writer) error 
 			return fmt.Errorf("pull %s: registry unreachable (%v); this machine may be offline: build lab images with `pi image build`, or import an archive with `pi image import FILE`", full, err)
 		}
 		return fmt.Errorf("pull %s: %w", full, err)
+	}
+	// Layers bypass image handlers (the unpacker fetches them), so report
+	// them from the manifest afterwards.
+	if mf, err := images.Manifest(ctx, s.client.ContentStore(), img.Target(), platforms.Default()); err == nil {
+		for _, l := range mf.Layers {
+			fmt.Fprintf(progress, "%s: fetched layer %s (%s)\n", ShortName(full), shortDigest(l.Digest), humanSize(l.Size))
+		}
 	}
 	fmt.Fprintf(progress, "%s: pulled %s\n", ShortName(full), img.Target().Digest)
 	return nil

@@ -27,7 +27,7 @@ func BenchmarkPodStart(b *testing.B) {
 	e := newEnv(b)
 	ctx := e.ctx(context.Background())
 	nsPath := newNetns(b, e.ns+"-bench")
-	img, err := e.client.GetImage(ctx, testImage)
+	img, err := e.images.Resolve(ctx, testImage)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -36,17 +37,32 @@ type ContainerOptions struct {
 	Labels    map[string]string // extra container labels, e.g. pilab.dev/account
 }
 
-func (o ContainerOptions) validate() error {
+func (r *Runtime) validate(o ContainerOptions) error {
 	switch {
 	case o.Pod == nil || o.Container == nil:
 		return errors.New("start container: ContainerOptions.Pod and .Container are required")
 	case o.Pod.UID == "" || o.Pod.Name == "":
 		return errors.New("start container: the pod has no name or UID")
+	case !validName(o.Container.Name):
+		return fmt.Errorf("start container: container name %q of pod %s is not a DNS label", o.Container.Name, o.Pod.Name)
 	case o.Sandbox.Dir == "" || o.Sandbox.NetnsPath == "" || o.Sandbox.UTSPath == "" || o.Sandbox.IPCPath == "":
 		return fmt.Errorf("start container %s of pod %s: ContainerOptions.Sandbox is incomplete; pass the one EnsureSandbox returned", o.Container.Name, o.Pod.Name)
 	}
+	// Logs finds a pod's files by UID alone, so they must be where the UID
+	// says.
+	if dir, err := r.sandboxDir(string(o.Pod.UID)); err != nil {
+		return err
+	} else if filepath.Clean(o.Sandbox.Dir) != dir {
+		return fmt.Errorf("start container %s of pod %s: sandbox dir %s is not this pod's (%s); pass the Sandbox EnsureSandbox returned for the pod", o.Container.Name, o.Pod.Name, o.Sandbox.Dir, dir)
+	}
 	return nil
 }
+
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+// validName checks a container name as Kubernetes does; it becomes part of
+// file paths and the containerd ID.
+func validName(s string) bool { return len(s) <= 63 && dnsLabel.MatchString(s) }
 
 // logPath is where attempt n of a container logs: the shim appends the
 // task's stdout and stderr there, so logs survive daemon and containerd
@@ -58,7 +74,7 @@ func logPath(dir, container string, attempt int) string {
 // StartContainer creates a container and its task and starts it. A
 // container left by an earlier attempt is removed first (task included).
 func (r *Runtime) StartContainer(ctx context.Context, o ContainerOptions) error {
-	if err := o.validate(); err != nil {
+	if err := r.validate(o); err != nil {
 		return err
 	}
 	ctx = r.nsctx(ctx)
@@ -76,11 +92,6 @@ func (r *Runtime) StartContainer(ctx context.Context, o ContainerOptions) error 
 	img, err := r.images.Resolve(ctx, c.Image)
 	if err != nil {
 		return fail("image %q: %v", c.Image, err)
-	}
-	if ok, err := img.IsUnpacked(ctx, snapshotter); err != nil || !ok {
-		if err := img.Unpack(ctx, snapshotter); err != nil {
-			return fail("unpack image %s: %v", img.Name(), err)
-		}
 	}
 	ispec, err := img.Spec(ctx)
 	if err != nil {
@@ -316,16 +327,25 @@ func (r *Runtime) exitReason(info containers.Container, code int) string {
 	return ReasonError
 }
 
-func oomKilled(info containers.Container) bool {
+// specOf decodes the OCI spec stored on a container record.
+func specOf(info containers.Container) (*specs.Spec, error) {
 	if info.Spec == nil {
-		return false
+		return nil, fmt.Errorf("container %s has no OCI spec", info.ID)
 	}
 	v, err := typeurl.UnmarshalAny(info.Spec)
 	if err != nil {
-		return false
+		return nil, fmt.Errorf("decode OCI spec of container %s: %w", info.ID, err)
 	}
 	s, ok := v.(*specs.Spec)
-	if !ok || s.Linux == nil || s.Linux.CgroupsPath == "" {
+	if !ok {
+		return nil, fmt.Errorf("container %s: spec is a %T, not an OCI spec", info.ID, v)
+	}
+	return s, nil
+}
+
+func oomKilled(info containers.Container) bool {
+	s, err := specOf(info)
+	if err != nil || s.Linux == nil || s.Linux.CgroupsPath == "" {
 		return false
 	}
 	for _, f := range []string{

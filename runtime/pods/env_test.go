@@ -17,11 +17,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd"
-	"github.com/containerd/containerd/content"
-	"github.com/containerd/containerd/images"
 	"github.com/containerd/containerd/namespaces"
-	"github.com/opencontainers/go-digest"
-	specsgo "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -29,6 +25,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/pilab/pi/runtime/images"
 	"github.com/pilab/pi/runtime/supervisor"
 	"github.com/pilab/pi/runtime/supervisor/supervisortest"
 )
@@ -84,14 +81,8 @@ type testEnv struct {
 	client *containerd.Client
 	ns     string
 	runDir string
+	images *images.Store
 	rt     *Runtime
-}
-
-// clientImages resolves image names straight from containerd's image store.
-type clientImages struct{ c *containerd.Client }
-
-func (i clientImages) Resolve(ctx context.Context, ref string) (containerd.Image, error) {
-	return i.c.GetImage(ctx, ref)
 }
 
 // newEnv starts a private containerd with the test image and a Runtime on
@@ -102,7 +93,8 @@ func newEnv(t testing.TB) *testEnv {
 	sup := supervisortest.Start(t)
 	e := &testEnv{sup: sup, client: sup.Client(), ns: supervisortest.Lab()}
 	e.runDir = t.TempDir()
-	e.rt = New(e.client, e.ns, clientImages{e.client}, e.runDir)
+	e.images = images.New(e.client, e.ns, filepath.Join(e.runDir, "images"))
+	e.rt = New(e.client, e.ns, e.images, e.runDir)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -112,7 +104,7 @@ func newEnv(t testing.TB) *testEnv {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := importImage(e.ctx(ctx), e.client, testImage, toolPath); err != nil {
+	if err := importImage(ctx, e.images, testImage, toolPath); err != nil {
 		t.Fatalf("import test image: %v", err)
 	}
 	return e
@@ -123,7 +115,7 @@ func (e *testEnv) ctx(ctx context.Context) context.Context {
 }
 
 // importImage makes a one-layer image holding the tool as /bin/pitool.
-func importImage(ctx context.Context, client *containerd.Client, ref, toolPath string) error {
+func importImage(ctx context.Context, store *images.Store, ref, toolPath string) error {
 	bin, err := os.ReadFile(toolPath)
 	if err != nil {
 		return err
@@ -149,54 +141,12 @@ func importImage(ctx context.Context, client *containerd.Client, ref, toolPath s
 	if err := tw.Close(); err != nil {
 		return err
 	}
-	// Unreferenced content is garbage collected at once; the lease holds it
-	// until the image refers to it.
-	ctx, done, err := client.WithLease(ctx)
-	if err != nil {
-		return err
-	}
-	defer done(ctx)
-	cs := client.ContentStore()
-	write := func(mediaType string, b []byte, labels map[string]string) (ocispec.Descriptor, error) {
-		d := ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(b), Size: int64(len(b))}
-		return d, content.WriteBlob(ctx, cs, d.Digest.String(), bytes.NewReader(b), d, content.WithLabels(labels))
-	}
-	layerDesc, err := write(ocispec.MediaTypeImageLayer, layer.Bytes(), nil)
-	if err != nil {
-		return err
-	}
-	cfg, _ := json.Marshal(ocispec.Image{
-		Platform: ocispec.Platform{Architecture: goruntime.GOARCH, OS: "linux"},
-		Config: ocispec.ImageConfig{
-			Entrypoint: []string{"/bin/pitool"},
-			Cmd:        []string{"sleep"},
-			Env:        []string{"PATH=/bin", "FROM_IMAGE=yes", "OVERRIDE=image"},
-			WorkingDir: "/",
-		},
-		RootFS: ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{layerDesc.Digest}},
-	})
-	cfgDesc, err := write(ocispec.MediaTypeImageConfig, cfg, nil)
-	if err != nil {
-		return err
-	}
-	man, _ := json.Marshal(ocispec.Manifest{
-		Versioned: specsgo.Versioned{SchemaVersion: 2},
-		MediaType: ocispec.MediaTypeImageManifest,
-		Config:    cfgDesc,
-		Layers:    []ocispec.Descriptor{layerDesc},
-	})
-	manDesc, err := write(ocispec.MediaTypeImageManifest, man, map[string]string{
-		"containerd.io/gc.ref.content.config": cfgDesc.Digest.String(),
-		"containerd.io/gc.ref.content.l.0":    layerDesc.Digest.String(),
-	})
-	if err != nil {
-		return err
-	}
-	rec, err := client.ImageService().Create(ctx, images.Image{Name: ref, Target: manDesc})
-	if err != nil {
-		return err
-	}
-	return containerd.NewImage(client, rec).Unpack(ctx, snapshotter)
+	return store.ImportRootfs(ctx, ref, &layer, ocispec.ImageConfig{
+		Entrypoint: []string{"/bin/pitool"},
+		Cmd:        []string{"sleep"},
+		Env:        []string{"PATH=/bin", "FROM_IMAGE=yes", "OVERRIDE=image"},
+		WorkingDir: "/",
+	}, nil)
 }
 
 // newNetns makes a named network namespace with loopback up, standing in for
@@ -408,7 +358,7 @@ func runHelper(spec string) {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		os.Exit(2)
 	}
-	rt := New(client, h.Namespace, clientImages{client}, h.RunDir)
+	rt := New(client, h.Namespace, images.New(client, h.Namespace, filepath.Join(h.RunDir, "images")), h.RunDir)
 	if err := rt.StartContainer(context.Background(), ContainerOptions{Pod: h.Pod, Container: &h.Pod.Spec.Containers[0], Sandbox: h.Sandbox}); err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		os.Exit(2)

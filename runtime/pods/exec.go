@@ -73,9 +73,9 @@ func (r *Runtime) Exec(ctx context.Context, podUID, container string, o ExecOpti
 	} else if st.Status != containerd.Running {
 		return fail("the container is not running (task %s)", st.Status)
 	}
-	spec, err := cont.Spec(ctx)
+	spec, err := specOf(info)
 	if err != nil {
-		return fail("read container spec: %v", err)
+		return fail("%v", err)
 	}
 	pspec := *spec.Process
 	pspec.Args = o.Cmd

@@ -30,6 +30,9 @@ func (r *Runtime) Logs(ctx context.Context, podUID, container string, o LogOptio
 	if err != nil {
 		return err
 	}
+	if !validName(container) {
+		return fmt.Errorf("logs of pod %s: container name %q is not a DNS label", podUID, container)
+	}
 	dir := filepath.Dir(logPath(sdir, container, 0))
 	attempts, err := logAttempts(dir)
 	if err != nil {

@@ -413,6 +413,20 @@ func TestSpecFromPodAndImage(t *testing.T) {
 	if got := e.logs(t, pod2, "a", LogOptions{Tail: -1}); got != `["args" "x y"]`+"\n" {
 		t.Errorf("args output %q", got)
 	}
+	// stdin: true keeps stdin open (and empty): cat waits instead of
+	// reading EOF at once like a container without stdin.
+	open := ctr("open", "cat")
+	open.Stdin = true
+	pod4, sb4 := e.newPod(t, "stdin", open, ctr("closed", "cat"))
+	e.start(t, pod4, sb4, "open", 0)
+	e.start(t, pod4, sb4, "closed", 0)
+	if st := e.waitExited(t, pod4, "closed"); st.ExitCode != 0 {
+		t.Errorf("cat without stdin: %+v", st)
+	}
+	if st := e.state(t, pod4, "open"); !st.Running {
+		t.Errorf("cat with stdin: true is not running: %+v", st)
+	}
+
 	// A bad image or command fails the start and leaves nothing behind.
 	bad := ctr("bad", "sleep")
 	bad.Image = "pilab.test/nope:1"
@@ -433,6 +447,10 @@ func TestSpecFromPodAndImage(t *testing.T) {
 	}, podFilter(string(pod3.UID)))
 	if sn != 0 {
 		t.Errorf("failed starts left %d snapshots", sn)
+	}
+	evil := ctr("../../escape", "sleep")
+	if err := e.rt.StartContainer(context.Background(), ContainerOptions{Pod: pod3, Container: &evil, Sandbox: sb3}); err == nil {
+		t.Error("a container name with a path in it was accepted")
 	}
 }
 

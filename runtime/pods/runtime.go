@@ -33,6 +33,8 @@ import (
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/snapshots"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/pilab/pi/runtime/images"
 )
 
 // Labels pilab puts on every container (and, for LabelPodUID, on every
@@ -56,7 +58,7 @@ const (
 
 const (
 	runtimeName = "io.containerd.runc.v2"
-	snapshotter = "overlayfs"
+	snapshotter = images.Snapshotter
 )
 
 // Reasons reported in ContainerState.Reason, as Kubernetes spells them.
@@ -66,8 +68,8 @@ const (
 	ReasonOOMKilled = "OOMKilled"
 )
 
-// ImageResolver turns a pod's image reference into an unpacked-or-unpackable
-// containerd image. *images.Store (runtime/images) implements it.
+// ImageResolver turns a pod's image reference into a containerd image
+// unpacked for the overlayfs snapshotter. *images.Store implements it.
 type ImageResolver interface {
 	Resolve(ctx context.Context, ref string) (containerd.Image, error)
 }
@@ -87,8 +89,12 @@ type Runtime struct {
 
 // New returns a Runtime for containerd namespace ns. Sandboxes, logs and exec
 // FIFOs live under runDir/pods/<pod UID>/.
-func New(client *containerd.Client, namespace string, images ImageResolver, runDir string) *Runtime {
-	return &Runtime{client: client, ns: namespace, images: images, runDir: runDir}
+func New(client *containerd.Client, namespace string, resolver ImageResolver, runDir string) *Runtime {
+	// The shim needs absolute log paths.
+	if abs, err := filepath.Abs(runDir); err == nil {
+		runDir = abs
+	}
+	return &Runtime{client: client, ns: namespace, images: resolver, runDir: runDir}
 }
 
 // runcRoot is runc's state dir, under the lab's run dir rather than the

@@ -1,0 +1,59 @@
+package api
+
+import corev1 "k8s.io/api/core/v1"
+
+// DefaultPodSpec fills what Kubernetes' API server defaults in a pod spec. The API's admission and the
+// controllers that make pods from templates both call it, so a pod reads the same however it was made.
+// It is idempotent.
+func DefaultPodSpec(s *corev1.PodSpec) {
+	if s.RestartPolicy == "" {
+		s.RestartPolicy = corev1.RestartPolicyAlways
+	}
+	if s.TerminationGracePeriodSeconds == nil {
+		grace := int64(5)
+		s.TerminationGracePeriodSeconds = &grace
+	}
+	if s.DNSPolicy == "" {
+		s.DNSPolicy = corev1.DNSClusterFirst
+	}
+	for i := range s.Containers {
+		c := &s.Containers[i]
+		if c.ImagePullPolicy == "" {
+			c.ImagePullPolicy = corev1.PullIfNotPresent
+		}
+		if c.TerminationMessagePath == "" {
+			c.TerminationMessagePath = corev1.TerminationMessagePathDefault
+		}
+		if c.TerminationMessagePolicy == "" {
+			c.TerminationMessagePolicy = corev1.TerminationMessageReadFile
+		}
+		for j := range c.Ports {
+			if c.Ports[j].Protocol == "" {
+				c.Ports[j].Protocol = corev1.ProtocolTCP
+			}
+		}
+		for _, p := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe} {
+			if p == nil {
+				continue
+			}
+			if p.PeriodSeconds == 0 {
+				p.PeriodSeconds = 10
+			}
+			if p.TimeoutSeconds == 0 {
+				p.TimeoutSeconds = 1
+			}
+			if p.SuccessThreshold == 0 {
+				p.SuccessThreshold = 1
+			}
+			if p.FailureThreshold == 0 {
+				p.FailureThreshold = 3
+			}
+			if p.HTTPGet != nil && p.HTTPGet.Path == "" {
+				p.HTTPGet.Path = "/"
+			}
+			if p.HTTPGet != nil && p.HTTPGet.Scheme == "" {
+				p.HTTPGet.Scheme = corev1.URISchemeHTTP
+			}
+		}
+	}
+}

@@ -1,0 +1,331 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/pilab/pi/lab/api"
+	"github.com/pilab/pi/lab/store"
+	"github.com/pilab/pi/net/dns"
+	"github.com/pilab/pi/net/lb"
+	"github.com/pilab/pi/net/netns"
+	"github.com/pilab/pi/net/network"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// accountServices is what an account's Services run on: the nft table in its router and its DNS server.
+type accountServices struct {
+	syncer *lb.Syncer
+	dns    *dns.Server
+}
+
+// svcState is the Services controller's part of the Manager; one queue key per account.
+type svcState struct {
+	once     sync.Once
+	queue    *queue
+	mu       sync.Mutex
+	accounts map[string]*accountServices
+}
+
+var svcStates sync.Map // *Manager -> *svcState
+
+func (m *Manager) svc() *svcState {
+	v, _ := svcStates.LoadOrStore(m, &svcState{queue: newQueue(), accounts: map[string]*accountServices{}})
+	return v.(*svcState)
+}
+
+func (m *Manager) routeServices(ev api.WatchEvent, meta *metav1.ObjectMeta) {
+	switch ev.Kind {
+	case "Service", "Pod", "FloatingIP":
+		m.svc().queue.Add(ev.Account)
+	case "Endpoints":
+		// Endpoints of selector-less Services are the user's; those the controller writes come back here too,
+		// which is harmless: the next sync finds nothing to change.
+		m.svc().queue.Add(ev.Account)
+	}
+}
+
+func (m *Manager) resyncServices() {
+	objs, _ := m.Store.List(kindAccount, "")
+	for _, o := range objs {
+		m.svc().queue.Add(o.GetName())
+	}
+}
+
+func (m *Manager) startServices(ctx context.Context) {
+	s := m.svc()
+	m.startWorkers(ctx, s.queue, 2, func(ctx context.Context, _, account string) (time.Duration, error) {
+		return 0, m.syncServices(ctx, account)
+	})
+	go func() {
+		<-ctx.Done()
+		s.queue.Close()
+	}()
+}
+
+// servicesAccountReady starts the account's Service table and DNS server once its router exists.
+func (m *Manager) servicesAccountReady(ctx context.Context, acct *api.Account, a *network.Account) {
+	s := m.svc()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if as := s.accounts[acct.Name]; as != nil {
+		return
+	}
+	syncer, err := lb.New(a.RouterNetns, m.Lab+"-svc", lb.WithPodCIDR("10.244.0.0/16"), lb.WithServiceCIDR("10.96.0.0/12"))
+	if err != nil {
+		m.Log.Warn("service table", "account", acct.Name, "err", err)
+		return
+	}
+	upstream, upNetns := m.upstreamDNS()
+	srv := dns.NewServer(dns.Options{Zone: "cluster.local", Namespace: api.Namespace, Upstream: upstream, UpstreamNetns: upNetns})
+	if err := srv.ListenIn(a.RouterNetns, net.JoinHostPort(a.DNSIP.String(), "53")); err != nil {
+		m.Log.Warn("dns server", "account", acct.Name, "err", err)
+		syncer.Close()
+		return
+	}
+	s.accounts[acct.Name] = &accountServices{syncer: syncer, dns: srv}
+	s.queue.Add(acct.Name)
+}
+
+// upstreamDNS is where names outside cluster.local go: the host's resolver, or in --host-netns mode the
+// resolver that namespace is given (/etc/netns/NAME/resolv.conf, as `ip netns exec` has it), or none.
+func (m *Manager) upstreamDNS() ([]string, string) {
+	if m.HostNetns == "" {
+		return dns.UpstreamFromResolvConf("/etc/resolv.conf"), ""
+	}
+	path := "/etc/netns/" + m.HostNetns + "/resolv.conf"
+	if _, err := os.Stat(path); err != nil {
+		return nil, netns.Path(m.HostNetns)
+	}
+	return dns.UpstreamFromResolvConf(path), netns.Path(m.HostNetns)
+}
+
+func (m *Manager) servicesAccountGone(acct *api.Account) {
+	s := m.svc()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if as := s.accounts[acct.Name]; as != nil {
+		as.dns.Close()
+		as.syncer.Delete()
+		as.syncer.Close()
+		delete(s.accounts, acct.Name)
+	}
+}
+
+func (m *Manager) closeServices() {
+	s := m.svc()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, as := range s.accounts {
+		as.dns.Close()
+		as.syncer.Close()
+		delete(s.accounts, name)
+	}
+	svcStates.Delete(m)
+}
+
+// syncServices recomputes an account's Endpoints from its pods, programs its Service table, its DNS
+// records and its Floating IPs.
+func (m *Manager) syncServices(ctx context.Context, account string) error {
+	s := m.svc()
+	s.mu.Lock()
+	as := s.accounts[account]
+	s.mu.Unlock()
+	if as == nil {
+		return nil
+	}
+	svcObjs, err := m.Store.List(kindService, account)
+	if err != nil {
+		return err
+	}
+	podObjs, err := m.Store.List(kindPod, account)
+	if err != nil {
+		return err
+	}
+	var lbs []lb.Service
+	var records []dns.Record
+	fipUsers := map[string][]string{}
+	for _, o := range svcObjs {
+		svc := o.(*corev1.Service)
+		var ready []*corev1.Pod
+		if svc.Spec.Selector != nil {
+			ep, readyPods := endpointsFor(svc, podObjs)
+			ready = readyPods
+			if err := m.writeEndpoints(account, ep); err != nil {
+				return err
+			}
+		}
+		if svc.Spec.ClusterIP == corev1.ClusterIPNone {
+			var ips []net.IP
+			for _, p := range ready {
+				ips = append(ips, net.ParseIP(p.Status.PodIP))
+			}
+			records = append(records, dns.Record{Name: svc.Name, IPs: ips})
+			continue
+		}
+		records = append(records, dns.Record{Name: svc.Name, IPs: []net.IP{net.ParseIP(svc.Spec.ClusterIP)}})
+		ls := lb.Service{Name: svc.Name, ClusterIP: net.ParseIP(svc.Spec.ClusterIP), SessionAffinity: svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP}
+		if svc.Spec.Type == corev1.ServiceTypeLoadBalancer && svc.Spec.LoadBalancerIP != "" {
+			ls.ExternalIPs = []net.IP{net.ParseIP(svc.Spec.LoadBalancerIP)}
+			fipUsers[svc.Spec.LoadBalancerIP] = append(fipUsers[svc.Spec.LoadBalancerIP], svc.Name)
+		}
+		for _, sp := range svc.Spec.Ports {
+			port := lb.Port{Name: sp.Name, Protocol: string(sp.Protocol), Port: uint16(sp.Port)}
+			for _, p := range ready {
+				if tp, ok := targetPort(p, sp); ok {
+					port.Endpoints = append(port.Endpoints, lb.Endpoint{IP: net.ParseIP(p.Status.PodIP), Port: uint16(tp)})
+				}
+			}
+			ls.Ports = append(ls.Ports, port)
+		}
+		lbs = append(lbs, ls)
+	}
+	// Endpoints of Services that are gone.
+	if eps, err := m.Store.List(kindEndpoints, account); err == nil {
+		names := map[string]bool{}
+		for _, o := range svcObjs {
+			names[o.GetName()] = true
+		}
+		for _, e := range eps {
+			if !names[e.GetName()] {
+				m.Store.Delete(kindEndpoints, account, e.GetName())
+			}
+		}
+	}
+	as.dns.SetRecords(records)
+	if _, err := as.syncer.Sync(lbs); err != nil {
+		return fmt.Errorf("account %q: program services: %w", account, err)
+	}
+	return m.syncFIPs(account, fipUsers)
+}
+
+// endpointsFor selects a Service's pods: ready ones are its endpoints, running but unready ones are listed
+// as not ready, as Kubernetes does.
+func endpointsFor(svc *corev1.Service, pods []metav1.Object) (*corev1.Endpoints, []*corev1.Pod) {
+	sel := labels.SelectorFromSet(svc.Spec.Selector)
+	ep := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: svc.Name, Labels: svc.Labels}}
+	var ready []*corev1.Pod
+	subsets := map[string]*corev1.EndpointSubset{}
+	var order []string
+	for _, o := range pods {
+		p := o.(*corev1.Pod)
+		if p.DeletionTimestamp != nil || p.Status.PodIP == "" || p.Status.Phase != corev1.PodRunning || !sel.Matches(labels.Set(p.Labels)) {
+			continue
+		}
+		var ports []corev1.EndpointPort
+		for _, sp := range svc.Spec.Ports {
+			if tp, ok := targetPort(p, sp); ok {
+				ports = append(ports, corev1.EndpointPort{Name: sp.Name, Port: tp, Protocol: sp.Protocol})
+			}
+		}
+		key, _ := json.Marshal(ports)
+		ss := subsets[string(key)]
+		if ss == nil {
+			ss = &corev1.EndpointSubset{Ports: ports}
+			subsets[string(key)] = ss
+			order = append(order, string(key))
+		}
+		addr := corev1.EndpointAddress{IP: p.Status.PodIP, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: p.Name, UID: p.UID, Namespace: api.Namespace}}
+		if podReady(p) {
+			ss.Addresses = append(ss.Addresses, addr)
+			ready = append(ready, p)
+		} else {
+			ss.NotReadyAddresses = append(ss.NotReadyAddresses, addr)
+		}
+	}
+	sort.Strings(order)
+	for _, k := range order {
+		ss := subsets[k]
+		sort.Slice(ss.Addresses, func(i, j int) bool { return ss.Addresses[i].IP < ss.Addresses[j].IP })
+		sort.Slice(ss.NotReadyAddresses, func(i, j int) bool { return ss.NotReadyAddresses[i].IP < ss.NotReadyAddresses[j].IP })
+		ep.Subsets = append(ep.Subsets, *ss)
+	}
+	sort.Slice(ready, func(i, j int) bool { return ready[i].Status.PodIP < ready[j].Status.PodIP })
+	return ep, ready
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// targetPort resolves a Service port's targetPort on one pod: a number, or a container port's name.
+func targetPort(p *corev1.Pod, sp corev1.ServicePort) (int32, bool) {
+	if sp.TargetPort.Type == intstr.Int {
+		if sp.TargetPort.IntVal == 0 {
+			return sp.Port, true
+		}
+		return sp.TargetPort.IntVal, true
+	}
+	for _, c := range p.Spec.Containers {
+		for _, cp := range c.Ports {
+			if cp.Name == sp.TargetPort.StrVal && (cp.Protocol == sp.Protocol || (cp.Protocol == "" && sp.Protocol == corev1.ProtocolTCP)) {
+				return cp.ContainerPort, true
+			}
+		}
+	}
+	return 0, false
+}
+
+func (m *Manager) writeEndpoints(account string, ep *corev1.Endpoints) error {
+	api.SetAccount(ep, account)
+	old, err := m.Store.Get(kindEndpoints, account, ep.Name)
+	if store.IsNotFound(err) {
+		err = m.Store.Create(ep)
+		if store.IsAlreadyExists(err) {
+			return nil
+		}
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	o := old.(*corev1.Endpoints)
+	a, _ := json.Marshal(o.Subsets)
+	b, _ := json.Marshal(ep.Subsets)
+	if string(a) == string(b) {
+		return nil
+	}
+	o.Subsets = ep.Subsets
+	return m.Store.Update(o)
+}
+
+// syncFIPs records which Services use each of the account's Floating IPs and lets the edge route them.
+func (m *Manager) syncFIPs(account string, users map[string][]string) error {
+	fips, err := m.Store.List(kindFIP, account)
+	if err != nil {
+		return err
+	}
+	for _, o := range fips {
+		f := o.(*api.FloatingIP)
+		want := users[f.Name]
+		sort.Strings(want)
+		if fmt.Sprint(want) == fmt.Sprint(f.Status.Services) {
+			continue
+		}
+		m.Store.Mutate(kindFIP, account, f.Name, func(o metav1.Object) error {
+			o.(*api.FloatingIP).Status.Services = want
+			return nil
+		})
+	}
+	return m.syncEdgeFIPs()
+}
+
+// syncEdgeFIPs programs every account's in-use Floating IPs at the lab's edge: a host route to the owning
+// account's router and the edge's allow-list.
+func (m *Manager) syncEdgeFIPs() error {
+	return m.edgeFIPs()
+}
