@@ -29,6 +29,7 @@ func (f *daemonFlags) add(fs *pflag.FlagSet) {
 	fs.StringVar(&f.cfg.ContainerdAddress, "containerd-address", "", "use this containerd socket instead of starting a private containerd")
 	fs.StringVar(&f.cfg.FIPPool, "fip-pool", daemon.DefaultFIPPool, "CIDR the Floating IPs come from; must not overlap a host route")
 	fs.IntVar(&f.cfg.FIPQuota, "fip-quota", 5, "Floating IPs an account may hold")
+	fs.StringVar(&f.cfg.ImageCache, "image-cache", "/var/cache/pilab/images", "where image builds keep downloaded packages and built layers (shared by the machine's labs)")
 	fs.BoolVar(&f.cfg.SequentialIPs, "sequential-ips", false, "hand out pod addresses in order (test hook: accounts then share addresses)")
 	fs.MarkHidden("sequential-ips")
 }
@@ -48,7 +49,7 @@ func (f *daemonFlags) config() daemon.Config {
 // args renders the flags back for the background daemon `pi up` starts.
 func (f *daemonFlags) args(c daemon.Config) []string {
 	a := []string{"daemon", "--lab", c.Lab, "--root", c.Root, "--run-dir", c.RunDir, "--socket", c.Socket,
-		"--fip-pool", c.FIPPool, "--fip-quota", strconv.Itoa(c.FIPQuota)}
+		"--fip-pool", c.FIPPool, "--fip-quota", strconv.Itoa(c.FIPQuota), "--image-cache", c.ImageCache}
 	if c.HostNetns != "" {
 		a = append(a, "--host-netns", c.HostNetns)
 	}

@@ -19,7 +19,6 @@ import (
 	"github.com/pilab/pi/net/netns"
 	"github.com/pilab/pi/runtime/images/podinfo"
 	"github.com/rogpeppe/go-internal/testscript"
-	"github.com/vishvananda/netlink"
 )
 
 func TestMain(m *testing.M) {
@@ -164,7 +163,7 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 		}
 		ts.Stdout().Write(buf.Bytes())
 	},
-	// links-in NETNS: the names of the links in a lab namespace.
+	// netns-list: the lab's named network namespaces.
 	"netns-list": func(ts *testscript.TestScript, neg bool, args []string) {
 		names, err := netns.ListNamed(ts.Getenv("LAB") + "-")
 		ts.Check(err)
@@ -172,6 +171,7 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 			fmt.Fprintln(ts.Stdout(), n)
 		}
 	},
+	// links-in NETNS: the names of the links in a namespace.
 	"links-in": func(ts *testscript.TestScript, neg bool, args []string) {
 		h, err := netns.NewHandle(netns.Path(args[0]))
 		ts.Check(err)
@@ -182,12 +182,4 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 			fmt.Fprintln(ts.Stdout(), l.Attrs().Name)
 		}
 	},
-	// sleep-until-ready is a gentle wait used between steps that a controller finishes asynchronously.
-	"sleep": func(ts *testscript.TestScript, neg bool, args []string) {
-		d, err := time.ParseDuration(args[0])
-		ts.Check(err)
-		time.Sleep(d)
-	},
 }
-
-var _ = netlink.LinkList

@@ -169,7 +169,7 @@ func writePodFiles(dir string, pod *corev1.Pod, acct *api.Account) error {
 		dns = "10.244.0.2"
 	}
 	resolv := fmt.Sprintf("search %s.svc.cluster.local svc.cluster.local cluster.local\nnameserver %s\noptions ndots:5\n", api.Namespace, dns)
-	for name, content := range map[string]string{"hosts": hosts, "resolv.conf": resolv, "hostname": pod.Name + "\n"} {
+	for name, content := range map[string]string{"hosts": hosts, "resolv.conf": resolv} {
 		if err := writeFileIfChanged(filepath.Join(dir, name), content); err != nil {
 			return err
 		}
@@ -190,7 +190,7 @@ func writeFileIfChanged(path, content string) error {
 
 func podMounts(sb pods.Sandbox) []specs.Mount {
 	var out []specs.Mount
-	for _, f := range []string{"hosts", "resolv.conf", "hostname"} {
+	for _, f := range []string{"hosts", "resolv.conf"} {
 		out = append(out, specs.Mount{Destination: "/etc/" + f, Type: "bind", Source: filepath.Join(sb.Dir, f), Options: []string{"rbind", "rw"}})
 	}
 	return out

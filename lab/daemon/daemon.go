@@ -22,12 +22,12 @@ import (
 	"github.com/pilab/pi/lab/server"
 	"github.com/pilab/pi/lab/store"
 	"github.com/pilab/pi/net/netns"
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 	"github.com/pilab/pi/net/network"
 	"github.com/pilab/pi/runtime/images"
 	"github.com/pilab/pi/runtime/pods"
 	"github.com/pilab/pi/runtime/supervisor"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Config is a lab's daemon configuration; flag names in brackets.
@@ -41,6 +41,7 @@ type Config struct {
 	FIPPool           string // [--fip-pool] CIDR of the Floating IP pool
 	FIPQuota          int    // [--fip-quota] Floating IPs per account
 	SequentialIPs     bool   // [--sequential-ips] test hook: predictable pod addresses
+	ImageCache        string // [--image-cache] mmdebstrap's apt cache and built layers, shared by the labs of a machine
 	Log               io.Writer
 }
 
@@ -57,6 +58,9 @@ func (c *Config) Defaults() {
 	}
 	if c.Socket == "" {
 		c.Socket = filepath.Join(c.RunDir, "pi.sock")
+	}
+	if c.ImageCache == "" {
+		c.ImageCache = "/var/cache/pilab/images"
 	}
 	if c.FIPPool == "" {
 		c.FIPPool = DefaultFIPPool
@@ -118,7 +122,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil || pool.IP.To4() == nil {
 		return fmt.Errorf("--fip-pool %q is not an IPv4 CIDR", cfg.FIPPool)
 	}
-	for _, d := range []string{cfg.Root, cfg.RunDir, filepath.Dir(cfg.Socket)} {
+	for _, d := range []string{cfg.Root, cfg.RunDir, filepath.Dir(cfg.Socket), cfg.ImageCache} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("create %s: %w", d, err)
 		}
@@ -158,7 +162,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer d.sup.Close()
-	d.images = images.New(d.sup.Client(), cfg.Lab, filepath.Join(cfg.Root, "images"))
+	d.images = images.New(d.sup.Client(), cfg.Lab, cfg.ImageCache)
 	d.runtime = pods.New(d.sup.Client(), cfg.Lab, d.images, cfg.RunDir)
 
 	if err := d.ensureDefaultAccount(); err != nil {

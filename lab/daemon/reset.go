@@ -11,10 +11,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/pilab/pi/net/netns"
 	"github.com/pilab/pi/net/network"
+	"github.com/pilab/pi/runtime/pods"
 	"github.com/pilab/pi/runtime/supervisor"
 )
 
@@ -109,20 +109,11 @@ func resetContainers(ctx context.Context, cfg Config) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
+	// The pods runtime knows every piece a container leaves: task, snapshot, cgroups, runc state.
+	if err := pods.New(cl, cfg.Lab, nil, cfg.RunDir).RemoveAll(ctx); err != nil {
+		return nil, fmt.Errorf("remove the lab's containers: %w", err)
+	}
 	for _, c := range ctrs {
-		if task, err := c.Task(ctx, nil); err == nil {
-			task.Kill(ctx, syscall.SIGKILL)
-			if ch, err := task.Wait(ctx); err == nil {
-				select {
-				case <-ch:
-				case <-time.After(10 * time.Second):
-				}
-			}
-			task.Delete(ctx, containerd.WithProcessKill)
-		}
-		if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil {
-			return removed, fmt.Errorf("delete container %s: %w", c.ID(), err)
-		}
 		removed = append(removed, "container "+c.ID())
 	}
 	if cfg.ContainerdAddress != "" {

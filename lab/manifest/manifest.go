@@ -29,9 +29,9 @@ type Doc struct {
 	Object metav1.Object
 }
 
-// Where names the document for error messages: `nginx.yml (document 2, Pod "web")`.
+// Where names the document for error messages: `nginx.yml: document 2 (Pod "web")`.
 func (d Doc) Where() string {
-	return fmt.Sprintf("%s (document %d, %s %q)", d.Source, d.Index, d.Kind.Name, d.Object.GetName())
+	return fmt.Sprintf("%s: document %d (%s %q)", d.Source, d.Index, d.Kind.Name, d.Object.GetName())
 }
 
 // Read reads every manifest named by paths ("-" is stdin; a directory means its .yaml, .yml and .json files,
@@ -128,7 +128,7 @@ func Parse(name string, data []byte) ([]Doc, []string) {
 		}
 		d.Source, d.Index = name, i
 		if err := validate.Object(d.Object); err != nil {
-			errs = append(errs, fmt.Sprintf("%s: %s is invalid: %v", name, strings.TrimPrefix(d.Where(), name+" "), err))
+			errs = append(errs, fmt.Sprintf("%s is invalid: %v", d.Where(), err))
 			continue
 		}
 		docs = append(docs, d)

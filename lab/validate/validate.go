@@ -175,8 +175,8 @@ func podSpec(spec *corev1.PodSpec, p *field.Path) field.ErrorList {
 			}
 			k := fmt.Sprintf("%d/%s", port.ContainerPort, proto)
 			if other, ok := ports[k]; ok && other != c.Name {
-				errs = append(errs, field.Duplicate(pp.Child("containerPort"),
-					fmt.Sprintf("%s is already used by container %q; containers of one pod share its IP, so their ports must not conflict", k, other)))
+				errs = append(errs, field.Forbidden(pp.Child("containerPort"),
+					fmt.Sprintf("port %s is already used by container %q; containers of one pod share its IP, so their ports must not conflict", k, other)))
 			} else if ok {
 				errs = append(errs, field.Duplicate(pp.Child("containerPort"), k))
 			}

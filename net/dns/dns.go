@@ -56,8 +56,12 @@ type Server struct {
 	opt      Options
 	suffixes []string // ".<ns>.", ".<ns>.svc.", ".<ns>.svc.<zone>." (lower case)
 	zone     string   // "<zone>."
-	soa      *dns.SOA
-	records  atomic.Pointer[table]
+	// ents are the names above the service names (the zone apex and the
+	// empty non-terminals): they exist, so they answer NODATA, never
+	// NXDOMAIN, which a caching resolver could apply to everything below.
+	ents    map[string]bool
+	soa     *dns.SOA
+	records atomic.Pointer[table]
 
 	mu      sync.Mutex
 	servers []*dns.Server
@@ -86,6 +90,8 @@ func NewServer(o Options) *Server {
 		opt:      o,
 		zone:     zone,
 		suffixes: []string{"." + ns + ".", "." + ns + ".svc.", "." + ns + ".svc." + zone},
+		ents: map[string]bool{zone: true, "svc." + zone: true, ns + ".svc." + zone: true,
+			ns + ".svc.": true, ns + ".": true},
 		soa: &dns.SOA{
 			Hdr: dns.RR_Header{Name: zone, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: TTL},
 			Ns:  "ns.dns." + zone, Mbox: "hostmaster." + zone,
@@ -200,9 +206,6 @@ func (s *Server) Close() error {
 // ServeDNS implements dns.Handler.
 func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	m := s.answer(w, r)
-	if m == nil {
-		return
-	}
 	if _, isUDP := w.RemoteAddr().(*net.UDPAddr); isUDP {
 		size := dns.MinMsgSize
 		if opt := r.IsEdns0(); opt != nil {
@@ -241,12 +244,30 @@ func (s *Server) answer(w dns.ResponseWriter, r *dns.Msg) *dns.Msg {
 		s.withEdns(m, r)
 		return m
 	}
-	if target, ok := t.ptr[name]; ok && q.Qtype == dns.TypePTR {
+	if target, ok := t.ptr[name]; ok {
 		m.SetReply(r)
 		m.Authoritative = true
 		m.RecursionAvailable = true
-		m.Answer = []dns.RR{&dns.PTR{
-			Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: TTL}, Ptr: target}}
+		if q.Qtype == dns.TypePTR || q.Qtype == dns.TypeANY {
+			m.Answer = []dns.RR{&dns.PTR{
+				Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: TTL}, Ptr: target}}
+		} else {
+			m.Ns = []dns.RR{s.soa}
+		}
+		s.withEdns(m, r)
+		return m
+	}
+	if s.ents[name] {
+		m.SetReply(r)
+		m.Authoritative = true
+		m.RecursionAvailable = true
+		if name == s.zone && (q.Qtype == dns.TypeSOA || q.Qtype == dns.TypeANY) {
+			soa := *s.soa
+			soa.Hdr.Name = q.Name
+			m.Answer = []dns.RR{&soa}
+		} else {
+			m.Ns = []dns.RR{s.soa}
+		}
 		s.withEdns(m, r)
 		return m
 	}

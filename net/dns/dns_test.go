@@ -181,6 +181,25 @@ func TestAnswersNameForms(t *testing.T) {
 			t.Errorf("pod resolving %q through the search list: %v, want [10.96.0.10]", short, got)
 		}
 	}
+	// A big headless answer: truncated over UDP (the client retries over
+	// TCP), complete over TCP.
+	var many []net.IP
+	for i := 0; i < 100; i++ {
+		many = append(many, net.IPv4(10, 244, 3, byte(i+1)))
+	}
+	s2 := NewServer(Options{})
+	s2.SetRecords([]Record{{Name: "big", IPs: many}})
+	ns2 := accountNetns(t, labPrefix(t)+"-dns2")
+	if err := s2.ListenIn(ns2, dnsAddr); err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if m, _ := query(t, ns2, "udp", dnsAddr, "big.", dns.TypeA); !m.Truncated || len(m.Answer) >= 100 {
+		t.Errorf("100 A records over UDP: tc=%v answers=%d, want truncated", m.Truncated, len(m.Answer))
+	}
+	if m, _ := query(t, ns2, "tcp", dnsAddr, "big.", dns.TypeA); m.Truncated || len(m.Answer) != 100 {
+		t.Errorf("100 A records over TCP: tc=%v answers=%d, want all", m.Truncated, len(m.Answer))
+	}
 	// Reverse lookup of the ClusterIP.
 	m, _ = query(t, ns, "udp", dnsAddr, "10.0.96.10.in-addr.arpa.", dns.TypePTR)
 	if len(m.Answer) != 1 || m.Answer[0].(*dns.PTR).Ptr != "web.default.svc.cluster.local." {
@@ -234,6 +253,17 @@ func TestNXDOMAINStaysLocal(t *testing.T) {
 		if m.Rcode != dns.RcodeNameError || len(m.Ns) != 1 {
 			t.Errorf("%s: rcode %s ns %v, want NXDOMAIN with SOA", name, dns.RcodeToString[m.Rcode], m.Ns)
 		}
+	}
+	// Names above the services exist (NODATA): an NXDOMAIN there would let
+	// a caching resolver deny every service name below it.
+	for _, name := range []string{"cluster.local.", "svc.cluster.local.", "default.svc.cluster.local.", "default.svc.", "default."} {
+		m, _ := query(t, ns, "udp", dnsAddr, name, dns.TypeA)
+		if m.Rcode != dns.RcodeSuccess || len(m.Answer) != 0 {
+			t.Errorf("%s: rcode %s answers %v, want NODATA", name, dns.RcodeToString[m.Rcode], m.Answer)
+		}
+	}
+	if m, _ := query(t, ns, "udp", dnsAddr, "cluster.local.", dns.TypeSOA); len(m.Answer) != 1 {
+		t.Errorf("SOA of the zone: %v", m.Answer)
 	}
 	if n := seen.Load(); n != 0 {
 		t.Errorf("%d cluster-zone queries leaked to the upstream", n)

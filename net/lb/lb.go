@@ -7,7 +7,8 @@
 //	services        ip daddr . meta l4proto . th dport vmap @service-ips
 //	svc-<svc>-<proto>-<port>   [mark for masquerade if client in the pod network]
 //	                           [ip saddr @aff-<ep> goto ep-<ep>  (ClientIP affinity)]
-//	                           numgen random mod N vmap { 0 : goto ep-..., ... }
+//	                           numgen random mod N vmap @pick-<svc>-<proto>-<port>
+//	pick-<svc>-<proto>-<port>  map { 0 : goto ep-..., 1 : goto ep-..., ... }
 //	ep-<svc>-<proto>-<port>-<ip>-<port>   [update @aff-<ep> { ip saddr }] dnat to ip:port
 //	filter-prerouting / filter-output (dstnat+10)  ip daddr @service-addrs goto reject-service
 //	                                               ip daddr <service CIDR> goto reject-service
@@ -18,7 +19,13 @@
 //
 // Sync is level-triggered: it takes the whole desired list, the first call
 // (and the first after any failure) replaces the table in one batch, later
-// calls send one batch with only the changed map elements, chains and sets.
+// calls send one batch with only what changed: the changed service's chain
+// and pick map are rewritten, added endpoints get a chain, removed ones lose
+// theirs, and the dispatch map gets or loses elements. Services whose input
+// is unchanged are not looked at again.
+//
+// A full rebuild recreates the ClientIP affinity sets empty, so clients may
+// be re-balanced after a daemon restart or ForceFullSync.
 package lb
 
 import (
@@ -66,7 +73,9 @@ type Service struct {
 // Stats describes what one Sync sent to the kernel.
 type Stats struct {
 	Full bool // the table was rebuilt whole
-	Ops  int  // map/set elements + chains + rules + sets sent (0: nothing changed)
+	// Ops counts what was sent: each map/set element, each chain or set
+	// added, flushed or deleted, each rule (0: nothing changed).
+	Ops int
 	// ConntrackDeleted counts stale UDP conntrack entries removed because
 	// their endpoint (or the whole service port) went away.
 	ConntrackDeleted int

@@ -59,13 +59,39 @@ func (s *Syncer) baseChains() []baseChain {
 		{chainFilterOut, nftables.ChainTypeFilter, hookOut, filterAfterDNAT, rejectUnDNATed},
 	}
 	if s.routerOutput {
-		out = append(out, baseChain{chainNATOut, nftables.ChainTypeNAT, hookOut, *nftables.ChainPriorityNATDest, jumpServices})
+		out = append(out, baseChain{chainNATOut, nftables.ChainTypeNAT, hookOut, *nftables.ChainPriorityNATDest, jumpServicesLocal})
 	}
 	return out
 }
 
 func jumpServices(*Syncer) [][]expr.Any {
 	return [][]expr.Any{{&expr.Verdict{Kind: expr.VerdictJump, Chain: chainServices}}}
+}
+
+// jumpServicesLocal dispatches the router's own connections, marked for
+// masquerade so the endpoint sees the router's bridge address like for any
+// client in the account, never the WAN address the route picked. DNAT is
+// terminal, so the mark is only cleared again for connections no service took.
+func jumpServicesLocal(*Syncer) [][]expr.Any {
+	return [][]expr.Any{
+		setMarkBit(true),
+		{&expr.Verdict{Kind: expr.VerdictJump, Chain: chainServices}},
+		setMarkBit(false),
+	}
+}
+
+// setMarkBit sets (or clears) MasqueradeMark in the packet mark.
+func setMarkBit(on bool) []expr.Any {
+	xor := uint32(0)
+	if on {
+		xor = MasqueradeMark
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(^MasqueradeMark), Xor: binaryutil.NativeEndian.PutUint32(xor)},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+	}
 }
 
 // masqueradeMarked is kube-proxy's mark-based masquerade: only connections a
@@ -146,12 +172,7 @@ func loadSaddr(reg uint32) *expr.Payload {
 // markForMasquerade marks connections from the pod network: after DNAT to a
 // pod on the same bridge, the reply would otherwise bypass the router.
 func markForMasquerade(podNet *net.IPNet) []expr.Any {
-	return append(matchNet(loadSaddr(1), podNet),
-		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(^uint32(MasqueradeMark)), Xor: binaryutil.NativeEndian.PutUint32(MasqueradeMark)},
-		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
-	)
+	return append(matchNet(loadSaddr(1), podNet), setMarkBit(true)...)
 }
 
 func affinityLookup(set, chain string) []expr.Any {

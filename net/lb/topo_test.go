@@ -127,7 +127,38 @@ func newTopoBrNF(t testing.TB, prefix, account string, n int, brNetfilter bool) 
 	must(t, rh.LinkSetUp(wl), "wan up")
 	// Like a real router: everything unknown goes out the WAN side.
 	must(t, rh.RouteAdd(&netlink.Route{Gw: wanClientIP, LinkIndex: wl.Attrs().Index}), "router default route")
+
+	// Carrier changes are applied by the kernel's linkwatch work, up to a
+	// second later: until then the qdisc drops and the bridge port is not
+	// forwarding, so a test's first SYN could vanish and cost a 1 s retry.
+	waitOperUp(t, tp.router, "br0", wan)
+	for i, p := range tp.pods {
+		waitOperUp(t, tp.router, fmt.Sprintf("%s%sp%d", prefix, account, i))
+		waitOperUp(t, p.path, "eth0")
+	}
+	waitOperUp(t, tp.client, "eth0")
 	return tp
+}
+
+func waitOperUp(t testing.TB, nsPath string, links ...string) {
+	t.Helper()
+	h, err := netns.NewHandle(nsPath)
+	must(t, err, "handle")
+	defer h.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for _, name := range links {
+		for {
+			l, err := h.LinkByName(name)
+			must(t, err, "find "+name)
+			if l.Attrs().OperState == netlink.OperUp {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("link %s in %s not operationally up after 5s (state %s)", name, nsPath, l.Attrs().OperState)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 }
 
 func (tp *topo) netns(role string) string {

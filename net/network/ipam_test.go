@@ -33,29 +33,44 @@ func TestAllocatorSequential(t *testing.T) {
 	}
 }
 
-func TestAllocatorRandomFillsEverythingValid(t *testing.T) {
+func TestAllocatorCoversExactlyTheValidRange(t *testing.T) {
+	// Every address the allocator can hand out, found by filling all but one.
+	all := map[string]bool{}
+	for x := 0; x < 256; x++ {
+		for y := 0; y < 256; y++ {
+			all[net.IPv4(10, 244, byte(x), byte(y)).String()] = true
+		}
+	}
+	valid := 0
+	for s := range all {
+		ip := net.ParseIP(s).To4()
+		if _, err := checkPodIP(ip); err == nil && ip[3] != 0 && ip[3] != 255 {
+			valid++
+		}
+	}
+	if valid != AllocatableIPs {
+		t.Fatalf("AllocatableIPs = %d, valid addresses = %d", AllocatableIPs, valid)
+	}
 	for _, seq := range []bool{false, true} {
 		a := NewAllocator(seq)
 		used := map[string]bool{}
-		for i := 0; i < AllocatableIPs; i++ {
-			ip, err := a.Next(used)
-			if err != nil {
-				t.Fatalf("sequential=%v: after %d: %v", seq, i, err)
-			}
-			if used[ip.String()] {
-				t.Fatalf("handed out %s twice", ip)
-			}
-			if _, err := checkPodIP(ip); err != nil {
-				t.Fatalf("handed out invalid %s: %v", ip, err)
-			}
-			if ip[3] == 0 || ip[3] == 255 {
-				t.Fatalf("handed out %s", ip)
-			}
-			used[ip.String()] = true
+		for s := range all {
+			used[s] = true
 		}
-		_, err := a.Next(used)
-		if err == nil || !strings.Contains(err.Error(), "full") {
-			t.Fatalf("full network: %v", err)
+		if _, err := a.Next(used); err == nil || !strings.Contains(err.Error(), "full") {
+			t.Fatalf("sequential=%v, full network: %v", seq, err)
+		}
+		delete(used, "10.244.200.17")
+		if ip, err := a.Next(used); err != nil || ip.String() != "10.244.200.17" {
+			t.Fatalf("sequential=%v, one free: %v %v", seq, ip, err)
+		}
+		used["10.244.200.17"] = true
+		for _, reserved := range []string{"10.244.0.9", "10.244.255.255", "10.244.7.0", "10.244.7.255"} {
+			delete(used, reserved)
+			if _, err := a.Next(used); err == nil {
+				t.Fatalf("sequential=%v: handed out %s", seq, reserved)
+			}
+			used[reserved] = true
 		}
 	}
 }

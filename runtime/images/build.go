@@ -262,6 +262,14 @@ func (s *Store) runMmdebstrap(ctx context.Context, p *plan, sources []string, pr
 	args = append(args, sources...)
 
 	cmd := exec.Command("mmdebstrap", args...)
+	if memAvailable() >= tmpfsMinMem {
+		// Building in RAM halves build time on slow disks. The tmpfs is
+		// mounted inside the private mount namespace below, so it vanishes
+		// with mmdebstrap whatever happens.
+		cmd = exec.Command("/bin/sh", append([]string{"-c",
+			`mount -t tmpfs -o size=` + tmpfsSize + `,mode=0700 pilab-build "$TMPDIR" && exec mmdebstrap "$@"`,
+			"sh"}, args...)...)
+	}
 	cmd.Env = append(os.Environ(), "TMPDIR="+s.tmpDir())
 	// A private mount namespace: whatever mmdebstrap mounts in its chroot
 	// (proc, sys, dev) disappears with it, even if it is killed.
@@ -332,6 +340,29 @@ func (s *Store) runMmdebstrap(ctx context.Context, p *plan, sources []string, pr
 		return waitErr
 	}
 	return pr, wait, nil
+}
+
+// A build needs a few hundred MB (chroot, apt cache copy, lists); build in
+// RAM only when there is plenty to spare.
+const (
+	tmpfsMinMem = 4 << 30
+	tmpfsSize   = "2g"
+)
+
+// memAvailable returns MemAvailable from /proc/meminfo in bytes, 0 if unknown.
+func memAvailable() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
+			var kb int64
+			fmt.Sscanf(strings.TrimSpace(rest), "%d", &kb)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 type mmdebstrapError struct{ msg string }

@@ -531,10 +531,11 @@ func TestBuildAll(t *testing.T) {
 			t.Errorf("page:\n%s", out)
 		}
 		waitFor(t, "nginx access log on stdout", func() bool { return strings.Contains(r.out.String(), `"GET / HTTP/1.1" 200`) }, r)
-		if _, out := r.exec(t, ctx, "sh", "-c", "curl -s http://127.0.0.1/nope >/dev/null; sleep 0.5"); out != "" {
-			t.Logf("%s", out)
+		// A directory without an index is an [error] in nginx's error log.
+		if code, out := r.exec(t, ctx, "sh", "-c", "mkdir /var/www/html/d && curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1/d/"); code != 0 || out != "403" {
+			t.Errorf("GET /d/: exit %d %q", code, out)
 		}
-		waitFor(t, "nginx error log on stderr", func() bool { return strings.Contains(r.out.String(), "open() \"/var/www/html/nope\" failed") }, r)
+		waitFor(t, "nginx error log on stderr", func() bool { return strings.Contains(r.out.String(), `directory index of "/var/www/html/d/" is forbidden`) }, r)
 		// nginx's stop signal must stop it gracefully and quickly.
 		stopWithImageSignal(t, ctx, r, img)
 	})

@@ -121,7 +121,8 @@ func recipes() []recipe {
 const httpdForeground = `#!/bin/sh
 set -e
 . /etc/apache2/envvars
-mkdir -p "$APACHE_RUN_DIR" "$APACHE_LOCK_DIR" "$APACHE_LOG_DIR"
+# /var/lock points into /run, which starts empty in a container.
+mkdir -p /run/lock "$APACHE_RUN_DIR" "$APACHE_LOCK_DIR" "$APACHE_LOG_DIR"
 # A pid file left by a killed container would make apache2 refuse to start.
 rm -f "$APACHE_PID_FILE"
 exec /usr/sbin/apache2 -D FOREGROUND "$@"
