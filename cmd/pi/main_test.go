@@ -16,9 +16,11 @@ import (
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/namespaces"
+	"github.com/google/nftables"
 	"github.com/pilab/pi/net/netns"
 	"github.com/pilab/pi/runtime/images/podinfo"
 	"github.com/rogpeppe/go-internal/testscript"
+	"github.com/vishvananda/netlink"
 )
 
 func TestMain(m *testing.M) {
@@ -78,6 +80,10 @@ func setupLab(env *testscript.Env) error {
 	hostNS := "inet-" + lab
 	if _, err := netns.EnsureNamed(hostNS); err != nil {
 		return fmt.Errorf("make the Internet namespace: %w", err)
+	}
+	if err := startInternet(env, hostNS); err != nil {
+		netns.DeleteNamed(hostNS)
+		return err
 	}
 	env.Setenv("PI_LAB", lab)
 	env.Setenv("LAB", lab)
@@ -171,6 +177,25 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 			fmt.Fprintln(ts.Stdout(), n)
 		}
 	},
+	// sleep DURATION: give a controller time for what the script checks next (back-off, restarts).
+	"sleep": func(ts *testscript.TestScript, neg bool, args []string) {
+		d, err := time.ParseDuration(args[0])
+		ts.Check(err)
+		time.Sleep(d)
+	},
+	// nft-tables NETNS: the nftables tables in a namespace.
+	"nft-tables": func(ts *testscript.TestScript, neg bool, args []string) {
+		f, err := netns.Open(netns.Path(args[0]))
+		ts.Check(err)
+		defer f.Close()
+		c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
+		ts.Check(err)
+		tables, err := c.ListTables()
+		ts.Check(err)
+		for _, t := range tables {
+			fmt.Fprintln(ts.Stdout(), t.Name)
+		}
+	},
 	// links-in NETNS: the names of the links in a namespace.
 	"links-in": func(ts *testscript.TestScript, neg bool, args []string) {
 		h, err := netns.NewHandle(netns.Path(args[0]))
@@ -182,4 +207,42 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 			fmt.Fprintln(ts.Stdout(), l.Attrs().Name)
 		}
 	},
+}
+
+// startInternet gives the lab's "Internet" namespace a host, 203.0.113.10 (TEST-NET-3, only inside this
+// namespace), with a web server that answers with the address it sees the client as.
+func startInternet(env *testscript.Env, hostNS string) error {
+	var l net.Listener
+	err := netns.Do(netns.Path(hostNS), func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(lo); err != nil {
+			return err
+		}
+		d := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: "inet0"}}
+		if err := netlink.LinkAdd(d); err != nil {
+			return err
+		}
+		if err := netlink.AddrAdd(d, &netlink.Addr{IPNet: &net.IPNet{IP: net.IPv4(203, 0, 113, 10), Mask: net.CIDRMask(32, 32)}}); err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(d); err != nil {
+			return err
+		}
+		l, err = net.Listen("tcp", "203.0.113.10:80")
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("make the Internet's web server: %w", err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		fmt.Fprintf(w, "internet sees you as %s\n", host)
+	})}
+	go srv.Serve(l)
+	env.Defer(func() { srv.Close() })
+	env.Setenv("INET_IP", "203.0.113.10")
+	return nil
 }

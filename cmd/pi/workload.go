@@ -314,10 +314,18 @@ func newWaitCmd() *cobra.Command {
 	var forCond string
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "wait TYPE/NAME --for=condition=Ready|delete",
-		Short: "Wait until an object meets a condition",
-		Args:  cobra.RangeArgs(1, 2),
+		Use:   "wait TYPE/NAME... --for=condition=Ready|delete",
+		Short: "Wait until objects meet a condition",
+		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 1 && strings.Contains(args[0], "/") {
+				for _, a := range args {
+					if err := cmd.RunE(cmd, []string{a}); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
 			kn, name, err := typeName(args)
 			if err != nil {
 				return err

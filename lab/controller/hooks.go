@@ -5,6 +5,7 @@ import (
 
 	"github.com/pilab/pi/lab/api"
 	"github.com/pilab/pi/net/network"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -35,7 +36,15 @@ func (m *Manager) accountReady(ctx context.Context, acct *api.Account, a *networ
 func (m *Manager) accountGone(acct *api.Account) { m.servicesAccountGone(acct) }
 
 // objectDeleted runs after an object was removed from the store at once (not gracefully).
-func (m *Manager) objectDeleted(account string, k api.Kind, o metav1.Object) {}
+func (m *Manager) objectDeleted(account string, k api.Kind, o metav1.Object) {
+	switch f := o.(type) {
+	case *api.FloatingIP:
+		m.MeterFIP(f, false)
+	case *corev1.Service:
+		m.meterService(f, false)
+		m.Store.Delete(kindEndpoints, account, f.Name)
+	}
+}
 
 // closeMore releases what the service controllers hold.
 func (m *Manager) closeMore() { m.closeServices() }

@@ -156,6 +156,7 @@ func (m *Manager) syncServices(ctx context.Context, account string) error {
 	fipUsers := map[string][]string{}
 	for _, o := range svcObjs {
 		svc := o.(*corev1.Service)
+		m.meterService(svc, true)
 		var ready []*corev1.Pod
 		if svc.Spec.Selector != nil {
 			ep, readyPods := endpointsFor(svc, podObjs)
@@ -328,4 +329,9 @@ func (m *Manager) syncFIPs(account string, users map[string][]string) error {
 // account's router and the edge's allow-list.
 func (m *Manager) syncEdgeFIPs() error {
 	return m.edgeFIPs()
+}
+
+// meterService opens a Service's usage record while it exists.
+func (m *Manager) meterService(svc *corev1.Service, exists bool) {
+	m.meter(usageRecord{Account: api.AccountOf(svc), Kind: "service", Name: svc.Name, UID: string(svc.UID)}, exists)
 }

@@ -315,7 +315,18 @@ func Print(w io.Writer, k api.Kind, objs []metav1.Object, format string, c Conte
 			w.Write(data)
 		}
 	default:
-		return fmt.Errorf("unable to match a printer suitable for the output format %q, allowed formats are: json,name,wide,yaml", format)
+		if tmpl, ok := strings.CutPrefix(format, "jsonpath="); ok {
+			var v any = map[string]any{"kind": "List", "items": objs}
+			if c.Single && len(objs) == 1 {
+				v = objs[0]
+			}
+			if err := JSONPath(w, tmpl, v); err != nil {
+				return err
+			}
+			fmt.Fprintln(w)
+			return nil
+		}
+		return fmt.Errorf("unable to match a printer suitable for the output format %q, allowed formats are: json,jsonpath,name,wide,yaml", format)
 	}
 	return nil
 }

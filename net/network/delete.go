@@ -6,6 +6,8 @@ import (
 	"regexp"
 
 	"github.com/pilab/pi/net/netns"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
 )
 
 // DeleteAccount removes the account's router netns (with everything in it,
@@ -65,18 +67,7 @@ func (m *Manager) removeRouter(name string) ([]string, error) {
 	path := netns.Path(name)
 	var errs []error
 	if f, err := netns.Open(path); err == nil {
-		if h, err := netns.NewHandle(path); err == nil {
-			links, err := h.LinkList()
-			errs = append(errs, err)
-			for _, l := range links {
-				if l.Attrs().Name != "lo" {
-					errs = append(errs, delLink(h, l))
-				}
-			}
-			h.Close()
-		} else {
-			errs = append(errs, err)
-		}
+		errs = append(errs, deleteAllLinks(path))
 		if nc, err := nftConn(f.Fd()); err == nil {
 			tables, err := nc.ListTables()
 			errs = append(errs, err)
@@ -154,4 +145,47 @@ func (m *Manager) Reset() ([]string, error) {
 		return done, fmt.Errorf("network: reset lab %s: %w", m.lab, err)
 	}
 	return done, nil
+}
+
+// deleteGroup is the link group removeRouter moves a router's links into so
+// that one RTM_DELLINK removes them all: the kernel then unregisters them in
+// one batch (one RCU grace period instead of one per link, which made removing
+// a 1000-pod router take ~25 s).
+const deleteGroup = 0x7069 // "pi"
+
+// deleteAllLinks removes every link but lo from the netns at path, together
+// with the veth peers in other namespaces (the pods' eth0, the host's
+// transit link).
+func deleteAllLinks(path string) error {
+	h, err := netns.NewHandle(path)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return fmt.Errorf("list links: %w", err)
+	}
+	n := 0
+	for _, l := range links {
+		if l.Attrs().Name == "lo" {
+			continue
+		}
+		if err := h.LinkSetGroup(l, deleteGroup); err != nil && !isNotFound(err) {
+			return fmt.Errorf("mark link %s for deletion: %w", l.Attrs().Name, err)
+		}
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	return netns.Do(path, func() error {
+		req := nl.NewNetlinkRequest(unix.RTM_DELLINK, unix.NLM_F_ACK)
+		req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+		req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(deleteGroup)))
+		if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil && !isNotFound(err) {
+			return fmt.Errorf("delete %d links (group %#x): %w", n, deleteGroup, err)
+		}
+		return nil
+	})
 }

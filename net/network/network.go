@@ -49,6 +49,12 @@ const (
 	BridgeName = "br0"
 	WANName    = "wan0" // router side of the transit link
 	PodLink    = "eth0"
+
+	// MaxBridgePorts is the kernel's limit of ports per bridge (BR_MAX_PORTS
+	// 1024, port 0 unused): the hard ceiling of pods per account. Broadcasts
+	// (ARP) start to get lost earlier, at about net.core.netdev_max_backlog
+	// ports (default 1000): a bridge flood queues one copy per port at once.
+	MaxBridgePorts = 1023
 )
 
 func mustCIDR(s string) *net.IPNet {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/pilab/pi/net/netns"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // router is an open account router namespace.
@@ -79,7 +80,7 @@ func (m *Manager) EnsurePod(account string, index int, podNetnsPath string, ip n
 	return nil
 }
 
-func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip net.IP, podID string) error {
+func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip net.IP, podID string) (err error) {
 	if err := m.checkAccount(account, index); err != nil {
 		return err
 	}
@@ -142,6 +143,12 @@ func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip n
 		if err := ph.LinkAdd(v); err != nil {
 			return fmt.Errorf("create veth %s (pod) <-> %s (router %s): %w", PodLink, portName, r.path, err)
 		}
+		// A half-plugged pod is removed again so a retry starts clean.
+		defer func() {
+			if err != nil {
+				delLink(ph, v)
+			}
+		}()
 		if eth0, err = ph.LinkByName(PodLink); err != nil {
 			return fmt.Errorf("pod: %s after creation: %w", PodLink, err)
 		}
@@ -163,6 +170,9 @@ func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip n
 	}
 	if port.Attrs().MasterIndex != r.br.Attrs().Index {
 		if err := r.h.LinkSetMaster(port, r.br); err != nil {
+			if errors.Is(err, unix.EXFULL) {
+				return fmt.Errorf("bridge %s of the account is full: at most %d pods per account (kernel limit of bridge ports)", BridgeName, MaxBridgePorts)
+			}
 			return fmt.Errorf("router: attach %s to %s: %w", portName, BridgeName, err)
 		}
 	}
@@ -178,7 +188,11 @@ func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip n
 		return fmt.Errorf("router: %w", err)
 	}
 
-	// Pod side.
+	// Pod side. IPv6 is off on eth0 (the pod network is IPv4): otherwise
+	// every pod's DAD, router and MLD multicasts flood all bridge ports.
+	if err := setSysctls(podNetnsPath, []sysctl{{key: "net/ipv6/conf/" + PodLink + "/disable_ipv6", value: "1", optional: true}}); err != nil {
+		return fmt.Errorf("pod: %w", err)
+	}
 	if eth0.Attrs().MTU != MTU {
 		if err := ph.LinkSetMTU(eth0, MTU); err != nil {
 			return fmt.Errorf("pod: %s MTU: %w", PodLink, err)
