@@ -117,42 +117,16 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []string){
 	// inet-get URL: an HTTP GET from "the Internet" (the lab's --host-netns); prints the body.
-	"inet-get": func(ts *testscript.TestScript, neg bool, args []string) {
-		if len(args) != 1 {
-			ts.Fatalf("usage: inet-get URL")
-		}
-		var body []byte
-		err := netns.Do(netns.Path(ts.Getenv("HOSTNS")), func() error {
-			c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-			resp, err := c.Get(args[0])
-			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			body, err = io.ReadAll(resp.Body)
-			return err
-		})
-		if neg {
-			if err == nil {
-				ts.Fatalf("inet-get %s: got an answer, want none", args[0])
-			}
-			return
-		}
-		ts.Check(err)
-		ts.Stdout().Write(body)
-	},
+	"inet-get": func(ts *testscript.TestScript, neg bool, args []string) { inetGet(ts, neg, args) },
 	// inet-dial HOST:PORT: a TCP connection from "the Internet"; fails unless it is accepted.
-	"inet-dial": func(ts *testscript.TestScript, neg bool, args []string) {
-		err := netns.Do(netns.Path(ts.Getenv("HOSTNS")), func() error {
-			c, err := net.DialTimeout("tcp", args[0], 2*time.Second)
-			if err == nil {
-				c.Close()
-			}
-			return err
-		})
-		if neg != (err != nil) {
-			ts.Fatalf("inet-dial %s: err=%v, negated=%v", args[0], err, neg)
-		}
+	"inet-dial": func(ts *testscript.TestScript, neg bool, args []string) { inetDial(ts, neg, args) },
+	// inet-get-file FILE: inet-get of the URL written in FILE (scripts cannot put stdout in a variable).
+	"inet-get-file": func(ts *testscript.TestScript, neg bool, args []string) {
+		inetGet(ts, neg, []string{strings.TrimSpace(ts.ReadFile(args[0]))})
+	},
+	// inet-dial-file FILE PORT: inet-dial of the address in FILE.
+	"inet-dial-file": func(ts *testscript.TestScript, neg bool, args []string) {
+		inetDial(ts, neg, []string{net.JoinHostPort(strings.TrimSpace(ts.ReadFile(args[0])), args[1])})
 	},
 	// containers: lists the containers in the lab's containerd namespace, one ID a line.
 	"containers": func(ts *testscript.TestScript, neg bool, args []string) {
@@ -221,14 +195,8 @@ func startInternet(env *testscript.Env, hostNS string) error {
 		if err := netlink.LinkSetUp(lo); err != nil {
 			return err
 		}
-		d := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: "inet0"}}
-		if err := netlink.LinkAdd(d); err != nil {
-			return err
-		}
-		if err := netlink.AddrAdd(d, &netlink.Addr{IPNet: &net.IPNet{IP: net.IPv4(203, 0, 113, 10), Mask: net.CIDRMask(32, 32)}}); err != nil {
-			return err
-		}
-		if err := netlink.LinkSetUp(d); err != nil {
+		// On loopback: the host is this namespace itself, as a laptop is.
+		if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: net.IPv4(203, 0, 113, 10), Mask: net.CIDRMask(32, 32)}}); err != nil {
 			return err
 		}
 		l, err = net.Listen("tcp", "203.0.113.10:80")
@@ -245,4 +213,44 @@ func startInternet(env *testscript.Env, hostNS string) error {
 	env.Defer(func() { srv.Close() })
 	env.Setenv("INET_IP", "203.0.113.10")
 	return nil
+}
+
+// inetGet is an HTTP GET from "the Internet" (the lab's --host-netns); it prints the body.
+func inetGet(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: inet-get URL")
+	}
+	var body []byte
+	err := netns.Do(netns.Path(ts.Getenv("HOSTNS")), func() error {
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := c.Get(args[0])
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, err = io.ReadAll(resp.Body)
+		return err
+	})
+	if neg {
+		if err == nil {
+			ts.Fatalf("inet-get %s: got an answer, want none", args[0])
+		}
+		return
+	}
+	ts.Check(err)
+	ts.Stdout().Write(body)
+}
+
+// inetDial opens a TCP connection from "the Internet"; it fails unless the connection is accepted.
+func inetDial(ts *testscript.TestScript, neg bool, args []string) {
+	err := netns.Do(netns.Path(ts.Getenv("HOSTNS")), func() error {
+		c, err := net.DialTimeout("tcp", args[0], 2*time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	if neg != (err != nil) {
+		ts.Fatalf("inet-dial %s: err=%v, negated=%v", args[0], err, neg)
+	}
 }

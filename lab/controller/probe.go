@@ -55,18 +55,43 @@ func newProber(m *Manager) *prober {
 	return &prober{m: m, workers: map[probeKey]*probeWorker{}, run: m.runProbe}
 }
 
+// start runs the workers registered so far and every later one.
 func (p *prober) start(ctx context.Context) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.ctx = ctx
-	p.mu.Unlock()
+	for _, w := range p.workers {
+		p.launch(w)
+	}
+}
+
+// launch starts a worker's goroutine once the controllers run (p.mu held).
+func (p *prober) launch(w *probeWorker) {
+	if p.ctx == nil || w.cancel != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(p.ctx)
+	w.cancel = cancel
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		w.run(ctx)
+	}()
+}
+
+func (w *probeWorker) stop() {
+	if w.cancel != nil {
+		w.cancel()
+	}
 }
 
 func (p *prober) stopAll() {
 	p.mu.Lock()
 	for k, w := range p.workers {
-		w.cancel()
+		w.stop()
 		delete(p.workers, k)
 	}
+	p.ctx = nil
 	p.mu.Unlock()
 	p.wg.Wait()
 }
@@ -92,24 +117,21 @@ func (p *prober) sync(pod *corev1.Pod, gone bool) {
 		c := &pod.Spec.Containers[i]
 		key := probeKey{string(pod.UID), c.Name}
 		w := p.workers[key]
-		if stop || c.ReadinessProbe == nil || p.ctx == nil || p.ctx.Err() != nil {
+		if stop || c.ReadinessProbe == nil || (p.ctx != nil && p.ctx.Err() != nil) {
 			if w != nil {
-				w.cancel()
+				w.stop()
 				delete(p.workers, key)
 			}
 			continue
 		}
+		// Workers are registered (and answer probeReady) even before the controllers run, so that the pod
+		// controller's first syncs after a daemon restart see the readiness that was stored, not "unknown".
 		if w == nil {
-			ctx, cancel := context.WithCancel(p.ctx)
-			w = &probeWorker{m: p.m, probe: p.run, key: key, cancel: cancel, poke: make(chan struct{}, 1)}
+			w = &probeWorker{m: p.m, probe: p.run, key: key, poke: make(chan struct{}, 1)}
 			p.workers[key] = w
-			p.wg.Add(1)
-			go func() {
-				defer p.wg.Done()
-				w.run(ctx)
-			}()
 		}
 		w.observe(pod, c)
+		p.launch(w)
 	}
 }
 
@@ -124,7 +146,7 @@ func (p *prober) resync(objs []metav1.Object) {
 	p.mu.Lock()
 	for k, w := range p.workers {
 		if !live[k.uid] {
-			w.cancel()
+			w.stop()
 			delete(p.workers, k)
 		}
 	}
@@ -151,8 +173,9 @@ type probeWorker struct {
 	cancel context.CancelFunc
 	poke   chan struct{}
 
-	mu     sync.Mutex
-	target probeTarget
+	mu       sync.Mutex
+	target   probeTarget
+	observed bool
 	// Results, for target instance `instance` (worker goroutine writes, probeReady reads).
 	instance            string
 	ready, known        bool
@@ -166,15 +189,23 @@ func (w *probeWorker) observe(pod *corev1.Pod, c *corev1.Container) {
 		podMeta:   metav1.ObjectMeta{Name: pod.Name, UID: pod.UID, Annotations: map[string]string{api.AccountAnnotation: api.AccountOf(pod)}},
 		container: c.DeepCopy(), probe: c.ReadinessProbe.DeepCopy(),
 	}
+	storedReady := false
 	for _, cs := range pod.Status.ContainerStatuses {
 		if cs.Name == c.Name && cs.State.Running != nil && cs.ContainerID != "" {
 			t.running = true
 			t.startedAt = cs.State.Running.StartedAt.Time
 			t.instance = cs.ContainerID + "@" + t.startedAt.UTC().Format(time.RFC3339)
+			storedReady = cs.Ready
 		}
 	}
 	w.mu.Lock()
 	w.target = t
+	if !w.observed && storedReady {
+		// A new worker for a container that was ready when the daemon stopped: keep it ready until the
+		// probe says otherwise (failureThreshold failures), rather than flapping every Service endpoint.
+		w.instance, w.ready, w.known, w.successes = t.instance, true, true, max(t.probe.SuccessThreshold, 1)
+	}
+	w.observed = true
 	w.mu.Unlock()
 	select {
 	case w.poke <- struct{}{}:

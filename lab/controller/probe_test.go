@@ -125,11 +125,25 @@ func TestProberStartsAndStopsWorkers(t *testing.T) {
 	pod := probePod(time.Now().Add(-time.Minute), true)
 	pod.Spec.Containers[0].ReadinessProbe.SuccessThreshold = 1
 	p.sync(pod, false)
-	if len(p.workers) != 0 {
-		t.Fatal("a worker started before the controllers run")
+	if w := p.workers[probeKey{"uid-1", "c"}]; w == nil || w.cancel != nil {
+		t.Fatal("before the controllers run a worker must be registered but not running")
+	}
+	if r, k := p.result("uid-1", "c"); r || k {
+		t.Fatalf("a container never seen ready: ready %v known %v before any probe", r, k)
+	}
+	// After a daemon restart: the stored status says ready; that holds until probes say otherwise.
+	again := probePod(time.Now().Add(-time.Minute), true)
+	again.UID = "uid-2"
+	again.Status.ContainerStatuses[0].Ready = true
+	p.sync(again, false)
+	if r, k := p.result("uid-2", "c"); !r || !k {
+		t.Fatalf("a container stored ready must start ready: ready %v known %v", r, k)
+	}
+	p.run = func(ctx context.Context, t *probeTarget) (bool, string) { return t.podMeta.UID == "uid-1", "down" }
+	for _, w := range p.workers {
+		w.probe = p.run
 	}
 	p.start(ctx)
-	p.sync(pod, false)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if r, k := p.result("uid-1", "c"); r && k {
@@ -140,7 +154,25 @@ func TestProberStartsAndStopsWorkers(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	p.resync(nil) // the pod is no longer stored
+	// uid-2's probe fails: unready after failureThreshold (2) failures, however it started.
+	for {
+		if r, _ := p.result("uid-2", "c"); !r {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a failing probe did not make the seeded container unready")
+		}
+		w := p.workers[probeKey{"uid-2", "c"}]
+		w.mu.Lock()
+		w.lastRun = time.Time{} // skip periodSeconds
+		w.mu.Unlock()
+		select {
+		case w.poke <- struct{}{}:
+		default:
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	p.resync(nil) // the pods are no longer stored
 	if _, k := p.result("uid-1", "c"); k || len(p.workers) != 0 {
 		t.Error("the worker of a vanished pod is still there")
 	}

@@ -486,12 +486,12 @@ func (m *Manager) writeReplicaSetStatus(rs *appsv1.ReplicaSet, st appsv1.Replica
 		if cur.UID != rs.UID || cur.DeletionTimestamp != nil {
 			return store.ErrUnchanged
 		}
-		if jsonEqual(cur.Status, st) {
-			return store.ErrUnchanged
-		}
 		// The status counted the pods of the spec generation we read; a newer spec is observed next sync.
 		if cur.Generation != rs.Generation {
 			st.ObservedGeneration = cur.Status.ObservedGeneration
+		}
+		if jsonEqual(cur.Status, st) {
+			return store.ErrUnchanged
 		}
 		cur.Status = st
 		return nil

@@ -92,7 +92,8 @@ func (b *batch) addEndpointChain(e epChain) {
 }
 
 // pickMap is the named vmap `numgen random mod N` indexes. A named map (not
-// an anonymous one) so that `nft list` shows its host-endian keys as 0, 1, 2.
+// an anonymous one) so that `nft list` shows its host-endian keys as 0, 1, 2
+// (its key type prints as "type 0": nft has no name for a bare integer).
 func (b *batch) pickMap(c svcChain) *nftables.Set {
 	return &nftables.Set{Table: b.s.table, Name: c.pickMap(), ID: b.s.setID(), IsMap: true,
 		KeyType: nftables.TypeInteger, DataType: nftables.TypeVerdict, KeyByteOrder: binaryutil.NativeEndian}

@@ -637,3 +637,32 @@ func dnatInRouter(t *testing.T, routerPath, table string, fip net.IP, port uint1
 		t.Fatal(err)
 	}
 }
+
+// A pod can talk as soon as EnsurePod returns: its first packet is not lost
+// while the kernel is still activating the new link (that showed up as a 1 s
+// ARP retry on a pod's first connection).
+func TestFirstPacketNotLost(t *testing.T) {
+	e := newEnv(t)
+	a := e.account(t, "alice", 0)
+	p0 := e.pod(t, a, "p0", ip("10.244.1.1"))
+	serveTCP(t, p0, ":8080", "p0")
+	for j := 1; j <= 40; j++ {
+		pip := ip(fmt.Sprintf("10.244.2.%d", j))
+		path := e.pod(t, a, fmt.Sprintf("p%d", j), pip)
+		if got, err := dialTCP(path, "10.244.1.1:8080", okTimeout); err != nil || got != "p0 "+pip.String() {
+			t.Fatalf("pod %d: %q %v", j, got, err)
+		}
+		h, err := netns.NewHandle(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := h.LinkByName("eth0")
+		h.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := l.Attrs().Statistics; s == nil || s.TxDropped != 0 {
+			t.Fatalf("pod %d: eth0 dropped its first packets: %+v", j, s)
+		}
+	}
+}

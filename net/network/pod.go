@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"time"
 
 	"github.com/pilab/pi/net/netns"
 	"github.com/vishvananda/netlink"
@@ -157,9 +158,9 @@ func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip n
 		}
 	}
 
-	// Router side.
-	if port.Attrs().Alias != podID {
-		if err := r.h.LinkSetAlias(port, podID); err != nil {
+	// Router side, all but the bridge.
+	if alias := portAlias(ip4, podID); port.Attrs().Alias != alias {
+		if err := r.h.LinkSetAlias(port, alias); err != nil {
 			return fmt.Errorf("router: label %s: %w", portName, err)
 		}
 	}
@@ -167,25 +168,6 @@ func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip n
 		if err := r.h.LinkSetMTU(port, MTU); err != nil {
 			return fmt.Errorf("router: %s MTU: %w", portName, err)
 		}
-	}
-	if port.Attrs().MasterIndex != r.br.Attrs().Index {
-		if err := r.h.LinkSetMaster(port, r.br); err != nil {
-			if errors.Is(err, unix.EXFULL) {
-				return fmt.Errorf("bridge %s of the account is full: at most %d pods per account (kernel limit of bridge ports)", BridgeName, MaxBridgePorts)
-			}
-			return fmt.Errorf("router: attach %s to %s: %w", portName, BridgeName, err)
-		}
-	}
-	pi, err := r.h.LinkGetProtinfo(port)
-	if err != nil || !pi.Hairpin {
-		// Hairpin: a pod reaching itself through its Service gets the
-		// DNAT'd frame back out of its own port.
-		if err := r.h.LinkSetHairpin(port, true); err != nil {
-			return fmt.Errorf("router: hairpin on %s: %w", portName, err)
-		}
-	}
-	if err := setUp(r.h, port); err != nil {
-		return fmt.Errorf("router: %w", err)
 	}
 
 	// Pod side. IPv6 is off on eth0 (the pod network is IPv4): otherwise
@@ -217,7 +199,48 @@ func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip n
 	if err := ensureDefaultRoute(ph, eth0, RouterIP); err != nil {
 		return fmt.Errorf("pod: %w", err)
 	}
+
+	// Bridge last, and only return once both ends are operationally up.
+	// The kernel's link watcher acts on a carrier change asynchronously:
+	// until it has, the pod's eth0 still has no transmit queue and the bridge
+	// port is disabled, and the pod's first packet (its ARP request) is lost:
+	// a 1 s stall on the pod's first connection. A port that is up when it
+	// joins the bridge forwards at once.
+	if err := setUp(r.h, port); err != nil {
+		return fmt.Errorf("router: %w", err)
+	}
+	if port.Attrs().MasterIndex != r.br.Attrs().Index {
+		waitOperUp(r.h, portName, 2*time.Second)
+		if err := r.h.LinkSetMaster(port, r.br); err != nil {
+			if errors.Is(err, unix.EXFULL) {
+				return fmt.Errorf("bridge %s of the account is full: at most %d pods per account (kernel limit of bridge ports)", BridgeName, MaxBridgePorts)
+			}
+			return fmt.Errorf("router: attach %s to %s: %w", portName, BridgeName, err)
+		}
+	}
+	pi, err := r.h.LinkGetProtinfo(port)
+	if err != nil || !pi.Hairpin {
+		// Hairpin: a pod reaching itself through its Service gets the
+		// DNAT'd frame back out of its own port.
+		if err := r.h.LinkSetHairpin(port, true); err != nil {
+			return fmt.Errorf("router: hairpin on %s: %w", portName, err)
+		}
+	}
+	waitOperUp(ph, PodLink, 2*time.Second)
 	return nil
+}
+
+// waitOperUp waits (bounded) until the link's operational state is up. Not
+// getting there is no error: the bridge then enables the port when it is.
+func waitOperUp(h *netlink.Handle, name string, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for delay := 100 * time.Microsecond; ; delay = min(2*delay, 20*time.Millisecond) {
+		l, err := h.LinkByName(name)
+		if err != nil || l.Attrs().OperState == netlink.OperUp || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(delay)
+	}
 }
 
 // DeletePod removes the pod's veth (both ends: the router port and the pod's
@@ -245,3 +268,7 @@ func (m *Manager) DeletePod(account string, index int, podID string) error {
 	}
 	return nil
 }
+
+// portAlias labels a router port with the pod's IP and ID (`ip link` in the
+// router netns then tells which pod is behind which port).
+func portAlias(ip net.IP, podID string) string { return ip.String() + " " + podID }

@@ -311,11 +311,9 @@ func (s *Store) runMmdebstrap(ctx context.Context, p *plan, sources []string, pr
 	go func() {
 		defer close(done)
 		ferr := filterRootfs(stdout, pw, p)
-		killed := false
 		if ferr != nil {
-			// We stopped reading (the importer failed, or the tar is bad):
+			// We stopped reading (the importer gave up, or the tar is bad):
 			// stop mmdebstrap instead of letting it block on a full pipe.
-			killed = true
 			syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 			io.Copy(io.Discard, stdout)
 		}
@@ -324,8 +322,15 @@ func (s *Store) runMmdebstrap(ctx context.Context, p *plan, sources []string, pr
 		switch {
 		case ctx.Err() != nil:
 			waitErr = &mmdebstrapError{fmt.Sprintf("mmdebstrap interrupted: %v", ctx.Err())}
-		case werr != nil && !killed:
-			waitErr = &mmdebstrapError{fmt.Sprintf("mmdebstrap failed (%v); last output:\n%s\nis the Debian mirror reachable? try: apt-get update", werr, strings.TrimSpace(stderr.String()))}
+		case errors.Is(ferr, io.ErrClosedPipe):
+			// The importer failed first and reports why.
+			waitErr = fmt.Errorf("layer import stopped: %w", ferr)
+		case werr != nil:
+			msg := fmt.Sprintf("mmdebstrap failed (%v)", werr)
+			if ferr != nil {
+				msg += " after a broken tar stream (" + ferr.Error() + ")"
+			}
+			waitErr = &mmdebstrapError{msg + "; last output:\n" + strings.TrimSpace(stderr.String()) + "\nis the Debian mirror reachable? try: apt-get update"}
 		case ferr != nil:
 			waitErr = fmt.Errorf("process rootfs tar from mmdebstrap: %w", ferr)
 		}
@@ -344,10 +349,9 @@ func (s *Store) runMmdebstrap(ctx context.Context, p *plan, sources []string, pr
 
 // A build needs a few hundred MB (chroot, apt cache copy, lists); build in
 // RAM only when there is plenty to spare.
-const (
-	tmpfsMinMem = 4 << 30
-	tmpfsSize   = "2g"
-)
+var tmpfsMinMem int64 = 4 << 30
+
+const tmpfsSize = "2g"
 
 // memAvailable returns MemAvailable from /proc/meminfo in bytes, 0 if unknown.
 func memAvailable() int64 {

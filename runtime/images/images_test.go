@@ -535,7 +535,9 @@ func TestBuildAll(t *testing.T) {
 		if code, out := r.exec(t, ctx, "sh", "-c", "mkdir /var/www/html/d && curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1/d/"); code != 0 || out != "403" {
 			t.Errorf("GET /d/: exit %d %q", code, out)
 		}
-		waitFor(t, "nginx error log on stderr", func() bool { return strings.Contains(r.out.String(), `directory index of "/var/www/html/d/" is forbidden`) }, r)
+		waitFor(t, "nginx error log on stderr", func() bool {
+			return strings.Contains(r.out.String(), `directory index of "/var/www/html/d/" is forbidden`)
+		}, r)
 		// nginx's stop signal must stop it gracefully and quickly.
 		stopWithImageSignal(t, ctx, r, img)
 	})

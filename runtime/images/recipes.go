@@ -57,9 +57,11 @@ var busyboxBase = struct {
 func recipes() []recipe {
 	return []recipe{
 		{
-			Name:     "busybox",
-			Variant:  "extract",
-			Packages: []string{"busybox-static"},
+			Name:    "busybox",
+			Variant: "extract",
+			// Debian's dynamic busybox, not busybox-static: static glibc cannot load NSS modules, and its
+			// wget and nslookup crash on every lookup.
+			Packages: []string{"busybox", "libc6"},
 			Hooks:    busyboxBase.hooks,
 			Files:    busyboxBase.files,
 			Config:   ocispec.ImageConfig{Env: []string{defaultPath}, Cmd: []string{"sh"}},

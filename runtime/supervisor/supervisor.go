@@ -259,7 +259,7 @@ func (s *Supervisor) Close() error {
 			}
 		}
 		cleanupRunFiles(s.opts.RunDir)
-		removeSharedRunDirs()
+		removeSharedRunDirs(s.opts.Lab)
 	}
 	if s.logFile != nil {
 		s.logFile.Close()
@@ -284,16 +284,18 @@ func Shutdown(runDir string) error {
 	go func() { waitGone(pid, nil); close(exited) }()
 	err = terminate(pid, exited, stopGrace)
 	cleanupRunFiles(runDir)
-	removeSharedRunDirs()
+	removeSharedRunDirs("")
 	return err
 }
 
 // removeSharedRunDirs removes containerd's hard-coded shared dirs if they
 // are empty: shims put their sockets in /run/containerd/s whatever the
-// state dir, and clients default FIFOs to /run/containerd/fifo. A running
-// containerd or shim keeps them non-empty, so this never disturbs one.
-func removeSharedRunDirs() {
-	for _, d := range []string{"/run/containerd/s", "/run/containerd/fifo", "/run/containerd"} {
+// state dir, runc keeps container state in /run/containerd/runc/<namespace>
+// unless the client sets a runc root, and clients default FIFOs to
+// /run/containerd/fifo. Anything still in use keeps its dir non-empty, and
+// os.Remove never removes a non-empty dir, so this cannot disturb others.
+func removeSharedRunDirs(lab string) {
+	for _, d := range []string{"/run/containerd/s", "/run/containerd/fifo", "/run/containerd/runc/" + lab, "/run/containerd/runc", "/run/containerd"} {
 		os.Remove(d)
 	}
 }

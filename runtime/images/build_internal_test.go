@@ -1,0 +1,242 @@
+package images
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/errdefs"
+	"github.com/pilab/pi/runtime/supervisor/supervisortest"
+)
+
+func TestParseDeb822(t *testing.T) {
+	in := `# comment
+Types: deb deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main contrib
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: https://deb.nodesource.com/node_20.x
+Suites: nodistro
+Components: main
+Signed-By:
+ -----BEGIN PGP PUBLIC KEY BLOCK-----
+ xyz
+`
+	paras := parseDeb822(in)
+	if len(paras) != 2 {
+		t.Fatalf("got %d paragraphs: %v", len(paras), paras)
+	}
+	if paras[0]["suites"] != "bookworm bookworm-updates" || paras[0]["types"] != "deb deb-src" {
+		t.Errorf("first paragraph %v", paras[0])
+	}
+	if !strings.Contains(paras[1]["signed-by"], "\n-----BEGIN PGP") {
+		t.Errorf("continuation lines not joined: %q", paras[1]["signed-by"])
+	}
+}
+
+func TestHostSources(t *testing.T) {
+	src := hostSources()
+	if len(src) == 0 {
+		t.Fatal("no sources")
+	}
+	for _, l := range src {
+		f := strings.Fields(l)
+		if f[0] != "deb" || !strings.Contains(l, " "+Suite) {
+			t.Errorf("source %q is not a %s one-line deb entry", l, Suite)
+		}
+		if strings.Contains(l, "nodesource") || strings.Contains(l, "google") {
+			t.Errorf("third-party source kept: %q", l)
+		}
+	}
+	t.Logf("sources: %q", src)
+}
+
+func TestDropped(t *testing.T) {
+	for name, want := range map[string]bool{
+		"dev":                                   false,
+		"dev/null":                              true,
+		"usr/share/man":                         true,
+		"usr/share/man/man1/ls.1.gz":            true,
+		"usr/share/manifest":                    false,
+		"usr/share/doc":                         false,
+		"usr/share/doc/curl":                    false,
+		"usr/share/doc/curl/copyright":          false,
+		"usr/share/doc/curl/changelog.gz":       true,
+		"usr/share/doc/busybox-static/examples": true,
+		"etc/resolv.conf":                       true,
+		"etc/hostname":                          true,
+		"etc/hosts":                             false,
+		"usr/share/nginx/html/index.html":       false,
+	} {
+		if got := dropped(name); got != want {
+			t.Errorf("dropped(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+func TestFilterRootfs(t *testing.T) {
+	var in bytes.Buffer
+	tw := tar.NewWriter(&in)
+	add := func(h *tar.Header, data string) {
+		h.Size = int64(len(data))
+		if h.Typeflag == 0 {
+			h.Typeflag = tar.TypeReg
+		}
+		tw.WriteHeader(h)
+		io.WriteString(tw, data)
+	}
+	add(&tar.Header{Name: "./", Typeflag: tar.TypeDir, Mode: 0o755}, "")
+	add(&tar.Header{Name: "./etc/", Typeflag: tar.TypeDir, Mode: 0o755}, "")
+	add(&tar.Header{Name: "./etc/hostname", Mode: 0o644}, "buildhost\n")
+	add(&tar.Header{Name: "./etc/motd", Mode: 0o644}, "packaged\n")
+	add(&tar.Header{Name: "./usr/share/man/x.1", Mode: 0o644}, "man")
+	add(&tar.Header{Name: "./usr/bin/a", Mode: 0o755}, "binary")
+	add(&tar.Header{Name: "./usr/bin/b", Typeflag: tar.TypeLink, Linkname: "./usr/bin/a"}, "")
+	add(&tar.Header{Name: "./usr/share/man/y.1", Typeflag: tar.TypeLink, Linkname: "./usr/share/man/x.1"}, "")
+	tw.Close()
+	in.Write(make([]byte, 4096)) // trailing padding, as tar writers emit
+
+	p := &plan{recipe: recipe{Files: []file{
+		{Path: "/etc/motd", Mode: 0o644, Data: "ours\n"},
+		{Path: "/var/log/app/out.log", Link: "/dev/stdout"},
+		{Path: "/tmp", Mode: 0o1777, Dir: true},
+	}}}
+	var out bytes.Buffer
+	if err := filterRootfs(&in, &out, p); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*tar.Header{}
+	content := map[string]string{}
+	var order []string
+	tr := tar.NewReader(&out)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(tr)
+		got[h.Name], content[h.Name] = h, string(b)
+		order = append(order, h.Name)
+	}
+	for _, name := range []string{"./", "etc/hostname", "usr/share/man/x.1", "usr/share/man/y.1"} {
+		if got[name] != nil {
+			t.Errorf("%s should be dropped; entries %v", name, order)
+		}
+	}
+	if content["etc/motd"] != "ours\n" || strings.Count(strings.Join(order, " "), "etc/motd") != 1 {
+		t.Errorf("etc/motd not replaced exactly once: %q %v", content["etc/motd"], order)
+	}
+	if h := got["usr/bin/b"]; h == nil || h.Linkname != "usr/bin/a" {
+		t.Errorf("hard link not normalised: %+v", h)
+	}
+	if h := got["var/log/app/out.log"]; h == nil || h.Typeflag != tar.TypeSymlink || h.Linkname != "/dev/stdout" {
+		t.Errorf("symlink: %+v", h)
+	}
+	if got["var/"] == nil || got["var/log/"] == nil || got["var/log/app/"] == nil {
+		t.Errorf("missing parent dirs for added files: %v", order)
+	}
+	if h := got["tmp/"]; h == nil || h.Mode != 0o1777 {
+		t.Errorf("tmp dir: %+v", h)
+	}
+}
+
+// TestBuildFailure makes mmdebstrap fail (a package Debian does not have)
+// and checks the error and that no image appears.
+func TestBuildFailure(t *testing.T) {
+	supervisortest.Require(t)
+	if _, err := exec.LookPath("mmdebstrap"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("mmdebstrap missing in CI")
+		}
+		t.Skip("mmdebstrap not installed")
+	}
+	sup := supervisortest.Start(t)
+	s := New(sup.Client(), sup.Lab(), testWorkDir(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	unlock, err := s.lockWorkDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	r := recipe{Name: "broken", Variant: "extract", Packages: []string{"pilab-no-such-package"}}
+	var progress bytes.Buffer
+	err = s.buildOne(ctx, r, hostSources(), false, &progress, "")
+	var merr *mmdebstrapError
+	if !errors.As(err, &merr) || !strings.Contains(err.Error(), "pilab-no-such-package") {
+		t.Fatalf("error = %v; want an mmdebstrap error naming the package", err)
+	}
+	if _, err := s.Resolve(ctx, "broken"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("failed build left an image: %v", err)
+	}
+}
+
+// TestBuildCancel cancels a build midway: Build returns promptly, and no
+// mmdebstrap process, mount or temp dir is left.
+func TestBuildCancel(t *testing.T) {
+	t.Run("tmpfs", func(t *testing.T) { testBuildCancel(t, 0) })
+	t.Run("disk", func(t *testing.T) { testBuildCancel(t, 1<<62) })
+}
+
+func testBuildCancel(t *testing.T, minMem int64) {
+	defer func(old int64) { tmpfsMinMem = old }(tmpfsMinMem)
+	tmpfsMinMem = minMem
+	supervisortest.Require(t)
+	if _, err := exec.LookPath("mmdebstrap"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("mmdebstrap missing in CI")
+		}
+		t.Skip("mmdebstrap not installed")
+	}
+	sup := supervisortest.Start(t)
+	wd := testWorkDir(t)
+	s := New(sup.Client(), sup.Lab(), wd)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(4*time.Second, cancel)
+	start := time.Now()
+	err := s.Build(ctx, []string{"nginx"}, true, nil)
+	if err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("Build after cancel = %v", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("Build took %s to return after cancel", d)
+	}
+	if _, err := s.Resolve(context.Background(), "nginx"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("cancelled build left an image: %v", err)
+	}
+	mounts, _ := os.ReadFile("/proc/mounts")
+	if strings.Contains(string(mounts), wd) {
+		t.Errorf("mounts left under %s:\n%s", wd, mounts)
+	}
+	ents, _ := os.ReadDir(s.tmpDir())
+	if len(ents) != 0 {
+		t.Errorf("temp dirs left in %s: %v", s.tmpDir(), ents)
+	}
+	if out, err := exec.Command("pgrep", "-f", "mmdebstrap.*"+wd).Output(); err == nil {
+		t.Errorf("mmdebstrap still running: %s", out)
+	}
+}
+
+func testWorkDir(t *testing.T) string {
+	d := os.Getenv("PI_TEST_IMAGES_WORKDIR")
+	if d == "" {
+		d = "/var/tmp/pilab-test-images"
+	}
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
