@@ -42,8 +42,11 @@ test: deps vet
 	$(GO) test -race -count=1 ./lab/...
 	$(GO) test -count=1 -timeout 40m ./runtime/... ./net/... ./cmd/... ./scenarios/... ./tui/...
 
+# bench: the speed and memory figures, each beside the baseline measured in the same run and its target.
+BENCH_PKGS ?= ./cmd/pi ./runtime/pods ./net/network ./net/lb ./net/dns
 bench: deps build
-	$(GO) run ./cmd/pibench
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m $(BENCH_PKGS) | tee bin/bench.txt
+	@echo; echo "== pilab benchmark report"; $(BIN) bench-report < bin/bench.txt
 
 clean:
 	rm -rf bin

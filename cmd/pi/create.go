@@ -168,6 +168,7 @@ func newDeleteCmd() *cobra.Command {
 type target struct {
 	kind api.Kind
 	name string
+	uid  string // what is being deleted: a controller may make a new object of the same name at once
 }
 
 func runDelete(ctx context.Context, o deleteOptions, args []string) error {
@@ -180,7 +181,7 @@ func runDelete(ctx context.Context, o deleteOptions, args []string) error {
 			return err
 		}
 		for _, d := range docs {
-			targets = append(targets, target{d.Kind, d.Object.GetName()})
+			targets = append(targets, target{kind: d.Kind, name: d.Object.GetName()})
 		}
 	case len(args) == 0:
 		return fmt.Errorf("you must provide one or more resources by argument or filename")
@@ -210,12 +211,15 @@ func runDelete(ctx context.Context, o deleteOptions, args []string) error {
 			}
 		}
 		for _, n := range names {
-			targets = append(targets, target{k, n})
+			targets = append(targets, target{kind: k, name: n})
 		}
 	}
 	var errs []string
 	var started []target
 	for _, t := range targets {
+		if o, err := cl.Get(ctx, t.kind, t.name); err == nil {
+			t.uid = string(o.GetUID())
+		}
 		if err := cl.Delete(ctx, t.kind, t.name, false); err != nil {
 			if o.ignore && client.IsNotFound(err) {
 				continue
@@ -229,8 +233,8 @@ func runDelete(ctx context.Context, o deleteOptions, args []string) error {
 	for _, t := range started {
 		if o.wait {
 			for {
-				_, err := cl.Get(ctx, t.kind, t.name)
-				if client.IsNotFound(err) {
+				o, err := cl.Get(ctx, t.kind, t.name)
+				if client.IsNotFound(err) || (err == nil && string(o.GetUID()) != t.uid) {
 					break
 				}
 				if err != nil {

@@ -138,6 +138,7 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 		cs, err := cl.Containers(ctx)
 		ts.Check(err)
 		var buf bytes.Buffer
+		fmt.Fprintln(&buf, "# containers")
 		for _, c := range cs {
 			fmt.Fprintln(&buf, c.ID())
 		}
@@ -147,6 +148,8 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 	"netns-list": func(ts *testscript.TestScript, neg bool, args []string) {
 		names, err := netns.ListNamed(ts.Getenv("LAB") + "-")
 		ts.Check(err)
+		// A header line always, so that a check after it never reads the previous command's output.
+		fmt.Fprintln(ts.Stdout(), "# netns")
 		for _, n := range names {
 			fmt.Fprintln(ts.Stdout(), n)
 		}
@@ -166,6 +169,7 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 		ts.Check(err)
 		tables, err := c.ListTables()
 		ts.Check(err)
+		fmt.Fprintln(ts.Stdout(), "# nft tables")
 		for _, t := range tables {
 			fmt.Fprintln(ts.Stdout(), t.Name)
 		}
@@ -177,6 +181,7 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 		defer h.Close()
 		links, err := h.LinkList()
 		ts.Check(err)
+		fmt.Fprintln(ts.Stdout(), "# links")
 		for _, l := range links {
 			fmt.Fprintln(ts.Stdout(), l.Attrs().Name)
 		}

@@ -22,7 +22,7 @@ func piCmd(lab string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-func mustPi(t *testing.T, lab string, args ...string) string {
+func mustPi(t testing.TB, lab string, args ...string) string {
 	t.Helper()
 	out, err := piCmd(lab, args...).CombinedOutput()
 	if err != nil {
@@ -32,7 +32,7 @@ func mustPi(t *testing.T, lab string, args ...string) string {
 }
 
 // startLab brings up a throwaway lab below its own "Internet" namespace and resets it when the test ends.
-func startLab(t *testing.T) string {
+func startLab(t testing.TB) string {
 	t.Helper()
 	requirePrivileged(t)
 	lab := randomLab()

@@ -46,18 +46,18 @@ func (m *Manager) svc() *svcState {
 func (m *Manager) routeServices(ev api.WatchEvent, meta *metav1.ObjectMeta) {
 	switch ev.Kind {
 	case "Service", "Pod", "FloatingIP":
-		m.svc().queue.Add(ev.Account)
+		m.svc().queue.Add(objKey("", ev.Account))
 	case "Endpoints":
 		// Endpoints of selector-less Services are the user's; those the controller writes come back here too,
 		// which is harmless: the next sync finds nothing to change.
-		m.svc().queue.Add(ev.Account)
+		m.svc().queue.Add(objKey("", ev.Account))
 	}
 }
 
 func (m *Manager) resyncServices() {
 	objs, _ := m.Store.List(kindAccount, "")
 	for _, o := range objs {
-		m.svc().queue.Add(o.GetName())
+		m.svc().queue.Add(objKey("", o.GetName()))
 	}
 }
 
@@ -93,7 +93,7 @@ func (m *Manager) servicesAccountReady(ctx context.Context, acct *api.Account, a
 		return
 	}
 	s.accounts[acct.Name] = &accountServices{syncer: syncer, dns: srv}
-	s.queue.Add(acct.Name)
+	s.queue.Add(objKey("", acct.Name))
 }
 
 // upstreamDNS is where names outside cluster.local go: the host's resolver, or in --host-netns mode the

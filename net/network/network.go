@@ -11,8 +11,11 @@
 //	pod netns (caller's)         eth0 10.244.x.y/16, MTU 1400, default via 10.244.0.1
 //
 // Accounts share no link, so identical pod IPs in two accounts never meet.
-// Only this package changes these namespaces; every call converges the kernel
-// to the declared state and can be repeated.
+// Every call converges the kernel to the declared state and can be repeated;
+// a pod's MAC is derived from its IP, so a pod rebuilt with the same IP looks
+// the same to its neighbours. net/lb adds its own table to the router netns;
+// Floating IPs enter through the edge set "fips" (SetFloatingIPs) and the
+// router chain "fip-forward".
 package network
 
 import (

@@ -43,7 +43,7 @@ func (m *Manager) openRouter(account string, index int) (*router, error) {
 	}
 	r := &router{path: path, f: f, h: h}
 	br, err := linkByName(h, BridgeName)
-	if err == nil && br != nil && br.Attrs().Alias != account {
+	if err == nil && br != nil && br.Attrs().Alias != "" && br.Attrs().Alias != account {
 		err = fmt.Errorf("router netns %s belongs to account %q, not %q", path, br.Attrs().Alias, account)
 	}
 	if err != nil {
@@ -147,7 +147,9 @@ func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip n
 		// A half-plugged pod is removed again so a retry starts clean.
 		defer func() {
 			if err != nil {
-				delLink(ph, v)
+				if l, e := ph.LinkByName(PodLink); e == nil {
+					delLink(ph, l)
+				}
 			}
 		}()
 		if eth0, err = ph.LinkByName(PodLink); err != nil {
