@@ -23,15 +23,23 @@ deps:
 	fi
 	@modprobe overlay 2>/dev/null || true
 
-# demo: the main job. A lab in this machine's own network, the lab images, and nginx answering.
+# demo: the main job, the walkthrough of the Pi networking guide on this machine: a lab in the machine's own
+# network, the lab images, a Floating IP, the guide's LoadBalancer Service and nginx pod, and nginx answering
+# through the FIP (104.154.140.179 in the guide becomes the address the pool gives).
 demo: deps build
 	$(BIN) up
 	$(BIN) image build
-	$(BIN) delete pod nginx --ignore-not-found
-	$(BIN) create -f scenarios/manifests/nginx.yml
-	$(BIN) wait --for=condition=Ready pod/nginx --timeout=120s
-	$(BIN) get pods -o wide
-	$(BIN) exec nginx -- curl -s localhost
+	@$(BIN) delete pod nginx --ignore-not-found
+	@$(BIN) delete service test-loadbalancer --ignore-not-found
+	@set -e; FIP=$$($(BIN) get fips -o ip | head -n 1); \
+	if [ -z "$$FIP" ]; then echo '$$ pi create fip'; FIP=$$($(BIN) create fip); fi; echo "$$FIP"; \
+	sed "s/104.154.140.179/$$FIP/" scenarios/manifests/service.yml > bin/service.yml; \
+	echo '$$ pi create -f service.yml'; $(BIN) create -f bin/service.yml; \
+	echo '$$ pi create -f nginx.yml'; $(BIN) create -f scenarios/manifests/nginx.yml; \
+	$(BIN) wait --for=condition=Ready pod/nginx --timeout=120s >/dev/null; \
+	$(BIN) get pods -o wide; $(BIN) get services; \
+	echo; echo "Open http://$$FIP:8080 in a browser on this machine. From the machine:"; \
+	echo "$$ curl -s http://$$FIP:8080/"; curl -sS --max-time 10 http://$$FIP:8080/
 
 vet:
 	$(GO) vet ./...

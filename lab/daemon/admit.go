@@ -32,6 +32,9 @@ func (d *Daemon) Admit(ctx context.Context, account string, o, old metav1.Object
 			return nil
 		}
 		v.Status = corev1.PodStatus{Phase: corev1.PodPending}
+		if pods, err := d.store.List(kindPod, account); err == nil && len(pods) >= MaxPodsPerAccount {
+			return server.Invalid("account %q holds %d pods, the most one account network carries (its bridge floods every broadcast to every pod); delete some first", account, len(pods))
+		}
 		return d.checkImages(ctx, v.Spec.Containers, "spec")
 	case *appsv1.Deployment:
 		defaultDeployment(v)
@@ -74,6 +77,10 @@ func (d *Daemon) Admit(ctx context.Context, account string, o, old metav1.Object
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// MaxPodsPerAccount keeps an account's bridge well below the ~1000 ports where ARP broadcast floods overflow
+// the kernel's packet backlog and pods stop reaching each other (measured on this machine kind).
+const MaxPodsPerAccount = 500
 
 // podSpecForCompare drops what Admit defaults, so re-applying the manifest a pod was made from is no change.
 func podSpecForCompare(s corev1.PodSpec) string {

@@ -148,6 +148,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("network: %w", err)
 	}
+	defer d.network.Close()
 	if err := d.checkFIPPool(); err != nil {
 		return err
 	}

@@ -46,6 +46,7 @@ func Reset(ctx context.Context, cfg Config) ([]string, error) {
 	if err != nil {
 		errs = append(errs, fmt.Sprintf("network: %v", err))
 	} else {
+		defer nm.Close()
 		r, err := nm.Reset()
 		removed = append(removed, r...)
 		if err != nil {
