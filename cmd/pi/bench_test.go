@@ -40,7 +40,7 @@ func BenchmarkPodStart(b *testing.B) {
 	cl := client.New("/run/pilab/"+lab+"/pi.sock", "default")
 	ctx := context.Background()
 	kPod, _ := api.LookupKind("Pod")
-	ctr, err := containerd.New("/run/pilab/"+lab+"/containerd/containerd.sock")
+	ctr, err := containerd.New("/run/pilab/" + lab + "/containerd/containerd.sock")
 	if err != nil {
 		b.Fatal(err)
 	}

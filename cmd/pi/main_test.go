@@ -225,17 +225,25 @@ func inetGet(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) != 1 {
 		ts.Fatalf("usage: inet-get URL")
 	}
-	var body []byte
-	err := netns.Do(netns.Path(ts.Getenv("HOSTNS")), func() error {
-		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-		resp, err := c.Get(args[0])
-		if err != nil {
+	nsPath := netns.Path(ts.Getenv("HOSTNS"))
+	// The transport dials on goroutines of its own: each socket must be made inside the namespace, or the
+	// request would leave from this process's namespace, the real machine's.
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := netns.Do(nsPath, func() error {
+			var err error
+			c, err = (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, network, addr)
 			return err
-		}
-		defer resp.Body.Close()
+		})
+		return c, err
+	}
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: dial, Proxy: nil}}
+	resp, err := c.Get(args[0])
+	var body []byte
+	if err == nil {
 		body, err = io.ReadAll(resp.Body)
-		return err
-	})
+		resp.Body.Close()
+	}
 	if neg {
 		if err == nil {
 			ts.Fatalf("inet-get %s: got an answer, want none", args[0])

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -160,7 +161,7 @@ func makePlan(r recipe, sources []string) (*plan, error) {
 		if err != nil {
 			return nil, fmt.Errorf("inspect %s: %w", exe, err)
 		}
-		if dyn {
+		if dyn && !slices.Contains(pkgs, "libc6") {
 			// A cgo-linked pi needs the C library in the image.
 			pkgs = append(pkgs, "libc6")
 		}
@@ -181,9 +182,10 @@ func makePlan(r recipe, sources []string) (*plan, error) {
 		Suite   string
 		Sources []string
 		Files   []file
+		Drop    []string
 		Exe     string
 		Config  any
-	}{recipeFormat, commonOpts, p.args, Suite, sources, r.Files, p.exeHash, r.Config})
+	}{recipeFormat, commonOpts, p.args, Suite, sources, r.Files, r.Drop, p.exeHash, r.Config})
 	p.hash = hex.EncodeToString(h.Sum(nil))
 	return p, nil
 }
@@ -407,6 +409,16 @@ func dropped(name string) bool {
 	return false
 }
 
+func recipeDrops(drop []string, name string) bool {
+	for _, d := range drop {
+		d = strings.TrimPrefix(path.Clean(d), "/")
+		if name == d || strings.HasPrefix(name, d+"/") {
+			return true
+		}
+	}
+	return false
+}
+
 // filterRootfs copies mmdebstrap's tar to w as a layer: names without "./",
 // no root entry, without dropped paths, recipe files replacing packaged
 // ones, and the recipe files (and executable) appended.
@@ -432,7 +444,7 @@ func filterRootfs(r io.Reader, w io.Writer, p *plan) error {
 			return err
 		}
 		name := strings.TrimPrefix(path.Clean("/"+hdr.Name), "/")
-		if name == "" || dropped(name) || override[name] {
+		if name == "" || dropped(name) || override[name] || recipeDrops(p.Drop, name) {
 			skipped[name] = true
 			continue
 		}

@@ -13,6 +13,7 @@ type recipe struct {
 	Packages []string // mmdebstrap --include
 	Hooks    []hook
 	Files    []file
+	Drop     []string // extra paths (and everything below) left out of the image
 	// WithExecutable adds the running pi binary as /usr/local/bin/podinfo
 	// (and libc6 if that binary is dynamically linked).
 	WithExecutable bool
@@ -39,7 +40,10 @@ const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 var busyboxBase = struct {
 	hooks []hook
 	files []file
+	drop  []string
 }{
+	// iconv charset modules: 8 MB of libc6 that busybox never loads.
+	drop: []string{"/usr/lib/x86_64-linux-gnu/gconv"},
 	hooks: []hook{
 		// busybox --install needs the directories its applets live in.
 		{"setup", `mkdir -p "$1/bin" "$1/sbin" "$1/usr/bin" "$1/usr/sbin"`},
@@ -48,6 +52,9 @@ var busyboxBase = struct {
 	files: []file{
 		{Path: "/etc/passwd", Mode: 0o644, Data: "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"},
 		{Path: "/etc/group", Mode: 0o644, Data: "root:x:0:\nnobody:x:65534:\n"},
+		// Without it glibc asks DNS before /etc/hosts and stops at DNS's
+		// NXDOMAIN, so "localhost" and the pod's own name would not resolve.
+		{Path: "/etc/nsswitch.conf", Mode: 0o644, Data: "passwd: files\ngroup: files\nhosts: files dns\nnetworks: files\n"},
 		{Path: "/root", Mode: 0o700, Dir: true},
 		{Path: "/tmp", Mode: 0o1777, Dir: true},
 		{Path: "/var/tmp", Mode: 0o1777, Dir: true},
@@ -64,6 +71,7 @@ func recipes() []recipe {
 			Packages: []string{"busybox", "libc6"},
 			Hooks:    busyboxBase.hooks,
 			Files:    busyboxBase.files,
+			Drop:     busyboxBase.drop,
 			Config:   ocispec.ImageConfig{Env: []string{defaultPath}, Cmd: []string{"sh"}},
 		},
 		{
@@ -103,11 +111,14 @@ func recipes() []recipe {
 			},
 		},
 		{
-			Name:           "podinfo",
-			Variant:        "extract",
-			Packages:       []string{"busybox-static"},
+			Name:    "podinfo",
+			Variant: "extract",
+			// The same base as busybox, so wget and nslookup work for
+			// learners who exec into it.
+			Packages:       []string{"busybox", "libc6"},
 			Hooks:          busyboxBase.hooks,
 			Files:          busyboxBase.files,
+			Drop:           busyboxBase.drop,
 			WithExecutable: true,
 			Config: ocispec.ImageConfig{
 				Env:          []string{defaultPath},
