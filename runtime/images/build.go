@@ -86,7 +86,7 @@ func (s *Store) Build(ctx context.Context, names []string, force bool, progress 
 
 	s.buildMu.Lock()
 	defer s.buildMu.Unlock()
-	unlock, err := s.lockWorkDir()
+	unlock, err := s.lockWorkDir(ctx, progress)
 	if err != nil {
 		return err
 	}
@@ -104,10 +104,10 @@ func (s *Store) Build(ctx context.Context, names []string, force bool, progress 
 	return nil
 }
 
-// lockWorkDir serialises builds of the same work dir across processes (the
-// apt cache is not safe for concurrent mmdebstrap runs) and clears temp dirs
-// left by a build that was killed.
-func (s *Store) lockWorkDir() (func(), error) {
+// lockWorkDir serialises builds of the same work dir across processes and
+// labs (the apt cache is not safe for concurrent mmdebstrap runs) and clears
+// temp dirs left by a build that was killed.
+func (s *Store) lockWorkDir(ctx context.Context, progress io.Writer) (func(), error) {
 	for _, d := range []string{s.cacheDir("archives"), s.cacheDir("lists"), s.tmpDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("create image work dir: %w", err)
@@ -117,9 +117,26 @@ func (s *Store) lockWorkDir() (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("open build lock: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+	// Poll rather than block so that a waiting build can be cancelled.
+	for waited := false; ; {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+		}
+		if !waited {
+			fmt.Fprintf(progress, "waiting for another image build to finish (lock %s)\n", f.Name())
+			waited = true
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
 	// Safe while we hold the lock: mmdebstrap runs in a private mount
 	// namespace, so nothing is mounted below a dead build's temp dir.
@@ -147,6 +164,7 @@ type plan struct {
 
 func makePlan(r recipe, sources []string) (*plan, error) {
 	p := &plan{recipe: r}
+	p.Files = append(append([]file(nil), commonFiles...), r.Files...)
 	pkgs := append([]string(nil), r.Packages...)
 	if r.WithExecutable {
 		exe, err := os.Executable()
@@ -185,7 +203,7 @@ func makePlan(r recipe, sources []string) (*plan, error) {
 		Drop    []string
 		Exe     string
 		Config  any
-	}{recipeFormat, commonOpts, p.args, Suite, sources, r.Files, r.Drop, p.exeHash, r.Config})
+	}{recipeFormat, commonOpts, p.args, Suite, sources, p.Files, r.Drop, p.exeHash, r.Config})
 	p.hash = hex.EncodeToString(h.Sum(nil))
 	return p, nil
 }

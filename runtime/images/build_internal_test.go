@@ -167,7 +167,7 @@ func TestBuildFailure(t *testing.T) {
 	s := New(sup.Client(), sup.Lab(), testWorkDir(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	unlock, err := s.lockWorkDir()
+	unlock, err := s.lockWorkDir(ctx, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,4 +239,43 @@ func testWorkDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// TestConcurrentBuildsShareCache builds busybox in two labs at once on one
+// work dir (as the daemon's machine-wide image cache is shared): the second
+// waits for the first, and both get a working image.
+func TestConcurrentBuildsShareCache(t *testing.T) {
+	supervisortest.Require(t)
+	if _, err := exec.LookPath("mmdebstrap"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("mmdebstrap missing in CI")
+		}
+		t.Skip("mmdebstrap not installed")
+	}
+	wd := testWorkDir(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var progress [2]bytes.Buffer
+	errs := make(chan error, 2)
+	stores := make([]*Store, 2)
+	for i := range stores {
+		sup := supervisortest.Start(t)
+		stores[i] = New(sup.Client(), sup.Lab(), wd)
+	}
+	for i, s := range stores {
+		go func() { errs <- s.Build(ctx, []string{"busybox"}, true, &progress[i]) }()
+	}
+	for range stores {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !strings.Contains(progress[0].String()+progress[1].String(), "waiting for another image build") {
+		t.Errorf("no build waited for the other:\n%s\n%s", progress[0].String(), progress[1].String())
+	}
+	for _, s := range stores {
+		if _, err := s.Resolve(ctx, "busybox"); err != nil {
+			t.Error(err)
+		}
+	}
 }

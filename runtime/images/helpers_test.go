@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/oci"
+	"github.com/miekg/dns"
 	"github.com/pilab/pi/runtime/images"
 	"github.com/pilab/pi/runtime/images/podinfo"
 	"github.com/pilab/pi/runtime/supervisor"
@@ -27,8 +29,11 @@ import (
 // The podinfo image contains a copy of this test binary (os.Executable), so
 // it must act as podinfo when started under that name, like pi does.
 func TestMain(m *testing.M) {
-	if filepath.Base(os.Args[0]) == "podinfo" {
+	switch filepath.Base(os.Args[0]) {
+	case "podinfo":
 		os.Exit(podinfo.Main(os.Args[1:]))
+	case "pilab-test-dns":
+		os.Exit(serveTestDNS())
 	}
 	os.Exit(m.Run())
 }
@@ -229,4 +234,27 @@ func (r *running) retryExec(t *testing.T, ctx context.Context, want string, args
 	}
 	t.Fatalf("%v never printed %q; last output:\n%s\ncontainer output:\n%s", args, want, out, r.out.String())
 	return ""
+}
+
+// serveTestDNS answers A 127.0.0.1 for every name under pilab.test on
+// 127.0.0.1:53; it runs inside a test container (bind-mounted test binary).
+func serveTestDNS() int {
+	dns.HandleFunc("pilab.test.", func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		for _, qu := range q.Question {
+			if qu.Qtype == dns.TypeA {
+				m.Answer = append(m.Answer, &dns.A{
+					Hdr: dns.RR_Header{Name: qu.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 5},
+					A:   net.IPv4(127, 0, 0, 1),
+				})
+			}
+		}
+		w.WriteMsg(m)
+	})
+	if err := (&dns.Server{Addr: "127.0.0.1:53", Net: "udp"}).ListenAndServe(); err != nil {
+		fmt.Fprintln(os.Stderr, "test dns:", err)
+		return 1
+	}
+	return 0
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/pilab/pi/runtime/images"
 	"github.com/pilab/pi/runtime/supervisor"
 	"github.com/pilab/pi/runtime/supervisor/supervisortest"
@@ -437,16 +438,28 @@ func TestBusybox(t *testing.T) {
 	script := `echo hello from busybox; id -u; for a in sh wget nc ping ip nslookup; do which $a; done; ` +
 		`mkdir /tmp/www && echo served > /tmp/www/index.html && httpd -p 127.0.0.1:8080 -h /tmp/www && ` +
 		`wget -qO- http://localhost:8080/ && ` +
-		`test -e /etc/resolv.conf && echo HOST-RESOLV-LEAKED; test -e /usr/share/man && echo MAN-LEAKED; ls -ld /tmp`
-	r := run(t, ctx, client, img, "bb1", oci.WithProcessArgs("sh", "-c", script))
+		// and through DNS: a test DNS server on the container's loopback.
+		`(pilab-test-dns &) && sleep 0.5 && echo "nameserver 127.0.0.1" > /etc/resolv.conf && ` +
+		`nslookup web.pilab.test && wget -qO- http://web.pilab.test:8080/; ` +
+		`if test -e /usr/share/man; then echo MAN-LEAKED; fi; ls -ld /tmp`
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, ctx, client, img, "bb1", oci.WithProcessArgs("sh", "-c", script), oci.WithMounts([]specs.Mount{{
+		Destination: "/usr/local/bin/pilab-test-dns", Type: "bind", Source: exe, Options: []string{"rbind", "ro"},
+	}}))
 	code, out := r.waitExit(t, ctx)
 	if code != 0 {
 		t.Fatalf("container exit %d:\n%s", code, out)
 	}
-	for _, want := range []string{"hello from busybox\n0\n", "/bin/sh", "/bin/wget", "/bin/nc", "/bin/ping", "/sbin/ip", "served\n", "drwxrwxrwt"} {
+	for _, want := range []string{"hello from busybox\n0\n", "/bin/sh", "/bin/wget", "/bin/nc", "/bin/ping", "/sbin/ip", "Name:\tweb.pilab.test\nAddress: 127.0.0.1", "drwxrwxrwt"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+	if n := strings.Count(out, "served\n"); n != 2 {
+		t.Errorf("wget by localhost and by DNS name: %d of 2 answers:\n%s", n, out)
 	}
 	for _, bad := range []string{"LEAKED"} {
 		if strings.Contains(out, bad) {

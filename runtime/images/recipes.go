@@ -33,6 +33,12 @@ type file struct {
 	Dir  bool
 }
 
+// commonFiles go into every lab image. The pod runtime normally mounts its
+// own /etc/hosts; this default keeps "localhost" resolvable without it.
+var commonFiles = []file{
+	{Path: "/etc/hosts", Mode: 0o644, Data: "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"},
+}
+
 const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // busyboxBase is the skeleton of the busybox-based images (extract variant:

@@ -30,11 +30,15 @@ import (
 
 // Options configures Start.
 type Options struct {
-	Lab     string    // containerd namespace name and prefix
-	Root    string    // lab root dir; containerd root = Root/containerd
-	RunDir  string    // lab run dir; containerd state = RunDir/containerd, socket RunDir/containerd/containerd.sock
-	Address string    // if set: use this existing containerd, start nothing
-	Log     io.Writer // containerd's stderr and supervisor events; nil => Root/containerd.log
+	Lab     string // containerd namespace name and prefix
+	Root    string // lab root dir; containerd root = Root/containerd
+	RunDir  string // lab run dir; containerd state = RunDir/containerd, socket RunDir/containerd/containerd.sock
+	Address string // if set: use this existing containerd, start nothing
+	// Log receives supervisor events (restarts) and, if it is an *os.File,
+	// containerd's own output. Any other writer (or nil) sends containerd's
+	// output to Root/containerd.log instead: containerd must never write to a
+	// pipe into pi, or it would die of SIGPIPE when pi is killed.
+	Log io.Writer
 }
 
 // Tunables; variables so tests can shorten them.
@@ -54,11 +58,12 @@ const maxSocketPath = 107
 // Supervisor owns a containerd client and, for a private containerd, the
 // process behind it.
 type Supervisor struct {
-	opts    Options
-	address string
-	client  *containerd.Client
-	private bool
-	logFile *os.File // opened by us when Options.Log was nil
+	opts      Options
+	address   string
+	client    *containerd.Client
+	private   bool
+	logFile   *os.File // opened by us: Root/containerd.log
+	daemonOut *os.File // containerd's stdout and stderr
 
 	mu      sync.Mutex
 	proc    *process
@@ -84,11 +89,13 @@ func StateDir(runDir string) string { return filepath.Join(runDir, "containerd")
 // SocketPath is the gRPC socket of the private containerd for a lab run dir.
 func SocketPath(runDir string) string { return filepath.Join(StateDir(runDir), "containerd.sock") }
 
-func pidFile(runDir string) string      { return filepath.Join(runDir, "containerd.pid") }
-func configFile(runDir string) string   { return filepath.Join(runDir, "containerd.toml") }
-func lockFile(runDir string) string     { return filepath.Join(runDir, "containerd.lock") }
-func rootDir(root string) string        { return filepath.Join(root, "containerd") }
-func defaultLogFile(root string) string { return filepath.Join(root, "containerd.log") }
+func pidFile(runDir string) string    { return filepath.Join(runDir, "containerd.pid") }
+func configFile(runDir string) string { return filepath.Join(runDir, "containerd.toml") }
+func lockFile(runDir string) string   { return filepath.Join(runDir, "containerd.lock") }
+func rootDir(root string) string      { return filepath.Join(root, "containerd") }
+
+// LogPath is where containerd's output goes unless Options.Log is a file.
+func LogPath(root string) string { return filepath.Join(root, "containerd.log") }
 
 // Start connects to Options.Address, or starts (or adopts) the lab's private
 // containerd, and returns once it answers. ctx bounds only the start-up; the
@@ -124,13 +131,17 @@ func Start(ctx context.Context, o Options) (*Supervisor, error) {
 	}
 
 	s := &Supervisor{opts: o, address: sock, private: true, stop: make(chan struct{}), done: make(chan struct{})}
-	if o.Log == nil {
-		f, err := os.OpenFile(defaultLogFile(o.Root), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if f, isFile := o.Log.(*os.File); isFile {
+		s.daemonOut = f
+	} else {
+		f, err := os.OpenFile(LogPath(o.Root), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 		if err != nil {
 			return nil, fmt.Errorf("supervisor: open containerd log: %w", err)
 		}
-		s.logFile = f
-		s.opts.Log = f
+		s.logFile, s.daemonOut = f, f
+		if o.Log == nil {
+			s.opts.Log = f
+		}
 	}
 
 	ok := false
@@ -389,8 +400,8 @@ func (s *Supervisor) launch() (*process, error) {
 	// confuse readiness; containerd also refuses to listen if it exists.
 	os.Remove(s.address)
 	cmd := exec.Command(bin, "--config", configFile(s.opts.RunDir))
-	cmd.Stdout = s.opts.Log
-	cmd.Stderr = s.opts.Log
+	cmd.Stdout = s.daemonOut
+	cmd.Stderr = s.daemonOut
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

@@ -156,6 +156,10 @@ func TestPrivateStartRestartClose(t *testing.T) {
 	if !strings.Contains(log.String(), "restarting in") {
 		t.Errorf("restart not logged; log:\n%s", log.String())
 	}
+	// A non-file Log must not become containerd's stderr (a pipe into pi).
+	if b, _ := os.ReadFile(supervisor.LogPath(o.Root)); strings.Count(string(b), "containerd successfully booted") != 2 {
+		t.Errorf("%s should hold the output of both containerd runs:\n%s", supervisor.LogPath(o.Root), b)
+	}
 
 	newPid := s.Pid()
 	if err := s.Close(); err != nil {

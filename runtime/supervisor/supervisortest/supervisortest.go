@@ -61,7 +61,7 @@ func Start(t testing.TB) *supervisor.Supervisor {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := &logBuffer{}
+	log := &logBuffer{root: filepath.Join(dir, "root")}
 	o := supervisor.Options{
 		Lab:    lab,
 		Root:   filepath.Join(dir, "root"),
@@ -92,8 +92,9 @@ func Start(t testing.TB) *supervisor.Supervisor {
 // logBuffer keeps containerd's log so a failing test can show it without
 // flooding passing runs.
 type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	root string
 }
 
 func (l *logBuffer) Write(p []byte) (int, error) {
@@ -102,10 +103,15 @@ func (l *logBuffer) Write(p []byte) (int, error) {
 	return l.buf.Write(p)
 }
 
+// tail returns the end of the supervisor events and of containerd's own
+// log file.
 func (l *logBuffer) tail(n int) string {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.buf.Bytes()
+	b := append([]byte(nil), l.buf.Bytes()...)
+	l.mu.Unlock()
+	if f, err := os.ReadFile(supervisor.LogPath(l.root)); err == nil {
+		b = append(b, f...)
+	}
 	if len(b) > n {
 		b = b[len(b)-n:]
 	}
