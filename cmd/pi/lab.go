@@ -108,6 +108,8 @@ func newUpCmd() *cobra.Command {
 				return err
 			}
 			p := exec.Command(self, f.args(c)...)
+			// argv[0] is the command's name, whatever file it was started from (a test binary, a copy).
+			p.Args[0] = "pi"
 			p.Stdout, p.Stderr = logf, logf
 			// Its own session: the daemon outlives this shell and its signals.
 			p.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

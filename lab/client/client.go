@@ -326,6 +326,16 @@ func (c *Client) Exec(ctx context.Context, pod string, o ExecOptions) (int, erro
 		return 0, &APIError{Code: resp.StatusCode, Reason: st.Reason, Msg: st.Error}
 	}
 	sc := stream.New(br, conn)
+	// The terminal's size goes out before any input, so the first command typed already sees it.
+	if o.Resize != nil {
+		select {
+		case sz := <-o.Resize:
+			if err := sc.Write(stream.Resize, stream.EncodeSize(sz[0], sz[1])); err != nil {
+				return 0, err
+			}
+		default:
+		}
+	}
 	if o.Stdin != nil {
 		go func() {
 			buf := make([]byte, 32<<10)

@@ -167,11 +167,16 @@ func makePlan(r recipe, sources []string) (*plan, error) {
 	p.Files = append(append([]file(nil), commonFiles...), r.Files...)
 	pkgs := append([]string(nil), r.Packages...)
 	if r.WithExecutable {
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, fmt.Errorf("find the pi executable to embed: %w", err)
+		// /proc/self/exe is the running binary even if a rebuild replaced
+		// the file on disk since pi started.
+		exe := "/proc/self/exe"
+		if _, err := os.Stat(exe); err != nil {
+			if exe, err = os.Executable(); err != nil {
+				return nil, fmt.Errorf("find the pi executable to embed: %w", err)
+			}
 		}
 		p.exePath = exe
+		var err error
 		if p.exeHash, err = fileSHA256(exe); err != nil {
 			return nil, fmt.Errorf("hash %s: %w", exe, err)
 		}
