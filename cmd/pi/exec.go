@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -123,5 +122,3 @@ func newLogsCmd() *cobra.Command {
 type stdoutWriter struct{}
 
 func (stdoutWriter) Write(p []byte) (int, error) { return os.Stdout.Write(p) }
-
-var _ io.Writer = stdoutWriter{}

@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"net"
 	"strings"
 
 	"github.com/pilab/pi/lab/api"
@@ -69,5 +68,3 @@ func (m *Manager) MeterFIP(f *api.FloatingIP, held bool) {
 
 // Close releases what the controllers hold (DNS servers, nft handles); the kernel state stays.
 func (m *Manager) Close() { m.closeMore() }
-
-var _ = net.IPv4len

@@ -348,7 +348,7 @@ func (m *Manager) updatePodStatus(pod *corev1.Pod, statuses []corev1.ContainerSt
 		}
 		before, _ := json.Marshal(p.Status)
 		p.Status.Phase = phase
-		p.Status.ContainerStatuses = mergeStatusTimes(p.Status.ContainerStatuses, statuses)
+		p.Status.ContainerStatuses = statuses
 		if p.Status.StartTime == nil {
 			t := metav1.Now()
 			p.Status.StartTime = &t
@@ -365,8 +365,6 @@ func (m *Manager) updatePodStatus(pod *corev1.Pod, statuses []corev1.ContainerSt
 	})
 	m.meterPod(pod, phase == corev1.PodRunning)
 }
-
-func mergeStatusTimes(old, cur []corev1.ContainerStatus) []corev1.ContainerStatus { return cur }
 
 func setCondition(st *corev1.PodStatus, t corev1.PodConditionType, ok bool, msg string) {
 	status := corev1.ConditionFalse

@@ -17,7 +17,6 @@ import (
 	"github.com/pilab/pi/lab/api"
 	"github.com/pilab/pi/lab/billing"
 	"github.com/pilab/pi/lab/server"
-	"github.com/pilab/pi/lab/store"
 	"github.com/pilab/pi/runtime/pods"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -362,5 +361,3 @@ func (d *Daemon) bill(w http.ResponseWriter, r *http.Request) {
 	}
 	server.WriteJSON(w, 200, billing.Compute(prices, usage, at))
 }
-
-var _ = store.ErrNotFound
