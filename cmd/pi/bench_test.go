@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/oci"
 	"github.com/pilab/pi/lab/api"
@@ -52,6 +53,22 @@ func BenchmarkPodStart(b *testing.B) {
 	}
 
 	var piTimes, bareTimes []time.Duration
+	type bare struct {
+		c containerd.Container
+		t containerd.Task
+	}
+	var bares []bare
+	// The bare containers are this benchmark's, not the lab's: remove them before the lab is reset.
+	defer func() {
+		for _, x := range bares {
+			x.t.Kill(cctx, syscall.SIGKILL)
+			if ch, err := x.t.Wait(cctx); err == nil {
+				<-ch
+			}
+			x.t.Delete(cctx)
+			x.c.Delete(cctx, containerd.WithSnapshotCleanup)
+		}
+	}()
 	b.ResetTimer()
 	for n := 0; n < b.N; n++ {
 		for i := 0; i < pods; i++ {
@@ -81,7 +98,7 @@ func BenchmarkPodStart(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			t, err := c.NewTask(cctx, nil)
+			t, err := c.NewTask(cctx, cio.NullIO)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -89,14 +106,7 @@ func BenchmarkPodStart(b *testing.B) {
 				b.Fatal(err)
 			}
 			bareTimes = append(bareTimes, time.Since(start))
-			b.Cleanup(func() {
-				t.Kill(cctx, syscall.SIGKILL)
-				if ch, err := t.Wait(cctx); err == nil {
-					<-ch
-				}
-				t.Delete(cctx)
-				c.Delete(cctx, containerd.WithSnapshotCleanup)
-			})
+			bares = append(bares, bare{c, t})
 		}
 	}
 	b.StopTimer()
