@@ -225,18 +225,9 @@ func inetGet(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) != 1 {
 		ts.Fatalf("usage: inet-get URL")
 	}
-	nsPath := netns.Path(ts.Getenv("HOSTNS"))
 	// The transport dials on goroutines of its own: each socket must be made inside the namespace, or the
 	// request would leave from this process's namespace, the real machine's.
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := netns.Do(nsPath, func() error {
-			var err error
-			c, err = (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
-	}
+	dial := netns.DialContext(netns.Path(ts.Getenv("HOSTNS")))
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: dial, Proxy: nil}}
 	resp, err := c.Get(args[0])
 	var body []byte

@@ -46,12 +46,7 @@ func (m *Manager) edgeFIPs() error {
 		want[f.Name] = gw
 		allowed = append(allowed, net.ParseIP(f.Name))
 	}
-	var h *netlink.Handle
-	if m.HostNetns == "" {
-		h, err = netlink.NewHandle()
-	} else {
-		h, err = netns.NewHandle(netns.Path(m.HostNetns))
-	}
+	h, err := netns.HostHandle(m.HostNetns)
 	if err != nil {
 		return fmt.Errorf("edge: open the host namespace: %w", err)
 	}

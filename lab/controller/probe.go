@@ -339,21 +339,6 @@ func probePort(p intstr.IntOrString, c *corev1.Container) (int, error) {
 	return n, nil
 }
 
-// dialInNetns dials from inside a network namespace: the socket is made there, and stays there once Do
-// has switched the thread back.
-func dialInNetns(nsPath string) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var conn net.Conn
-		err := netns.Do(nsPath, func() error {
-			var d net.Dialer
-			var err error
-			conn, err = d.DialContext(ctx, network, addr)
-			return err
-		})
-		return conn, err
-	}
-}
-
 func probeTCP(ctx context.Context, nsPath, podIP string, c *corev1.Container, a *corev1.TCPSocketAction) (bool, string) {
 	port, err := probePort(a.Port, c)
 	if err != nil {
@@ -363,7 +348,7 @@ func probeTCP(ctx context.Context, nsPath, podIP string, c *corev1.Container, a 
 	if host == "" {
 		host = podIP
 	}
-	conn, err := dialInNetns(nsPath)(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	conn, err := netns.DialContext(nsPath)(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 	if err != nil {
 		return false, err.Error()
 	}
@@ -408,7 +393,7 @@ func probeHTTP(ctx context.Context, nsPath, podIP string, c *corev1.Container, a
 		req.Header.Add(h.Name, h.Value)
 	}
 	tr := &http.Transport{
-		DialContext:       dialInNetns(nsPath),
+		DialContext:       netns.DialContext(nsPath),
 		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, // as the kubelet: probes check liveness, not identity
 		DisableKeepAlives: true,
 		Proxy:             nil,

@@ -257,13 +257,7 @@ func joinNames(names []string) string {
 // routeOverlapping returns a route of the host (netns "" = this one) that overlaps cidr, or "".
 // Routes through the lab's own transit links (its FIPs, from an earlier run) do not count.
 func routeOverlapping(hostNetns, lab string, cidr *net.IPNet) (string, error) {
-	var h *netlink.Handle
-	var err error
-	if hostNetns == "" {
-		h, err = netlink.NewHandle()
-	} else {
-		h, err = netns.NewHandle(netns.Path(hostNetns))
-	}
+	h, err := netns.HostHandle(hostNetns)
 	if err != nil {
 		return "", err
 	}
