@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"sync"
 
 	"github.com/pilab/pi/lab/api"
@@ -92,5 +91,5 @@ func (m *Manager) isFIPRoute(h *netlink.Handle, r netlink.Route) bool {
 		return false
 	}
 	l, err := h.LinkByIndex(r.LinkIndex)
-	return err == nil && strings.HasPrefix(l.Attrs().Name, m.Lab+"w")
+	return err == nil && m.Network.IsHostLink(l.Attrs().Name)
 }

@@ -229,7 +229,7 @@ func (d *Daemon) ensureDefaultAccount() error {
 
 // checkFIPPool refuses a pool that overlaps a route the host already has: FIPs must be addresses nothing else claims.
 func (d *Daemon) checkFIPPool() error {
-	overlap, err := routeOverlapping(d.cfg.HostNetns, d.cfg.Lab, d.fipPool)
+	overlap, err := routeOverlapping(d.cfg.HostNetns, d.network, d.fipPool)
 	if err != nil {
 		return fmt.Errorf("check --fip-pool %s against the host's routes: %w", d.fipPool, err)
 	}
@@ -256,7 +256,7 @@ func joinNames(names []string) string {
 
 // routeOverlapping returns a route of the host (netns "" = this one) that overlaps cidr, or "".
 // Routes through the lab's own transit links (its FIPs, from an earlier run) do not count.
-func routeOverlapping(hostNetns, lab string, cidr *net.IPNet) (string, error) {
+func routeOverlapping(hostNetns string, nm *network.Manager, cidr *net.IPNet) (string, error) {
 	h, err := netns.HostHandle(hostNetns)
 	if err != nil {
 		return "", err
@@ -271,7 +271,7 @@ func routeOverlapping(hostNetns, lab string, cidr *net.IPNet) (string, error) {
 			// A default route covers everything; it is how the host reaches the Internet, not a claim.
 			continue
 		}
-		if l, err := h.LinkByIndex(r.LinkIndex); err == nil && strings.HasPrefix(l.Attrs().Name, lab+"w") {
+		if l, err := h.LinkByIndex(r.LinkIndex); err == nil && nm.IsHostLink(l.Attrs().Name) {
 			continue
 		}
 		if r.Dst.Contains(cidr.IP) || cidr.Contains(r.Dst.IP) {

@@ -68,6 +68,10 @@ func (m *Manager) hostLinkRE() *regexp.Regexp {
 	return regexp.MustCompile(`^` + regexp.QuoteMeta(m.lab) + `w[0-9]+$`)
 }
 
+// IsHostLink reports whether a link of the host namespace is one of this lab's transit links, the
+// `<lab>w<index>` names only: a prefix match would also take another lab's (lab "pi" vs lab "piw").
+func (m *Manager) IsHostLink(name string) bool { return m.hostLinkRE().MatchString(name) }
+
 // releaseEdge drops hostLink from the edge table; once the lab has no transit
 // link left it removes the table and, if the lab had switched ip_forward on
 // and no other lab's edge table remains, switches it back off. It returns what
