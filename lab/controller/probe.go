@@ -340,13 +340,9 @@ func probePort(p intstr.IntOrString, c *corev1.Container) (int, error) {
 }
 
 func probeTCP(ctx context.Context, nsPath, podIP string, c *corev1.Container, a *corev1.TCPSocketAction) (bool, string) {
-	port, err := probePort(a.Port, c)
+	host, port, err := probeAddr(a.Host, a.Port, podIP, c)
 	if err != nil {
 		return false, err.Error()
-	}
-	host := a.Host
-	if host == "" {
-		host = podIP
 	}
 	conn, err := netns.DialContext(nsPath)(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 	if err != nil {
@@ -356,16 +352,22 @@ func probeTCP(ctx context.Context, nsPath, podIP string, c *corev1.Container, a 
 	return true, ""
 }
 
+// probeAddr is where a tcpSocket or httpGet probe connects: its host (the pod IP unless set) and its
+// port (a number or a container port's name).
+func probeAddr(host string, p intstr.IntOrString, podIP string, c *corev1.Container) (string, int, error) {
+	port, err := probePort(p, c)
+	if host == "" {
+		host = podIP
+	}
+	return host, port, err
+}
+
 const probeBodyLimit = 10 << 10
 
 func probeHTTP(ctx context.Context, nsPath, podIP string, c *corev1.Container, a *corev1.HTTPGetAction) (bool, string) {
-	port, err := probePort(a.Port, c)
+	host, port, err := probeAddr(a.Host, a.Port, podIP, c)
 	if err != nil {
 		return false, err.Error()
-	}
-	host := a.Host
-	if host == "" {
-		host = podIP
 	}
 	scheme := strings.ToLower(string(a.Scheme))
 	if scheme == "" {
