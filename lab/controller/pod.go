@@ -94,7 +94,7 @@ func (m *Manager) reconcilePod(ctx context.Context, account, name string) (time.
 	}
 	sb, err := m.ensurePodSandbox(pod, acct)
 	if err != nil {
-		m.setPodCondition(pod, "SandboxFailed", err)
+		m.event(pod, "Pod", corev1.EventTypeWarning, "SandboxFailed", err.Error())
 		return 0, err
 	}
 	return m.syncContainers(ctx, pod, acct, sb)
@@ -382,10 +382,6 @@ func setCondition(st *corev1.PodStatus, t corev1.PodConditionType, ok bool, msg 
 		}
 	}
 	st.Conditions = append(st.Conditions, corev1.PodCondition{Type: t, Status: status, LastTransitionTime: metav1.Now(), Message: msg})
-}
-
-func (m *Manager) setPodCondition(pod *corev1.Pod, reason string, err error) {
-	m.event(pod, "Pod", corev1.EventTypeWarning, reason, err.Error())
 }
 
 // finishPodDeletion stops the pod's containers and removes everything of it, then the object itself.

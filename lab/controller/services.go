@@ -45,11 +45,9 @@ func (m *Manager) svc() *svcState {
 
 func (m *Manager) routeServices(ev api.WatchEvent, meta *metav1.ObjectMeta) {
 	switch ev.Kind {
-	case "Service", "Pod", "FloatingIP":
-		m.svc().queue.Add(objKey("", ev.Account))
-	case "Endpoints":
-		// Endpoints of selector-less Services are the user's; those the controller writes come back here too,
-		// which is harmless: the next sync finds nothing to change.
+	// Endpoints the controller writes come back here too, which is harmless: the next sync finds nothing
+	// to change.
+	case "Service", "Pod", "FloatingIP", "Endpoints":
 		m.svc().queue.Add(objKey("", ev.Account))
 	}
 }
@@ -322,12 +320,6 @@ func (m *Manager) syncFIPs(account string, users map[string][]string) error {
 			return nil
 		})
 	}
-	return m.syncEdgeFIPs()
-}
-
-// syncEdgeFIPs programs every account's in-use Floating IPs at the lab's edge: a host route to the owning
-// account's router and the edge's allow-list.
-func (m *Manager) syncEdgeFIPs() error {
 	return m.edgeFIPs()
 }
 
