@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -131,8 +132,17 @@ func run(t *testing.T, ctx context.Context, client *containerd.Client, img conta
 				t.Errorf("delete task %s: %v", id, err)
 			}
 		}
+		var parent string
+		if spec, err := r.container.Spec(cctx); err == nil && spec.Linux != nil {
+			parent = path.Dir(spec.Linux.CgroupsPath)
+		}
 		if err := r.container.Delete(cctx, containerd.WithSnapshotCleanup); err != nil {
 			t.Errorf("delete container %s: %v", id, err)
+		}
+		// runc leaves the namespace's cgroup parent; it goes with the lab's last container (while others
+		// remain, removing it fails and it stays for them).
+		if parent != "" && parent != "/" {
+			supervisor.RemoveCgroupParents(strings.TrimPrefix(parent, "/"))
 		}
 	})
 	task, err := c.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, r.out, r.out), cio.WithFIFODir(r.fifoDir)))

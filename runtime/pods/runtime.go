@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/pilab/pi/runtime/supervisor"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -238,7 +239,7 @@ func (r *Runtime) RemoveAll(ctx context.Context) error {
 		errs = append(errs, r.removeContainer(ctx, c.ID))
 	}
 	errs = append(errs, r.removeSnapshots(ctx, fmt.Sprintf("labels.%q", LabelPodUID)))
-	errs = append(errs, removeCgroupParents(r.ns))
+	errs = append(errs, supervisor.RemoveCgroupParents(r.ns))
 	if err := os.Remove(filepath.Join(r.runcRoot(), r.ns)); err != nil && !os.IsNotExist(err) {
 		errs = append(errs, fmt.Errorf("remove runc state dir: %w", err))
 	}
@@ -292,23 +293,6 @@ func (r *Runtime) removeSnapshots(ctx context.Context, filter string) error {
 	var errs []error
 	for _, k := range keys {
 		errs = append(errs, r.removeSnapshot(ctx, k))
-	}
-	return errors.Join(errs...)
-}
-
-// removeCgroupParents removes the per-namespace cgroup directories runc
-// leaves behind (runc removes a container's own cgroup, not its parents).
-// Only empty ones can go; a non-empty one means a container still exists.
-func removeCgroupParents(ns string) error {
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + ns)
-	if fi, err := os.Stat("/sys/fs/cgroup/" + ns); err == nil && fi.IsDir() {
-		roots = append(roots, "/sys/fs/cgroup/"+ns) // cgroup v2
-	}
-	var errs []error
-	for _, d := range roots {
-		if err := os.Remove(d); err != nil && !os.IsNotExist(err) {
-			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
-		}
 	}
 	return errors.Join(errs...)
 }

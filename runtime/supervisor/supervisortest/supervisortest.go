@@ -82,6 +82,10 @@ func Start(t testing.TB) *supervisor.Supervisor {
 		if err := s.Close(); err != nil {
 			t.Errorf("stop private containerd: %v", err)
 		}
+		// Containers a test ran leave runc's per-namespace cgroup parents; the containers are gone by now.
+		if err := supervisor.RemoveCgroupParents(o.Lab); err != nil {
+			t.Errorf("%v", err)
+		}
 		if err := os.RemoveAll(dir); err != nil {
 			t.Errorf("remove lab dir: %v", err)
 		}
