@@ -179,7 +179,10 @@ func ping(path string, dst net.IP, timeout time.Duration) (bool, error) {
 	pingSeq.n++
 	seq := pingSeq.n
 	pingSeq.Unlock()
-	id := uint16(os.Getpid())
+	// A distinct ICMP id for every echo: concurrent pings from pods of one account to one address would
+	// otherwise share a conntrack tuple once the router masquerades them, and the kernel drops the loser
+	// of that insert race before it ever reaches the edge.
+	id := uint16(os.Getpid()) + seq
 	var ok bool
 	err := netns.Do(path, func() error {
 		c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
