@@ -138,14 +138,20 @@ func (s *Store) lockWorkDir(ctx context.Context, progress io.Writer) (func(), er
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-	// Safe while we hold the lock: mmdebstrap runs in a private mount
-	// namespace, so nothing is mounted below a dead build's temp dir.
+	s.clearTmp()
+	// A build killed mid-way (cancelled, and mmdebstrap slower than its grace to clean up) leaves its temp
+	// dir behind; the lock holder clears it before letting the next build in.
+	return func() { s.clearTmp(); unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
+}
+
+// clearTmp empties the build temp dir. Safe only under the build lock: mmdebstrap runs in a private mount
+// namespace, so nothing is mounted below a dead build's temp dir.
+func (s *Store) clearTmp() {
 	if ents, err := os.ReadDir(s.tmpDir()); err == nil {
 		for _, e := range ents {
 			os.RemoveAll(filepath.Join(s.tmpDir(), e.Name()))
 		}
 	}
-	return func() { unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
 }
 
 func (s *Store) cacheDir(kind string) string { return filepath.Join(s.workDir, "apt", kind) }
