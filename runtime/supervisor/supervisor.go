@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -169,6 +170,12 @@ func Start(ctx context.Context, o Options) (*Supervisor, error) {
 	}
 	s.proc = p
 
+	// containerd's socket file exists from bind() on, before it listens, and the client gives up at once
+	// on "connection refused": wait until the socket accepts.
+	if err := waitListening(ctx, sock, p); err != nil {
+		s.kill(p)
+		return nil, fmt.Errorf("supervisor: containerd at %s did not start listening (see its log): %w", sock, err)
+	}
 	client, err := containerd.New(sock, containerd.WithDefaultNamespace(o.Lab), dialTimeout(ctx))
 	if err != nil {
 		s.kill(p)
@@ -529,6 +536,27 @@ func waitGone(pid int, stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// waitListening waits until the unix socket at path accepts a connection, or p exits, or readyTimeout.
+func waitListening(ctx context.Context, path string, p *process) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	for {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "unix", path)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("containerd (pid %d) %s", p.pid, p.status)
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
