@@ -128,6 +128,11 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 	"inet-dial-file": func(ts *testscript.TestScript, neg bool, args []string) {
 		inetDial(ts, neg, []string{net.JoinHostPort(strings.TrimSpace(ts.ReadFile(args[0])), args[1])})
 	},
+	// inet-udp-file FILE PORT MSG: sends MSG in one UDP datagram from "the Internet" to the address in FILE
+	// and prints the answer; fails if none comes within 2 s.
+	"inet-udp-file": func(ts *testscript.TestScript, neg bool, args []string) {
+		inetUDP(ts, neg, net.JoinHostPort(strings.TrimSpace(ts.ReadFile(args[0])), args[1]), args[2])
+	},
 	// containers: lists the containers in the lab's containerd namespace, one ID a line.
 	"containers": func(ts *testscript.TestScript, neg bool, args []string) {
 		lab := ts.Getenv("LAB")
@@ -257,4 +262,32 @@ func inetDial(ts *testscript.TestScript, neg bool, args []string) {
 	if neg != (err != nil) {
 		ts.Fatalf("inet-dial %s: err=%v, negated=%v", args[0], err, neg)
 	}
+}
+
+// inetUDP sends one datagram from "the Internet" (the lab's --host-netns) and prints the one answer.
+func inetUDP(ts *testscript.TestScript, neg bool, addr, msg string) {
+	var answer []byte
+	err := netns.Do(netns.Path(ts.Getenv("HOSTNS")), func() error {
+		c, err := net.Dial("udp", addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Write([]byte(msg)); err != nil {
+			return err
+		}
+		buf := make([]byte, 1500)
+		n, err := c.Read(buf)
+		answer = buf[:n]
+		return err
+	})
+	if neg {
+		if err == nil {
+			ts.Fatalf("inet-udp %s: got the answer %q, want none", addr, answer)
+		}
+		return
+	}
+	ts.Check(err)
+	ts.Stdout().Write(answer)
 }

@@ -36,13 +36,22 @@ func newCreateDeploymentCmd() *cobra.Command {
 	var image string
 	var replicas, port int32
 	cmd := &cobra.Command{
-		Use:   "deployment NAME --image=IMAGE [--replicas=N] [--port=N]",
+		Use:   "deployment NAME --image=IMAGE [--replicas=N] [--port=N] [-- COMMAND [ARG...]]",
 		Short: "Create a deployment",
-		Args:  cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return fmt.Errorf("name the deployment: pi create deployment NAME --image=IMAGE")
+			}
+			if len(args) > 1 && cmd.ArgsLenAtDash() != 1 {
+				return fmt.Errorf("one deployment name expected, got %q; a command for its containers goes after --", args)
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
 			labels := map[string]string{"app": name}
-			c := corev1.Container{Name: containerName(image), Image: image}
+			// As kubectl: what follows -- replaces the image's entrypoint.
+			c := corev1.Container{Name: containerName(image), Image: image, Command: args[1:]}
 			if port > 0 {
 				c.Ports = []corev1.ContainerPort{{ContainerPort: port}}
 			}

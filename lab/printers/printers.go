@@ -320,11 +320,8 @@ func Print(w io.Writer, k api.Kind, objs []metav1.Object, format string, c Conte
 			if c.Single && len(objs) == 1 {
 				v = objs[0]
 			}
-			if err := JSONPath(w, tmpl, v); err != nil {
-				return err
-			}
-			fmt.Fprintln(w)
-			return nil
+			// Like kubectl, nothing after the template: a newline is the template's to print ({"\n"}).
+			return JSONPath(w, tmpl, v)
 		}
 		return fmt.Errorf("unable to match a printer suitable for the output format %q, allowed formats are: json,jsonpath,name,wide,yaml", format)
 	}

@@ -73,8 +73,9 @@ func recipes() []recipe {
 			Name:    "busybox",
 			Variant: "extract",
 			// Debian's dynamic busybox, not busybox-static: static glibc cannot load NSS modules, and its
-			// wget and nslookup crash on every lookup.
-			Packages: []string{"busybox", "libc6"},
+			// wget and nslookup crash on every lookup. busybox's nc has no UDP: OpenBSD's netcat (as nc.openbsd)
+			// is the toolbox's UDP client for UDP Services and FIPs.
+			Packages: []string{"busybox", "libc6", "netcat-openbsd", "libbsd0", "libmd0"},
 			Hooks:    busyboxBase.hooks,
 			Files:    busyboxBase.files,
 			Drop:     busyboxBase.drop,

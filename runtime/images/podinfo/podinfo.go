@@ -35,6 +35,7 @@ var Revision = "pilab"
 // Options configures the server.
 type Options struct {
 	Port      int
+	UDPPort   int    // pilab's addition: a UDP echo that names the replica, for UDP Service labs; 0 is off
 	Hostname  string // reported hostname; defaults to os.Hostname()
 	Color     string
 	Logo      string
@@ -114,6 +115,23 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Header.Set("X-Api-Revision", Revision)
 	w.Header().Set("X-Api-Version", Version)
 	s.mux.ServeHTTP(w, r)
+}
+
+// ServeUDP answers every datagram on pc with "<hostname>: <datagram>", so a UDP client sees which replica a
+// Service sent it to. It returns when pc is closed.
+func (s *Server) ServeUDP(pc net.PacketConn) {
+	buf := make([]byte, 64<<10)
+	for {
+		n, addr, err := pc.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		msg := strings.TrimRight(string(buf[:n]), "\n")
+		pc.WriteTo([]byte(s.opts.Hostname+": "+msg+"\n"), addr)
+	}
 }
 
 // SetReady and SetHealthy flip the probe endpoints, e.g. on shutdown.
@@ -266,6 +284,7 @@ func Main(args []string) int {
 	fs := flag.NewFlagSet("podinfo", flag.ContinueOnError)
 	o := Options{}
 	fs.IntVar(&o.Port, "port", envInt("PODINFO_PORT", 9898), "HTTP port")
+	fs.IntVar(&o.UDPPort, "udp-port", envInt("PODINFO_UDP_PORT", 0), "UDP echo port, answering \"<hostname>: <datagram>\" (0: off)")
 	fs.StringVar(&o.Color, "ui-color", os.Getenv("PODINFO_UI_COLOR"), "UI color")
 	fs.StringVar(&o.Logo, "ui-logo", os.Getenv("PODINFO_UI_LOGO"), "UI logo")
 	fs.StringVar(&o.Message, "ui-message", os.Getenv("PODINFO_UI_MESSAGE"), "UI message")
@@ -286,6 +305,15 @@ func Main(args []string) int {
 	if err != nil {
 		logger.Printf(`{"level":"fatal","msg":"HTTP server failed to listen","error":%q}`, err.Error())
 		return 1
+	}
+	if o.UDPPort != 0 {
+		pc, err := net.ListenPacket("udp", fmt.Sprintf(":%d", o.UDPPort))
+		if err != nil {
+			logger.Printf(`{"level":"fatal","msg":"UDP echo failed to listen","error":%q}`, err.Error())
+			return 1
+		}
+		defer pc.Close()
+		go s.ServeUDP(pc)
 	}
 	srv := &http.Server{Handler: s, ReadHeaderTimeout: 30 * time.Second}
 	logger.Printf(`{"level":"info","msg":"Starting podinfo","version":%q,"revision":%q,"port":"%d","hostname":%q}`, Version, Revision, o.Port, s.opts.Hostname)

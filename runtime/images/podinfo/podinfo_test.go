@@ -228,3 +228,39 @@ func TestMainServes(t *testing.T) {
 		t.Fatal("podinfo did not exit on SIGTERM")
 	}
 }
+
+// TestServeUDP: every datagram is answered, to its sender, with the replica's name and the payload.
+func TestServeUDP(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(Options{Hostname: "podinfo-abc"})
+	done := make(chan struct{})
+	go func() { s.ServeUDP(pc); close(done) }()
+	c, err := net.Dial("udp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, msg := range []string{"ping\n", "second"} {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 100)
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "podinfo-abc: " + strings.TrimSuffix(msg, "\n") + "\n"; string(buf[:n]) != want {
+			t.Errorf("answer to %q = %q, want %q", msg, buf[:n], want)
+		}
+	}
+	pc.Close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("ServeUDP did not return after its socket was closed")
+	}
+}
