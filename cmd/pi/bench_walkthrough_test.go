@@ -1,0 +1,160 @@
+package main
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pilab/pi/lab/controller"
+	"github.com/pilab/pi/net/netns"
+)
+
+// BenchmarkWalkthrough plays the Pi guide's walkthrough from a stopped lab whose images are present, as a
+// learner would the second time round: `pi up`, `pi create fip`, the LoadBalancer Service, the nginx pod,
+// until http://FIP:8080/ answers with nginx's page from the Internet side (the lab's --host-netns).
+// Target: <= 5 s (kind needs 12-33 s just to create a cluster). Then, in the same lab, one TCP stream from
+// the Internet side through the FIP to a sink in the nginx pod's network namespace, against the same
+// stream sent straight to the Pod IP from the account's router (the last hop both paths share: the FIP path
+// adds the host edge, the transit link and the DNAT). Target: FIP >= 90% of direct.
+func BenchmarkWalkthrough(b *testing.B) {
+	lab := startLab(b)
+	hostNS := "inet-" + lab
+	mustPi(b, lab, "image", "build", "nginx")
+	dir := b.TempDir()
+	nginxYML := filepath.Join("..", "..", "scenarios", "manifests", "nginx.yml")
+	svcTmpl, err := os.ReadFile(filepath.Join("..", "..", "scenarios", "manifests", "service.yml"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	dial := netns.DialContext(netns.Path(hostNS))
+	web := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: dial}}
+	pageUp := func(url string) bool {
+		resp, err := web.Get(url)
+		if err != nil {
+			return false
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == 200 && strings.Contains(string(body), "Welcome to nginx!")
+	}
+
+	const rounds = 5
+	var ups []time.Duration
+	var fip string
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		for r := 0; r < rounds; r++ {
+			mustPi(b, lab, "down")
+			start := time.Now()
+			mustPi(b, lab, "up", "--host-netns", hostNS)
+			fip = strings.TrimSpace(mustPi(b, lab, "create", "fip"))
+			svc := filepath.Join(dir, "service.yml")
+			os.WriteFile(svc, []byte(strings.ReplaceAll(string(svcTmpl), "104.154.140.179", fip)), 0o644)
+			mustPi(b, lab, "create", "-f", svc)
+			mustPi(b, lab, "create", "-f", nginxYML)
+			url := "http://" + fip + ":8080/"
+			for !pageUp(url) {
+				if time.Since(start) > time.Minute {
+					b.Fatalf("round %d: %s did not answer within a minute", r, url)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			ups = append(ups, time.Since(start))
+			if r < rounds-1 {
+				mustPi(b, lab, "delete", "pod", "nginx")
+				mustPi(b, lab, "delete", "service", "test-loadbalancer")
+				mustPi(b, lab, "delete", "fip", fip)
+			}
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(ms(percentile(ups, 0.5)), "up-to-page-p50-ms")
+	b.ReportMetric(ms(percentile(ups, 1)), "up-to-page-max-ms")
+
+	// Throughput: a sink listening in the nginx pod's own network namespace, behind a second LoadBalancer
+	// Service on the same FIP.
+	podNS := netns.Path(controller.PodNetnsName(lab, "default", "nginx"))
+	var ln net.Listener
+	if err := netns.Do(podNS, func() (err error) { ln, err = net.Listen("tcp4", ":5001"); return err }); err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	sink := filepath.Join(dir, "sink.yml")
+	os.WriteFile(sink, []byte(`apiVersion: v1
+kind: Service
+metadata:
+  name: sink
+spec:
+  type: LoadBalancer
+  loadBalancerIP: `+fip+`
+  selector:
+    app: nginx
+  ports:
+  - port: 5001
+`), 0o644)
+	mustPi(b, lab, "create", "-f", sink)
+	podIP := strings.TrimSpace(mustPi(b, lab, "get", "pod", "nginx", "-o", "jsonpath={.status.podIP}"))
+	routers, err := netns.ListNamed(lab + "-r")
+	if err != nil || len(routers) != 1 {
+		b.Fatalf("the default account's router netns: %v %v", routers, err)
+	}
+	routerNS := netns.Path(routers[0])
+	fipAddr := net.JoinHostPort(fip, "5001")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c, err := dial(b.Context(), "tcp", fipAddr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%s: %v", fipAddr, err)
+		}
+	}
+	const chunk, perRun, pairs = 256 << 10, 256 << 20, 15
+	buf := make([]byte, chunk)
+	stream := func(nsPath, addr string) float64 {
+		c, err := netns.DialContext(nsPath)(b.Context(), "tcp4", addr)
+		if err != nil {
+			b.Fatalf("dial %s: %v", addr, err)
+		}
+		defer c.Close()
+		start := time.Now()
+		for sent := 0; sent < perRun; sent += chunk {
+			if _, err := c.Write(buf); err != nil {
+				b.Fatalf("write to %s: %v", addr, err)
+			}
+		}
+		return float64(perRun) / time.Since(start).Seconds() / 1e6
+	}
+	var direct, viaFIP []float64
+	for i := 0; i < pairs; i++ {
+		// Alternate, so drift (CPU frequency, other load) falls on both alike.
+		direct = append(direct, stream(routerNS, net.JoinHostPort(podIP, "5001")))
+		viaFIP = append(viaFIP, stream(netns.Path(hostNS), fipAddr))
+	}
+	md, mf := medianOf(direct), medianOf(viaFIP)
+	b.ReportMetric(md, "direct-MB/s")
+	b.ReportMetric(mf, "fip-MB/s")
+	b.ReportMetric(mf/md, "throughput-ratio")
+}
+
+func medianOf(x []float64) float64 {
+	s := append([]float64(nil), x...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
