@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/google/nftables"
+	"github.com/miekg/dns"
 	"github.com/pilab/pi/net/netns"
 	"github.com/pilab/pi/runtime/images/podinfo"
 	"github.com/rogpeppe/go-internal/testscript"
@@ -222,7 +223,39 @@ func startInternet(env *testscript.Env, hostNS string) error {
 	go srv.Serve(l)
 	env.Defer(func() { srv.Close() })
 	env.Setenv("INET_IP", "203.0.113.10")
-	return nil
+	return startInternetDNS(env, hostNS)
+}
+
+// startInternetDNS gives the Internet namespace a resolver, as a laptop has one: a DNS server on
+// 203.0.113.10:53 that knows www.internet.test (the web server above) and nothing else, named in
+// /etc/netns/NS/resolv.conf, where the lab looks for the resolver of its --host-netns.
+func startInternetDNS(env *testscript.Env, hostNS string) error {
+	var pc net.PacketConn
+	if err := netns.Do(netns.Path(hostNS), func() (err error) { pc, err = net.ListenPacket("udp4", "203.0.113.10:53"); return err }); err != nil {
+		return fmt.Errorf("make the Internet's DNS server: %w", err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		if len(q.Question) == 1 && q.Question[0].Name == "www.internet.test." && q.Question[0].Qtype == dns.TypeA {
+			rr, _ := dns.NewRR("www.internet.test. 60 IN A 203.0.113.10")
+			m.Answer = append(m.Answer, rr)
+		} else if len(q.Question) == 1 && q.Question[0].Name != "www.internet.test." {
+			m.Rcode = dns.RcodeNameError
+		}
+		w.WriteMsg(m)
+	})}
+	go srv.ActivateAndServe()
+	env.Defer(func() { srv.Shutdown() })
+	dir := "/etc/netns/" + hostNS
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	env.Defer(func() {
+		os.RemoveAll(dir)
+		os.Remove("/etc/netns") // only if no other namespace has a file there
+	})
+	return os.WriteFile(dir+"/resolv.conf", []byte("nameserver 203.0.113.10\n"), 0o644)
 }
 
 // inetGet is an HTTP GET from "the Internet" (the lab's --host-netns); it prints the body.
