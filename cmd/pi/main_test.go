@@ -297,8 +297,26 @@ func inetDial(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// inetUDP sends one datagram from "the Internet" (the lab's --host-netns) and prints the one answer.
+// inetUDP sends one datagram from "the Internet" (the lab's --host-netns) and prints the one answer. A FIP's
+// route and edge entry follow its Service's creation by a sync, so a wanted answer is asked for again for a
+// few seconds; an unwanted one is asked for once.
 func inetUDP(ts *testscript.TestScript, neg bool, addr, msg string) {
+	answer, err := inetUDPOnce(ts, addr, msg)
+	for deadline := time.Now().Add(5 * time.Second); !neg && err != nil && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		answer, err = inetUDPOnce(ts, addr, msg)
+	}
+	if neg {
+		if err == nil {
+			ts.Fatalf("inet-udp %s: got the answer %q, want none", addr, answer)
+		}
+		return
+	}
+	ts.Check(err)
+	ts.Stdout().Write(answer)
+}
+
+func inetUDPOnce(ts *testscript.TestScript, addr, msg string) ([]byte, error) {
 	var answer []byte
 	err := netns.Do(netns.Path(ts.Getenv("HOSTNS")), func() error {
 		c, err := net.Dial("udp", addr)
@@ -315,12 +333,5 @@ func inetUDP(ts *testscript.TestScript, neg bool, addr, msg string) {
 		answer = buf[:n]
 		return err
 	})
-	if neg {
-		if err == nil {
-			ts.Fatalf("inet-udp %s: got the answer %q, want none", addr, answer)
-		}
-		return
-	}
-	ts.Check(err)
-	ts.Stdout().Write(answer)
+	return answer, err
 }
