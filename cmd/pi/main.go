@@ -114,6 +114,7 @@ pods on containerd, Services, Floating IPs. Start the lab with "pi up", then use
 		c.GroupID = "pi"
 		root.AddCommand(c)
 	}
+	addLearnCommands(root)
 	root.AddCommand(newBenchReportCmd())
 	root.AddCommand(&cobra.Command{Use: "podinfo", Hidden: true, DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {

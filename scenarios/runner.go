@@ -1,0 +1,538 @@
+package scenarios
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pilab/pi/lab/client"
+	"github.com/pilab/pi/lab/daemon"
+	"github.com/pilab/pi/net/netns"
+)
+
+// Options say which lab a Runner plays against and where its events go.
+type Options struct {
+	Socket  string // the daemon's API socket
+	Lab     string
+	Account string
+	// Exe is the pi binary the commands run; empty: this very binary (os.Executable).
+	Exe string
+	// WorkDir is where write: puts files and commands run; empty: a temporary directory Close removes.
+	WorkDir string
+	// Sink receives every event, from the goroutine calling the Runner; nil drops them.
+	Sink func(Event)
+	// CommandTimeout bounds one command (one attempt of a within: command); 0 means 3 minutes.
+	CommandTimeout time.Duration
+}
+
+// EventKind tells what an Event reports.
+type EventKind int
+
+const (
+	StepStarted     EventKind = iota // Step began; Text is its title
+	CommandStarted                   // Index: command; Text: the command line as the learner would type it
+	Output                           // Text: output of the running command, as it comes
+	CommandFinished                  // Index: command; Err: why it failed
+	CheckFinished                    // Index: check; Text: the check described; Err: nil when it passed
+	StepFinished                     // Err: nil when every command and check of the step passed
+	Notice                           // Text: the runner's own remark (a retry, a skipped cleanup command)
+)
+
+// Steps that are not the scenario's own.
+const (
+	PrepareStep = -1 // images and working directory, before the first step
+	CleanupStep = -2 // the cleanup: section
+)
+
+// Event is one thing that happened while a scenario ran.
+type Event struct {
+	Kind     EventKind
+	Scenario string
+	Step     int
+	Index    int
+	Text     string
+	Err      error
+}
+
+// StepError says which scenario, step and command or check failed, and how.
+type StepError struct {
+	Scenario string
+	Step     int // 1-based; 0 for preparation, -1 for cleanup
+	Title    string
+	What     string // "command 2 `pi create fip`", "check 1 (...)"
+	Err      error
+}
+
+func (e *StepError) Error() string {
+	where := fmt.Sprintf("scenario %q, step %d %q", e.Scenario, e.Step, e.Title)
+	switch e.Step {
+	case 0:
+		where = fmt.Sprintf("scenario %q, preparation", e.Scenario)
+	case -1:
+		where = fmt.Sprintf("scenario %q, cleanup", e.Scenario)
+	}
+	if e.What != "" {
+		where += ", " + e.What
+	}
+	return where + ": " + e.Err.Error()
+}
+
+func (e *StepError) Unwrap() error { return e.Err }
+
+// Runner plays one scenario against a lab, step by step. Its methods run one at a time (the TUI runs them
+// on a goroutine of their own); Vars may be called at any time.
+type Runner struct {
+	sc     *Scenario
+	opt    Options
+	cl     *client.Client
+	info   daemon.Info
+	pool   netip.Prefix
+	ownDir bool
+
+	mu   sync.Mutex
+	vars map[string]string
+}
+
+// NewRunner makes a runner of sc; nothing happens in the lab until Prepare.
+func NewRunner(sc *Scenario, opt Options) (*Runner, error) {
+	if opt.Exe == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find the pi binary to run the scenario's commands: %w", err)
+		}
+		opt.Exe = exe
+	}
+	if opt.CommandTimeout == 0 {
+		opt.CommandTimeout = 3 * time.Minute
+	}
+	return &Runner{sc: sc, opt: opt, cl: client.New(opt.Socket, opt.Account), vars: map[string]string{}}, nil
+}
+
+// Scenario is the scenario the runner plays.
+func (r *Runner) Scenario() *Scenario { return r.sc }
+
+// WorkDir is where the scenario's files are written and its commands run ("" before Prepare).
+func (r *Runner) WorkDir() string { return r.opt.WorkDir }
+
+// Vars returns a copy of the variables captured so far.
+func (r *Runner) Vars() map[string]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]string, len(r.vars))
+	for k, v := range r.vars {
+		out[k] = v
+	}
+	return out
+}
+
+func (r *Runner) emit(ev Event) {
+	if r.opt.Sink != nil {
+		ev.Scenario = r.sc.Name
+		r.opt.Sink(ev)
+	}
+}
+
+// Prepare asks the lab where its Internet side is, builds the images the scenario needs and makes the
+// working directory.
+func (r *Runner) Prepare(ctx context.Context) (err error) {
+	r.emit(Event{Kind: StepStarted, Step: PrepareStep, Text: "prepare"})
+	defer func() {
+		if err != nil {
+			err = &StepError{Scenario: r.sc.Name, Step: 0, Err: err}
+		}
+		r.emit(Event{Kind: StepFinished, Step: PrepareStep, Err: err})
+	}()
+	if err := r.cl.Do(ctx, "GET", "/x/info", nil, nil, &r.info); err != nil {
+		return fmt.Errorf("ask the lab daemon for its info: %w", err)
+	}
+	if r.info.FIPPool != "" {
+		p, err := netip.ParsePrefix(r.info.FIPPool)
+		if err != nil {
+			return fmt.Errorf("the lab reports FIP pool %q, which is no CIDR: %w", r.info.FIPPool, err)
+		}
+		r.pool = p
+	}
+	if len(r.sc.Images) > 0 {
+		var have []struct{ Name string }
+		if err := r.cl.Do(ctx, "GET", "/x/images", nil, nil, &have); err != nil {
+			return fmt.Errorf("list the lab's images: %w", err)
+		}
+		names := map[string]bool{}
+		for _, im := range have {
+			names[im.Name] = true
+		}
+		var missing []string
+		for _, n := range r.sc.Images {
+			if !names[n] {
+				missing = append(missing, n)
+			}
+		}
+		if len(missing) > 0 {
+			line := "pi image build " + strings.Join(missing, " ")
+			// Building from Debian packages takes minutes on a cold cache; the command timeout is for steps.
+			res := r.runLine(ctx, PrepareStep, 0, line, true, 30*time.Minute)
+			if res.Err != nil {
+				return fmt.Errorf("`%s`: %v: %s", line, res.Err, quoteOutput(res.Output()))
+			}
+		}
+	}
+	if r.opt.WorkDir == "" {
+		dir, err := os.MkdirTemp("", "pi-scenario-"+r.sc.Name+"-")
+		if err != nil {
+			return fmt.Errorf("make the scenario's working directory: %w", err)
+		}
+		r.opt.WorkDir, r.ownDir = dir, true
+	}
+	return nil
+}
+
+// Close removes the working directory the runner made.
+func (r *Runner) Close() error {
+	if r.ownDir {
+		return os.RemoveAll(r.opt.WorkDir)
+	}
+	return nil
+}
+
+// RunStep runs step i (0-based): its commands, then its checks, stopping at the first failure, which it
+// returns as a *StepError.
+func (r *Runner) RunStep(ctx context.Context, i int) (err error) {
+	if i < 0 || i >= len(r.sc.Steps) {
+		return fmt.Errorf("scenario %q has steps 1 to %d, not %d", r.sc.Name, len(r.sc.Steps), i+1)
+	}
+	if r.opt.WorkDir == "" {
+		return fmt.Errorf("scenario %q: Prepare must run before the steps", r.sc.Name)
+	}
+	st := r.sc.Steps[i]
+	r.emit(Event{Kind: StepStarted, Step: i, Text: st.Title})
+	defer func() { r.emit(Event{Kind: StepFinished, Step: i, Err: err}) }()
+	fail := func(what string, err error) error {
+		return &StepError{Scenario: r.sc.Name, Step: i + 1, Title: st.Title, What: what, Err: err}
+	}
+	var out strings.Builder
+	for j, c := range st.Commands {
+		res, err := r.runCommand(ctx, i, j, c)
+		out.WriteString(res.Stdout)
+		if err != nil {
+			return fail(fmt.Sprintf("command %d `%s`", j+1, r.Display(c)), err)
+		}
+	}
+	for j, c := range st.Checks {
+		err := r.runCheck(ctx, i, c, Result{Stdout: out.String()})
+		r.emit(Event{Kind: CheckFinished, Step: i, Index: j, Text: r.describe(c), Err: err})
+		if err != nil {
+			return fail(fmt.Sprintf("check %d (%s)", j+1, r.describe(c)), err)
+		}
+	}
+	return nil
+}
+
+// Cleanup runs the cleanup: section; commands naming a variable never captured are skipped. It runs them
+// all and returns what failed.
+func (r *Runner) Cleanup(ctx context.Context) error {
+	if len(r.sc.Cleanup) == 0 {
+		return nil
+	}
+	r.emit(Event{Kind: StepStarted, Step: CleanupStep, Text: "cleanup"})
+	var errs []error
+	for j, c := range r.sc.Cleanup {
+		if _, err := Expand(c.Run, r.Vars()); err != nil {
+			var mv *MissingVarError
+			if errors.As(err, &mv) {
+				r.emit(Event{Kind: Notice, Step: CleanupStep, Text: fmt.Sprintf("skipped `%s`: {{.%s}} was never captured", c.Run, mv.Name)})
+				continue
+			}
+		}
+		res := r.runLine(ctx, CleanupStep, j, c.Run, true, r.opt.CommandTimeout)
+		if res.Err != nil {
+			errs = append(errs, fmt.Errorf("`%s`: %v: %s", r.Display(c), res.Err, quoteOutput(res.Output())))
+		}
+	}
+	var err error
+	if len(errs) > 0 {
+		err = &StepError{Scenario: r.sc.Name, Step: -1, Err: errors.Join(errs...)}
+	}
+	r.emit(Event{Kind: StepFinished, Step: CleanupStep, Err: err})
+	return err
+}
+
+// Display is a command as the learner would type it, with the variables known so far filled in.
+func (r *Runner) Display(c Command) string {
+	vars := r.Vars()
+	exp := func(s string) string {
+		if e, err := Expand(s, vars); err == nil {
+			return e
+		}
+		return s
+	}
+	switch c.Kind() {
+	case "http":
+		return "open " + exp(c.HTTP) + "   # in a browser on the laptop"
+	case "write":
+		content, err := r.fileContent(c, vars)
+		if err != nil {
+			content = "(" + err.Error() + ")\n"
+		}
+		return "cat <<EOF > " + c.Write + "\n" + content + "EOF"
+	}
+	return exp(c.Run)
+}
+
+func (r *Runner) describe(c Check) string {
+	d := c.Describe()
+	if e, err := Expand(d, r.Vars()); err == nil {
+		return e
+	}
+	return d
+}
+
+func (r *Runner) runCommand(ctx context.Context, step, idx int, c Command) (Result, error) {
+	deadline := time.Now().Add(time.Duration(c.Within))
+	for attempt := 1; ; attempt++ {
+		res, vars, err := r.attempt(ctx, step, idx, c, c.Within == 0)
+		if err == nil || c.Within == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			if c.Within != 0 {
+				// The output was held back while retrying; the learner sees the last attempt's.
+				r.emitCommand(step, idx, c, res)
+			}
+			r.mu.Lock()
+			for k, v := range vars {
+				r.vars[k] = v
+			}
+			r.mu.Unlock()
+			for _, k := range sortedKeys(vars) {
+				r.emit(Event{Kind: Notice, Step: step, Index: idx, Text: fmt.Sprintf("%s=%s", k, vars[k])})
+			}
+			return res, err
+		}
+		r.emit(Event{Kind: Notice, Step: step, Index: idx, Text: fmt.Sprintf("`%s`, attempt %d: %v; trying again", r.Display(c), attempt, shortErr(err))})
+		if !sleepCtx(ctx, time.Second) {
+			return res, ctx.Err()
+		}
+	}
+}
+
+// attempt runs c once and returns what it captures; with stream its output is reported as it comes, else
+// the caller reports it.
+func (r *Runner) attempt(ctx context.Context, step, idx int, c Command, stream bool) (Result, map[string]string, error) {
+	var res Result
+	switch c.Kind() {
+	case "write":
+		res = r.write(step, idx, c)
+	case "http":
+		u, err := Expand(c.HTTP, r.Vars())
+		if err != nil {
+			return Result{Err: err}, nil, err
+		}
+		if stream {
+			r.emit(Event{Kind: CommandStarted, Step: step, Index: idx, Text: r.Display(c)})
+		}
+		res = r.httpGet(ctx, u)
+		if stream {
+			r.emit(Event{Kind: Output, Step: step, Index: idx, Text: res.Output()})
+			r.emit(Event{Kind: CommandFinished, Step: step, Index: idx, Err: res.Err})
+		}
+	default:
+		res = r.runLine(ctx, step, idx, c.Run, stream, r.opt.CommandTimeout)
+	}
+	if res.Err != nil {
+		return res, nil, res.Err
+	}
+	vars, err := Capture(c, res.Stdout)
+	return res, vars, err
+}
+
+func (r *Runner) emitCommand(step, idx int, c Command, res Result) {
+	r.emit(Event{Kind: CommandStarted, Step: step, Index: idx, Text: r.Display(c)})
+	r.emit(Event{Kind: Output, Step: step, Index: idx, Text: res.Output()})
+	r.emit(Event{Kind: CommandFinished, Step: step, Index: idx, Err: res.Err})
+}
+
+func (r *Runner) runCheck(ctx context.Context, step int, c Check, stepOut Result) error {
+	if c.Run == "" && c.HTTP == "" {
+		return c.Eval(stepOut, r.Vars())
+	}
+	deadline := time.Now().Add(time.Duration(c.Within))
+	for attempt := 1; ; attempt++ {
+		var res Result
+		if c.Run != "" {
+			res = r.runLine(ctx, step, -1, c.Run, false, r.opt.CommandTimeout)
+		} else if u, err := Expand(c.HTTP, r.Vars()); err != nil {
+			return err
+		} else {
+			res = r.httpGet(ctx, u)
+		}
+		err := c.Eval(res, r.Vars())
+		if err == nil || c.Within == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		r.emit(Event{Kind: Notice, Step: step, Text: fmt.Sprintf("check %q, attempt %d: %v; trying again", r.describe(c), attempt, shortErr(err))})
+		if !sleepCtx(ctx, time.Second) {
+			return ctx.Err()
+		}
+	}
+}
+
+// runLine runs one pi command line: this binary, no shell, the lab in its environment.
+func (r *Runner) runLine(ctx context.Context, step, idx int, line string, stream bool, timeout time.Duration) Result {
+	expanded, err := Expand(line, r.Vars())
+	if err != nil {
+		return Result{Err: err}
+	}
+	args, err := SplitWords(expanded)
+	if err != nil {
+		return Result{Err: err}
+	}
+	if len(args) == 0 || args[0] != "pi" {
+		return Result{Err: fmt.Errorf("%q is not a pi command line", line)}
+	}
+	if stream {
+		r.emit(Event{Kind: CommandStarted, Step: step, Index: idx, Text: expanded})
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, r.opt.Exe, args[1:]...)
+	cmd.Args[0] = "pi"
+	cmd.Dir = r.opt.WorkDir
+	cmd.Env = append(os.Environ(), "PI_SOCKET="+r.opt.Socket, "PI_LAB="+r.opt.Lab, "PI_ACCOUNT="+r.opt.Account)
+	// A pod's process may keep the pipes open after pi exits; do not wait for it forever.
+	cmd.WaitDelay = 2 * time.Second
+	var stdout, stderr bytes.Buffer
+	if stream {
+		// exec copies stdout and stderr on two goroutines; the sink sees one chunk at a time.
+		var mu sync.Mutex
+		live := writerFunc(func(p []byte) (int, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			r.emit(Event{Kind: Output, Step: step, Index: idx, Text: string(p)})
+			return len(p), nil
+		})
+		cmd.Stdout = io.MultiWriter(&stdout, live)
+		cmd.Stderr = io.MultiWriter(&stderr, live)
+	} else {
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	}
+	err = cmd.Run()
+	if ctx.Err() == context.DeadlineExceeded {
+		err = fmt.Errorf("no end after %s", timeout)
+	}
+	res := Result{Stdout: stdout.String(), Stderr: stderr.String(), Err: err}
+	if stream {
+		r.emit(Event{Kind: CommandFinished, Step: step, Index: idx, Err: err})
+	}
+	return res
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func (r *Runner) fileContent(c Command, vars map[string]string) (string, error) {
+	data, err := fs.ReadFile(r.sc.files, path.Clean(c.From))
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", c.From, err)
+	}
+	s := string(data)
+	for _, old := range sortedKeys(c.Replace) {
+		if !strings.Contains(s, old) {
+			return "", fmt.Errorf("replace: %q does not occur in %s", old, c.From)
+		}
+		nv, err := Expand(c.Replace[old], vars)
+		if err != nil {
+			return "", err
+		}
+		s = strings.ReplaceAll(s, old, nv)
+	}
+	if !strings.HasSuffix(s, "\n") {
+		s += "\n"
+	}
+	return s, nil
+}
+
+func (r *Runner) write(step, idx int, c Command) Result {
+	r.emit(Event{Kind: CommandStarted, Step: step, Index: idx, Text: r.Display(c)})
+	content, err := r.fileContent(c, r.Vars())
+	if err == nil {
+		err = os.WriteFile(filepath.Join(r.opt.WorkDir, c.Write), []byte(content), 0o644)
+	}
+	r.emit(Event{Kind: CommandFinished, Step: step, Index: idx, Err: err})
+	return Result{Err: err}
+}
+
+// httpGet is the laptop's browser: a GET from the lab's Internet side (its --host-netns, when it has one).
+// It only goes to loopback or the lab's Floating IPs: scenarios never send traffic out of the machine.
+func (r *Runner) httpGet(ctx context.Context, rawURL string) Result {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme != "http" {
+		return Result{Err: fmt.Errorf("%q is not an http:// URL", rawURL)}
+	}
+	ip, err := netip.ParseAddr(u.Hostname())
+	if err != nil || !(ip.IsLoopback() || (r.pool.IsValid() && r.pool.Contains(ip))) {
+		return Result{Err: fmt.Errorf("refusing to GET %s: a scenario only reaches loopback or the lab's Floating IPs (pool %s)", rawURL, r.info.FIPPool)}
+	}
+	dial := (&net.Dialer{}).DialContext
+	if r.info.HostNetns != "" {
+		// The transport dials on goroutines of its own, so every socket is made inside the namespace.
+		dial = netns.DialContext(netns.Path(r.info.HostNetns))
+	}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true, Proxy: nil}}
+	req, err := http.NewRequestWithContext(ctx, "GET", rawURL, nil)
+	if err != nil {
+		return Result{Err: err}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return Result{Err: err}
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	res := Result{Stdout: string(body), Err: err}
+	if resp.StatusCode >= 400 {
+		res.Err = fmt.Errorf("HTTP %s", resp.Status)
+	}
+	return res
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func shortErr(err error) string {
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i] + " ..."
+	}
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return s
+}
+
+func durationString(d Duration) string {
+	s := time.Duration(d).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	return s
+}

@@ -1,0 +1,236 @@
+// Package tui is pi's terminal UI: a workshop walkthrough (the step's text, its commands and their output,
+// the checks that prove it worked) beside a live view of the account's pods and services. It drives the
+// same scenarios.Runner as `pi scenario run`.
+package tui
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/bubbles/help"
+	"github.com/charmbracelet/bubbles/key"
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
+	"github.com/pilab/pi/lab/client"
+	"github.com/pilab/pi/scenarios"
+)
+
+// Options say what the tutorial offers and which lab it plays in.
+type Options struct {
+	Scenarios []*scenarios.Scenario
+	// Start opens the first scenario at once instead of showing the list.
+	Start  bool
+	Runner scenarios.Options
+
+	// newRunner and watcher replace the lab in tests.
+	newRunner func(sc *scenarios.Scenario, sink func(scenarios.Event)) (Runner, error)
+	watcher   Watcher
+}
+
+// errMsg is an error for the status line.
+type errMsg struct{ err error }
+
+// App is the root model: the scenario list or a walkthrough, the live pane, help.
+type App struct {
+	common
+	opts     Options
+	list     *list
+	walk     *walk
+	live     *live
+	help     help.Model
+	showHelp bool
+	err      error
+}
+
+func newApp(ctx context.Context, o Options, glamourStyle string) *App {
+	c := common{ctx: ctx, styles: defaultStyles(), keys: defaultKeys(), glamourStyle: glamourStyle}
+	if o.newRunner == nil {
+		o.newRunner = func(sc *scenarios.Scenario, sink func(scenarios.Event)) (Runner, error) {
+			ro := o.Runner
+			ro.Sink = sink
+			return scenarios.NewRunner(sc, ro)
+		}
+	}
+	if o.watcher == nil {
+		o.watcher = client.New(o.Runner.Socket, o.Runner.Account)
+	}
+	a := &App{common: c, opts: o, help: help.New()}
+	a.list = newList(c, o.Scenarios)
+	a.live = newLive(c, o.watcher)
+	a.keys.list = true
+	return a
+}
+
+func (a *App) Init() tea.Cmd {
+	cmds := []tea.Cmd{a.live.Init()}
+	if a.opts.Start && len(a.opts.Scenarios) > 0 {
+		sc := a.opts.Scenarios[0]
+		cmds = append(cmds, func() tea.Msg { return chooseMsg{sc} })
+	}
+	return tea.Batch(cmds...)
+}
+
+func (a *App) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+	var cmd tea.Cmd
+	switch msg := msg.(type) {
+	case tea.WindowSizeMsg:
+		a.SetSize(msg.Width, msg.Height)
+		return a, nil
+	case tea.KeyMsg:
+		switch {
+		case key.Matches(msg, a.keys.Quit):
+			return a, tea.Quit
+		case key.Matches(msg, a.keys.Help):
+			a.showHelp = !a.showHelp
+			a.SetSize(a.width, a.height)
+			return a, nil
+		}
+		a.err = nil
+		if a.walk != nil {
+			a.walk, cmd = a.walk.Update(msg)
+			a.leaveIfDone()
+		} else {
+			a.list, cmd = a.list.Update(msg)
+		}
+		return a, cmd
+	case chooseMsg:
+		return a, a.open(msg.sc)
+	case errMsg:
+		a.err = msg.err
+		return a, nil
+	case eventMsg:
+		if a.walk != nil {
+			a.walk, cmd = a.walk.Update(msg)
+			a.leaveIfDone()
+		}
+		return a, cmd
+	case watchMsg, watchEndedMsg, rewatchMsg:
+		a.live, cmd = a.live.Update(msg)
+		return a, cmd
+	}
+	return a, nil
+}
+
+// leaveIfDone goes back to the list once the walkthrough's cleanup is over.
+func (a *App) leaveIfDone() {
+	if a.walk == nil || !a.walk.done {
+		return
+	}
+	a.walk.runner.Close()
+	a.walk.pipe.close(nil)
+	a.walk, a.err = nil, a.walk.doneErr
+	a.keys.list = true
+}
+
+func (a *App) open(sc *scenarios.Scenario) tea.Cmd {
+	p := newPipe()
+	r, err := a.opts.newRunner(sc, p.Sink)
+	if err != nil {
+		return func() tea.Msg { return errMsg{err} }
+	}
+	a.walk = newWalk(a.common, sc, r, p)
+	a.keys.list = false
+	a.SetSize(a.width, a.height)
+	return a.walk.Init()
+}
+
+// SetSize lays out the header line, the body (walkthrough or list beside the live pane) and the footer.
+func (a *App) SetSize(w, h int) {
+	a.common.SetSize(w, h)
+	a.help.Width = w
+	body := max(h-1-lipgloss.Height(a.footer()), 0)
+	left := w * 2 / 3
+	a.list.SetSize(left, body)
+	if a.walk != nil {
+		a.walk.SetSize(left, body)
+	}
+	a.live.SetSize(w-left, body)
+}
+
+func (a *App) header() string {
+	title := a.styles.Header.Render("Pi tutorial")
+	right := ""
+	if a.walk != nil {
+		title += a.styles.Dim.Render(" · ") + a.styles.Title.Render(a.walk.sc.Title)
+		right = a.walk.progress()
+	}
+	gap := a.width - lipgloss.Width(title) - lipgloss.Width(right) - 2
+	if gap < 1 {
+		return truncate(" "+title, a.width)
+	}
+	return " " + title + strings.Repeat(" ", gap) + right + " "
+}
+
+func (a *App) footer() string {
+	var s string
+	if a.showHelp {
+		s = a.help.FullHelpView(a.keys.FullHelp())
+	} else {
+		s = a.help.ShortHelpView(a.keys.ShortHelp())
+	}
+	s = " " + s
+	if a.err != nil {
+		s = a.styles.Error.Render(truncate(" error: "+a.err.Error(), a.width)) + "\n" + s
+	}
+	return s
+}
+
+func (a *App) View() string {
+	if a.width == 0 {
+		return ""
+	}
+	var left string
+	if a.walk != nil {
+		left = a.walk.View()
+	} else {
+		left = a.list.View()
+	}
+	body := lipgloss.JoinHorizontal(lipgloss.Top, left, a.live.View())
+	return a.header() + "\n" + body + "\n" + a.footer()
+}
+
+// Run runs the tutorial until the learner quits, then cleans up the scenario that was open.
+func Run(ctx context.Context, o Options) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	style := "light"
+	if lipgloss.HasDarkBackground() {
+		style = "dark"
+	}
+	app := newApp(ctx, o, style)
+	final, err := tea.NewProgram(app, tea.WithAltScreen(), tea.WithContext(ctx)).Run()
+	if err != nil && err != tea.ErrProgramKilled {
+		return err
+	}
+	a, _ := final.(*App)
+	if a == nil || a.walk == nil {
+		return nil
+	}
+	// A step may still be running: stop it, then let the runner print what it does from now on.
+	w := a.walk
+	w.pipe.close(printEvent)
+	cancel()
+	w.pipe.ops.Wait()
+	defer w.runner.Close()
+	if !w.prepared {
+		return nil
+	}
+	fmt.Fprintf(os.Stdout, "cleaning up scenario %s:\n", w.sc.Name)
+	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
+	defer ccancel()
+	return w.runner.Cleanup(cctx)
+}
+
+func printEvent(ev scenarios.Event) {
+	switch ev.Kind {
+	case scenarios.CommandStarted:
+		fmt.Fprintf(os.Stdout, "$ %s\n", ev.Text)
+	case scenarios.Output:
+		fmt.Fprint(os.Stdout, ev.Text)
+	case scenarios.Notice:
+		fmt.Fprintf(os.Stdout, "# %s\n", ev.Text)
+	}
+}
