@@ -4,6 +4,8 @@
 GO        ?= go
 BIN       := bin/pi
 PKGS_DEB  := containerd runc nftables mmdebstrap iproute2
+# iperf3 only for make bench: the throughput benchmarks measure with it.
+BENCH_DEB := iperf3
 GOFLAGS   ?=
 export GOFLAGS
 
@@ -52,6 +54,7 @@ test: deps vet
 
 # bench: the speed and memory figures, each beside the baseline measured in the same run and its target.
 BENCH_PKGS ?= ./cmd/pi ./runtime/pods ./net/network ./net/lb ./net/dns
+bench: PKGS_DEB += $(BENCH_DEB)
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m $(BENCH_PKGS) | tee bin/bench.txt
 	@echo; echo "== pilab benchmark report"; $(BIN) bench-report < bin/bench.txt

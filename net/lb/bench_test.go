@@ -2,7 +2,7 @@ package lb
 
 import (
 	"fmt"
-	"io"
+	"github.com/pilab/pi/net/iperf"
 	"net"
 	"sort"
 	"sync"
@@ -231,8 +231,9 @@ func benchSyncLatency(b *testing.B, proto string) {
 	b.ReportMetric(float64(st.Ops), "full-ops")
 }
 
-// BenchmarkThroughput compares one TCP stream from a pod to another pod
-// directly and through a ClusterIP (DNAT + masquerade in the router).
+// BenchmarkThroughput compares one TCP stream from a pod to another pod directly and through a ClusterIP
+// (DNAT + masquerade in the router), measured with iperf3 (Debian's; `make bench` installs it) in 15
+// alternating pairs of 2 s streams, so drift (CPU frequency, other load) falls on both alike.
 func BenchmarkThroughput(b *testing.B) {
 	requireRoot(b)
 	prefix := labPrefix(b)
@@ -240,46 +241,19 @@ func BenchmarkThroughput(b *testing.B) {
 	s, err := New(tp.router, prefix+"-lb")
 	must(b, err, "New")
 	b.Cleanup(func() { s.Delete() })
-	_, err = s.Sync([]Service{tcpSvc("sink", clusterIP, 80, ep(tp.pods[1].ip, 5001))})
+	_, err = s.Sync([]Service{tcpSvc("sink", clusterIP, 80, ep(tp.pods[1].ip, 5201))})
 	must(b, err, "Sync")
 
-	var ln net.Listener
-	must(b, netns.Do(tp.pods[1].path, func() (err error) { ln, err = net.Listen("tcp4", ":5001"); return err }), "listen")
-	b.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
-
-	// 15 alternating pairs per iteration: `make bench` runs one iteration, and single streams vary by 20%.
-	const chunk, perRun, pairs = 256 << 10, 256 << 20, 15
-	buf := make([]byte, chunk)
-	stream := func(addr string) float64 {
-		var c net.Conn
-		must(b, netns.Do(tp.pods[0].path, func() (err error) { c, err = net.Dial("tcp4", addr); return err }), "dial "+addr)
-		defer c.Close()
-		start := time.Now()
-		for sent := 0; sent < perRun; sent += chunk {
-			if _, err := c.Write(buf); err != nil {
-				b.Fatalf("write to %s: %v", addr, err)
-			}
-		}
-		return float64(perRun) / time.Since(start).Seconds() / 1e6
-	}
-	direct := tp.pods[1].ip.String() + ":5001"
+	const pairs = 15
 	var d, v []float64
-	b.SetBytes(2 * pairs * perRun)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		for j := 0; j < pairs; j++ {
-			// Alternate to cancel out drift (CPU frequency, other load).
-			d = append(d, stream(direct))
-			v = append(v, stream("10.96.0.10:80"))
+			rd, err := iperf.Stream(b.Context(), tp.pods[1].path, tp.pods[0].path, tp.pods[1].ip.String(), 5201, 5201, 2*time.Second)
+			must(b, err, "direct stream")
+			rv, err := iperf.Stream(b.Context(), tp.pods[1].path, tp.pods[0].path, clusterIP.String(), 80, 5201, 2*time.Second)
+			must(b, err, "Service IP stream")
+			d, v = append(d, rd), append(v, rv)
 		}
 	}
 	b.StopTimer()

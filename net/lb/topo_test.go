@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/pilab/pi/net/network"
 	"io"
 	"net"
 	"os"
@@ -115,7 +116,13 @@ func newTopoBrNF(t testing.TB, prefix, account string, n int, brNetfilter bool) 
 		must(t, err, "find "+peer)
 		must(t, rh.LinkSetMaster(l, brl), "attach "+peer)
 		must(t, rh.LinkSetHairpin(l, true), "hairpin "+peer)
+		bigTCP(rh, l)
 		must(t, rh.LinkSetUp(l), peer+" up")
+	}
+
+	// Only now: an empty bridge's TSO limit (64 KiB) refuses BIG TCP; with ports it takes it.
+	if brl, err = rh.LinkByName("br0"); err == nil {
+		bigTCP(rh, brl)
 	}
 
 	tp.client = tp.netns("c")
@@ -124,6 +131,7 @@ func newTopoBrNF(t testing.TB, prefix, account string, n int, brNetfilter bool) 
 	wl, err := rh.LinkByName(wan)
 	must(t, err, "find "+wan)
 	must(t, rh.AddrAdd(wl, &netlink.Addr{IPNet: &net.IPNet{IP: wanRouterIP, Mask: wanMask}}), "wan address")
+	bigTCP(rh, wl)
 	must(t, rh.LinkSetUp(wl), "wan up")
 	// Like a real router: everything unknown goes out the WAN side.
 	must(t, rh.RouteAdd(&netlink.Route{Gw: wanClientIP, LinkIndex: wl.Attrs().Index}), "router default route")
@@ -184,8 +192,16 @@ func (tp *topo) veth(nsPath, peer string, addr *net.IPNet, gw net.IP) {
 	l, err := h.LinkByName("eth0")
 	must(t, err, "find eth0")
 	must(t, h.AddrAdd(l, &netlink.Addr{IPNet: addr}), "address eth0")
+	bigTCP(h, l)
 	must(t, h.LinkSetUp(l), "eth0 up")
 	must(t, h.RouteAdd(&netlink.Route{Gw: gw, LinkIndex: l.Attrs().Index}), "default route")
+}
+
+// bigTCP gives a link the IPv4 GSO/GRO limits net/network gives pilab's links, so the benchmarks here
+// measure the path pods get.
+func bigTCP(h *netlink.Handle, l netlink.Link) {
+	h.LinkSetGSOIPv4MaxSize(l, network.BigTCPSize)
+	h.LinkSetGROIPv4MaxSize(l, network.BigTCPSize)
 }
 
 func (tp *topo) cleanup() {

@@ -545,6 +545,9 @@ func (m *Manager) ensureTransit(hh, rh *netlink.Handle, hostLink string, index i
 			return nil, fmt.Errorf("router: %w", err)
 		}
 	}
+	// The Internet side's connections to Floating IPs cross the router's IP stack too.
+	ensureBigTCP(hh, hl)
+	ensureBigTCP(rh, wl)
 	if err := setUp(hh, hl); err != nil {
 		return nil, err
 	}

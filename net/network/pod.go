@@ -171,6 +171,7 @@ func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip n
 			return fmt.Errorf("router: %s MTU: %w", portName, err)
 		}
 	}
+	ensureBigTCP(r.h, port)
 
 	// Pod side. IPv6 is off on eth0 (the pod network is IPv4): otherwise
 	// every pod's DAD, router and MLD multicasts flood all bridge ports.
@@ -182,6 +183,7 @@ func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip n
 			return fmt.Errorf("pod: %s MTU: %w", PodLink, err)
 		}
 	}
+	ensureBigTCP(ph, eth0)
 	if eth0.Attrs().HardwareAddr.String() != mac.String() {
 		if err := ph.LinkSetHardwareAddr(eth0, mac); err != nil {
 			return fmt.Errorf("pod: %s MAC: %w", PodLink, err)
@@ -218,6 +220,11 @@ func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip n
 				return fmt.Errorf("bridge %s of the account is full: at most %d pods per account (kernel limit of bridge ports)", BridgeName, MaxBridgePorts)
 			}
 			return fmt.Errorf("router: attach %s to %s: %w", portName, BridgeName, err)
+		}
+		// An empty bridge cannot take BIG TCP (its TSO limit comes from its ports); once it has a port it
+		// can, and it must: packets the router forwards out of br0 beyond br0's limit are cut up in software.
+		if br, err := r.h.LinkByName(BridgeName); err == nil {
+			ensureBigTCP(r.h, br)
 		}
 	}
 	pi, err := r.h.LinkGetProtinfo(port)
