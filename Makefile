@@ -53,10 +53,11 @@ test: deps vet
 	$(GO) test -count=1 -timeout 40m ./runtime/... ./net/... ./cmd/...
 
 # bench: the speed and memory figures, each beside the baseline measured in the same run and its target.
+# -p 1: one package at a time, or two benchmarks share the two cores and measure each other.
 BENCH_PKGS ?= ./cmd/pi ./runtime/pods ./net/network ./net/lb ./net/dns
 bench: PKGS_DEB += $(BENCH_DEB)
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m $(BENCH_PKGS) | tee bin/bench.txt
+	$(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -timeout 60m $(BENCH_PKGS) | tee bin/bench.txt
 	@echo; echo "== pilab benchmark report"; $(BIN) bench-report < bin/bench.txt
 
 clean:
