@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
 	"net"
@@ -19,6 +18,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/miekg/dns"
 	"github.com/pilab/pi/net/netns"
+	"github.com/pilab/pi/net/netns/netnstest"
 	"github.com/pilab/pi/runtime/images/podinfo"
 	"github.com/rogpeppe/go-internal/testscript"
 	"github.com/vishvananda/netlink"
@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 	})
 }
 
-// requirePrivileged skips outside CI and fails in CI when the lab cannot run here.
+// requirePrivileged stops the test (failing in CI, see netnstest.Missing) when the lab cannot run here.
 func requirePrivileged(t testing.TB) {
 	t.Helper()
 	var missing []string
@@ -43,24 +43,9 @@ func requirePrivileged(t testing.TB) {
 			missing = append(missing, bin)
 		}
 	}
-	if len(missing) == 0 {
-		return
+	if len(missing) > 0 {
+		netnstest.Missing(t, fmt.Sprintf("end-to-end tests need %s (run `make deps` as root)", strings.Join(missing, ", ")))
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("end-to-end tests need %s (run `make deps` as root)", strings.Join(missing, ", "))
-	}
-	t.Skipf("end-to-end tests need %s", strings.Join(missing, ", "))
-}
-
-func randomLab() string {
-	b := make([]byte, 4)
-	rand.Read(b)
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	s := "t"
-	for _, c := range b {
-		s += string(alphabet[int(c)%len(alphabet)])
-	}
-	return s
 }
 
 // TestScripts plays the CLI scripts in testdata/script. Each gets its own lab (a random --lab name) hung
@@ -77,7 +62,7 @@ func TestScripts(t *testing.T) {
 }
 
 func setupLab(env *testscript.Env) error {
-	lab := randomLab()
+	lab := netnstest.Lab()
 	hostNS := "inet-" + lab
 	if _, err := netns.EnsureNamed(hostNS); err != nil {
 		return fmt.Errorf("make the Internet namespace: %w", err)

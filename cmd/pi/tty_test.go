@@ -13,6 +13,7 @@ import (
 
 	"github.com/containerd/console"
 	"github.com/pilab/pi/net/netns"
+	"github.com/pilab/pi/net/netns/netnstest"
 )
 
 // piCmd runs this test binary as the pi command (testscript.Main dispatches on argv[0]).
@@ -35,7 +36,7 @@ func mustPi(t testing.TB, lab string, args ...string) string {
 func startLab(t testing.TB) string {
 	t.Helper()
 	requirePrivileged(t)
-	lab := randomLab()
+	lab := netnstest.Lab()
 	hostNS := "inet-" + lab
 	if _, err := netns.EnsureNamed(hostNS); err != nil {
 		t.Fatal(err)

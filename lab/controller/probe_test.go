@@ -6,12 +6,12 @@ import (
 	"encoding/hex"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pilab/pi/net/netns"
+	"github.com/pilab/pi/net/netns/netnstest"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -206,20 +206,9 @@ func TestProbePort(t *testing.T) {
 	}
 }
 
-func requireRootH6(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root (CI=true: privileged tests must run, not skip)")
-	}
-	t.Skip("needs root: creates a network namespace")
-}
-
 // TestProbesDialInsideThePodNetns runs servers inside a throwaway netns and probes them from inside it.
 func TestProbesDialInsideThePodNetns(t *testing.T) {
-	requireRootH6(t)
+	netnstest.RequireRoot(t, "creates a network namespace")
 	b := make([]byte, 2)
 	rand.Read(b)
 	name := "t" + hex.EncodeToString(b) + "-probe"

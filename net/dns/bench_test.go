@@ -12,14 +12,15 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/pilab/pi/net/netns"
+	"github.com/pilab/pi/net/netns/netnstest"
 )
 
 // BenchmarkDNSQPS measures answered queries per second with the whole
 // process (server and the load-generating clients) held to one core, so the
 // server's own share is at least the reported rate.
 func BenchmarkDNSQPS(b *testing.B) {
-	requireRoot(b)
-	ns := accountNetns(b, labPrefix(b)+"-dns")
+	netnstest.RequireRoot(b, "network namespaces")
+	ns := accountNetns(b, netnstest.Lab()+"-dns")
 	rs := make([]Record, 0, 1000)
 	for i := 0; i < 1000; i++ {
 		rs = append(rs, Record{Name: "svc" + strconv.Itoa(i), IPs: []net.IP{net.IPv4(10, 96, byte(i>>8), byte(i))}})

@@ -1,8 +1,6 @@
 package dns
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,30 +16,10 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/pilab/pi/net/netns"
+	"github.com/pilab/pi/net/netns/netnstest"
 )
 
 const dnsAddr = "10.244.0.2:53"
-
-// requireRoot skips outside CI and fails in CI (CI=true): privileged tests
-// never silently skip there.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root (network namespaces); CI must run it as root")
-	}
-	t.Skip("needs root: network namespaces")
-}
-
-func labPrefix(t testing.TB) string {
-	var b [2]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
-	}
-	return "t" + hex.EncodeToString(b[:])
-}
 
 // accountNetns stands in for an account router: a throwaway netns with the
 // DNS address 10.244.0.2/16 on a bridge br0 (like net/network puts it).
@@ -130,8 +108,8 @@ var (
 )
 
 func TestAnswersNameForms(t *testing.T) {
-	requireRoot(t)
-	ns := accountNetns(t, labPrefix(t)+"-dns")
+	netnstest.RequireRoot(t, "network namespaces")
+	ns := accountNetns(t, netnstest.Lab()+"-dns")
 	startServer(t, ns, Options{}, webRec, dbRec)
 
 	for _, network := range []string{"udp", "tcp"} {
@@ -189,7 +167,7 @@ func TestAnswersNameForms(t *testing.T) {
 	}
 	s2 := NewServer(Options{})
 	s2.SetRecords([]Record{{Name: "big", IPs: many}})
-	ns2 := accountNetns(t, labPrefix(t)+"-dns2")
+	ns2 := accountNetns(t, netnstest.Lab()+"-dns2")
 	if err := s2.ListenIn(ns2, dnsAddr); err != nil {
 		t.Fatal(err)
 	}
@@ -241,8 +219,8 @@ func countingUpstream(t testing.TB, nsPath, addr string) *atomic.Int32 {
 }
 
 func TestNXDOMAINStaysLocal(t *testing.T) {
-	requireRoot(t)
-	prefix := labPrefix(t)
+	netnstest.RequireRoot(t, "network namespaces")
+	prefix := netnstest.Lab()
 	ns := accountNetns(t, prefix+"-dns")
 	up := accountNetns(t, prefix+"-up")
 	seen := countingUpstream(t, up, "127.0.0.1:5353")
@@ -271,8 +249,8 @@ func TestNXDOMAINStaysLocal(t *testing.T) {
 }
 
 func TestForwardsToUpstreamInItsNetns(t *testing.T) {
-	requireRoot(t)
-	prefix := labPrefix(t)
+	netnstest.RequireRoot(t, "network namespaces")
+	prefix := netnstest.Lab()
 	ns := accountNetns(t, prefix+"-dns")
 	// The upstream listens on loopback inside its own netns: only a query
 	// really sent from UpstreamNetns can reach it.
@@ -302,8 +280,8 @@ func TestForwardsToUpstreamInItsNetns(t *testing.T) {
 }
 
 func TestServfail(t *testing.T) {
-	requireRoot(t)
-	prefix := labPrefix(t)
+	netnstest.RequireRoot(t, "network namespaces")
+	prefix := netnstest.Lab()
 	ns := accountNetns(t, prefix+"-dns")
 	startServer(t, ns, Options{}, webRec)
 	m, rtt := query(t, ns, "udp", dnsAddr, "example.org.", dns.TypeA)
@@ -335,8 +313,8 @@ func TestServfail(t *testing.T) {
 }
 
 func TestTwoAccountsIsolated(t *testing.T) {
-	requireRoot(t)
-	prefix := labPrefix(t)
+	netnstest.RequireRoot(t, "network namespaces")
+	prefix := netnstest.Lab()
 	nsA := accountNetns(t, prefix+"-a")
 	nsB := accountNetns(t, prefix+"-b")
 	a := startServer(t, nsA, Options{}, webRec)
@@ -367,8 +345,8 @@ func TestTwoAccountsIsolated(t *testing.T) {
 }
 
 func TestListenInErrors(t *testing.T) {
-	requireRoot(t)
-	ns := accountNetns(t, labPrefix(t)+"-dns")
+	netnstest.RequireRoot(t, "network namespaces")
+	ns := accountNetns(t, netnstest.Lab()+"-dns")
 	s := NewServer(Options{})
 	defer s.Close()
 	err := s.ListenIn(ns, "10.244.0.3:53") // not configured in the netns
@@ -381,8 +359,8 @@ func TestListenInErrors(t *testing.T) {
 }
 
 func TestSetRecordsAtomic(t *testing.T) {
-	requireRoot(t)
-	ns := accountNetns(t, labPrefix(t)+"-dns")
+	netnstest.RequireRoot(t, "network namespaces")
+	ns := accountNetns(t, netnstest.Lab()+"-dns")
 	setA := []Record{{Name: "db", IPs: []net.IP{net.IPv4(10, 244, 1, 1), net.IPv4(10, 244, 1, 2)}}}
 	setB := []Record{{Name: "db", IPs: []net.IP{net.IPv4(10, 244, 2, 1), net.IPv4(10, 244, 2, 2), net.IPv4(10, 244, 2, 3)}}}
 	s := startServer(t, ns, Options{}, setA...)

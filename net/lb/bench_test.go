@@ -2,12 +2,14 @@ package lb
 
 import (
 	"fmt"
-	"github.com/pilab/pi/net/iperf"
 	"net"
 	"sort"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pilab/pi/net/iperf"
+	"github.com/pilab/pi/net/netns/netnstest"
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
@@ -76,14 +78,14 @@ func (a *arrivals) reset() {
 // packet each, so each is a new conntrack entry and a new numgen pick) in
 // the client pod right after Sync returns.
 func BenchmarkSyncLatency(b *testing.B) {
-	requireRoot(b)
+	netnstest.RequireRoot(b, "network namespaces and nftables")
 	for _, proto := range []string{"TCP", "UDP"} {
 		b.Run(proto, func(b *testing.B) { benchSyncLatency(b, proto) })
 	}
 }
 
 func benchSyncLatency(b *testing.B, proto string) {
-	prefix := labPrefix(b)
+	prefix := netnstest.Lab()
 	tp := newTopo(b, prefix, "a", 3)
 	s, err := New(tp.router, prefix+"-lb")
 	must(b, err, "New")
@@ -235,8 +237,8 @@ func benchSyncLatency(b *testing.B, proto string) {
 // (DNAT + masquerade in the router), measured with iperf3 (Debian's; `make bench` installs it) in 15
 // alternating pairs of 2 s streams, so drift (CPU frequency, other load) falls on both alike.
 func BenchmarkThroughput(b *testing.B) {
-	requireRoot(b)
-	prefix := labPrefix(b)
+	netnstest.RequireRoot(b, "network namespaces and nftables")
+	prefix := netnstest.Lab()
 	tp := newTopo(b, prefix, "a", 2)
 	s, err := New(tp.router, prefix+"-lb")
 	must(b, err, "New")

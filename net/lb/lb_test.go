@@ -12,6 +12,7 @@ import (
 	"github.com/google/nftables"
 
 	"github.com/pilab/pi/net/netns"
+	"github.com/pilab/pi/net/netns/netnstest"
 )
 
 var clusterIP = net.IPv4(10, 96, 0, 10)
@@ -80,12 +81,12 @@ func count(t testing.TB, nsPath, addr string, n int) map[string]int {
 }
 
 func TestSpreadHairpinAndMasquerade(t *testing.T) {
-	requireRoot(t)
+	netnstest.RequireRoot(t, "network namespaces and nftables")
 	// net/network keeps bridged frames out of the IP hooks; the rules must
 	// also hold if br_netfilter hands them to nftables.
 	for _, brnf := range []bool{false, true} {
 		t.Run(fmt.Sprintf("br_netfilter=%v", brnf), func(t *testing.T) {
-			testSpreadHairpinAndMasquerade(t, newAccountBrNF(t, labPrefix(t), "a", 4, brnf))
+			testSpreadHairpinAndMasquerade(t, newAccountBrNF(t, netnstest.Lab(), "a", 4, brnf))
 		})
 	}
 }
@@ -126,8 +127,8 @@ func testSpreadHairpinAndMasquerade(t *testing.T, a *account) {
 }
 
 func TestEndpointChangesIncremental(t *testing.T) {
-	requireRoot(t)
-	a := newAccount(t, labPrefix(t), "a", 4)
+	netnstest.RequireRoot(t, "network namespaces and nftables")
+	a := newAccount(t, netnstest.Lab(), "a", 4)
 	other := tcpSvc("other", net.IPv4(10, 96, 0, 20), 80, a.podEP(1))
 	st := a.sync(t, tcpSvc("web", clusterIP, 80, a.podEP(1), a.podEP(2)), other)
 	if !st.Full {
@@ -187,8 +188,8 @@ func TestEndpointChangesIncremental(t *testing.T) {
 }
 
 func TestRejectsFast(t *testing.T) {
-	requireRoot(t)
-	a := newAccount(t, labPrefix(t), "a", 2)
+	netnstest.RequireRoot(t, "network namespaces and nftables")
+	a := newAccount(t, netnstest.Lab(), "a", 2)
 	a.sync(t,
 		tcpSvc("empty", clusterIP, 80),
 		Service{Name: "dns", ClusterIP: net.IPv4(10, 96, 0, 12), Ports: []Port{{Protocol: "UDP", Port: 53}}},
@@ -224,8 +225,8 @@ func TestRejectsFast(t *testing.T) {
 }
 
 func TestUDPConntrackFlush(t *testing.T) {
-	requireRoot(t)
-	a := newAccount(t, labPrefix(t), "a", 3)
+	netnstest.RequireRoot(t, "network namespaces and nftables")
+	a := newAccount(t, netnstest.Lab(), "a", 3)
 	udp := func(eps ...Endpoint) Service {
 		return Service{Name: "dns", ClusterIP: clusterIP, Ports: []Port{{Name: "dns", Protocol: "UDP", Port: 53, Endpoints: eps}}}
 	}
@@ -275,8 +276,8 @@ func TestUDPConntrackFlush(t *testing.T) {
 }
 
 func TestClientIPAffinity(t *testing.T) {
-	requireRoot(t)
-	a := newAccount(t, labPrefix(t), "a", 4)
+	netnstest.RequireRoot(t, "network namespaces and nftables")
+	a := newAccount(t, netnstest.Lab(), "a", 4)
 	s := tcpSvc("sticky", clusterIP, 80, a.podEP(1), a.podEP(2), a.podEP(3))
 	s.SessionAffinity = true
 	a.sync(t, s)
@@ -299,8 +300,8 @@ func TestClientIPAffinity(t *testing.T) {
 }
 
 func TestExternalIPKeepsClientAddress(t *testing.T) {
-	requireRoot(t)
-	a := newAccount(t, labPrefix(t), "a", 2)
+	netnstest.RequireRoot(t, "network namespaces and nftables")
+	a := newAccount(t, netnstest.Lab(), "a", 2)
 	fip := net.IPv4(203, 0, 113, 10)
 	s := tcpSvc("web", clusterIP, 80, a.podEP(1))
 	s.ExternalIPs = []net.IP{fip}
@@ -325,8 +326,8 @@ func TestExternalIPKeepsClientAddress(t *testing.T) {
 }
 
 func TestTwoAccountsSameClusterIP(t *testing.T) {
-	requireRoot(t)
-	prefix := labPrefix(t)
+	netnstest.RequireRoot(t, "network namespaces and nftables")
+	prefix := netnstest.Lab()
 	a := newAccount(t, prefix, "a", 2)
 	b := newAccount(t, prefix, "b", 2)
 	a.sync(t, tcpSvc("web", clusterIP, 80, a.podEP(1)))
@@ -365,8 +366,8 @@ func tableExists(t testing.TB, nsPath, name string) bool {
 }
 
 func TestFailureRebuildsAndDeleteCleansUp(t *testing.T) {
-	requireRoot(t)
-	prefix := labPrefix(t)
+	netnstest.RequireRoot(t, "network namespaces and nftables")
+	prefix := netnstest.Lab()
 	a := newAccount(t, prefix, "a", 3)
 	table := prefix + "-lb"
 	a.sync(t, tcpSvc("web", clusterIP, 80, a.podEP(1)))
@@ -475,8 +476,8 @@ func TestBuildValidation(t *testing.T) {
 }
 
 func TestServicesShareAndMoveAddresses(t *testing.T) {
-	requireRoot(t)
-	a := newAccount(t, labPrefix(t), "a", 3)
+	netnstest.RequireRoot(t, "network namespaces and nftables")
+	a := newAccount(t, netnstest.Lab(), "a", 3)
 	fip := net.IPv4(203, 0, 113, 20)
 	web := tcpSvc("web", clusterIP, 80, a.podEP(1))
 	web.ExternalIPs = []net.IP{fip}
@@ -512,8 +513,8 @@ func TestServicesShareAndMoveAddresses(t *testing.T) {
 // TestLargeTable programs 1,000 services x 10 endpoints (the benchmark size):
 // big batches must not overflow netlink attributes or socket buffers.
 func TestLargeTable(t *testing.T) {
-	requireRoot(t)
-	a := newAccount(t, labPrefix(t), "a", 3)
+	netnstest.RequireRoot(t, "network namespaces and nftables")
+	a := newAccount(t, netnstest.Lab(), "a", 3)
 	svcs := append(fillerServices(999, 10), tcpSvc("web", clusterIP, 80, a.podEP(1)))
 	st := a.sync(t, svcs...)
 	if !st.Full || st.Ops < 30000 {
@@ -535,8 +536,8 @@ func TestLargeTable(t *testing.T) {
 }
 
 func TestRouterOutput(t *testing.T) {
-	requireRoot(t)
-	prefix := labPrefix(t)
+	netnstest.RequireRoot(t, "network namespaces and nftables")
+	prefix := netnstest.Lab()
 	a := newAccount(t, prefix, "a", 2)
 	svc := tcpSvc("web", clusterIP, 80, a.podEP(1))
 	a.sync(t, svc)

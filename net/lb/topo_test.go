@@ -2,11 +2,8 @@ package lb
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/pilab/pi/net/network"
 	"io"
 	"net"
 	"os"
@@ -16,33 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pilab/pi/net/network"
+
 	"github.com/vishvananda/netlink"
 
 	"github.com/pilab/pi/net/netns"
 )
-
-// requireRoot skips outside CI and fails in CI (CI=true) when the test cannot
-// create namespaces: privileged tests never silently skip in CI.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root (netns, nftables); CI must run it as root")
-	}
-	t.Skip("needs root: network namespaces and nftables")
-}
-
-// labPrefix is a throwaway lab prefix ("t" + 4 hex = 5 chars) so parallel
-// runs and other labs never share a name.
-func labPrefix(t testing.TB) string {
-	var b [2]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
-	}
-	return "t" + hex.EncodeToString(b[:])
-}
 
 // topo is a stand-in for an account network: a router netns with bridge br0
 // (10.244.0.1/16, hairpin on every port), pods with eth0 10.244.1.<10+i>/16

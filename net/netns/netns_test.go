@@ -13,22 +13,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/pilab/pi/net/netns/netnstest"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
-
-// requireRoot fails in CI (where tests run as root and must run) and skips
-// elsewhere when not root.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root (CI=true: privileged tests must run, not skip)")
-	}
-	t.Skip("needs root: creates network namespaces")
-}
 
 // testLab returns a fresh lab prefix and removes whatever netns carries it at the end.
 func testLab(t testing.TB) string {
@@ -57,7 +45,7 @@ func nsID(t testing.TB, path string) string {
 }
 
 func TestEnsureNamedIdempotentKeepsExisting(t *testing.T) {
-	requireRoot(t)
+	netnstest.RequireRoot(t, "creates network namespaces")
 	lab := testLab(t)
 	name := lab + "-a"
 	p1, err := EnsureNamed(name)
@@ -108,7 +96,7 @@ func TestEnsureNamedIdempotentKeepsExisting(t *testing.T) {
 }
 
 func TestEnsureNamedConcurrent(t *testing.T) {
-	requireRoot(t)
+	netnstest.RequireRoot(t, "creates network namespaces")
 	lab := testLab(t)
 	name := lab + "-c"
 	var wg sync.WaitGroup
@@ -137,7 +125,7 @@ func TestEnsureNamedConcurrent(t *testing.T) {
 }
 
 func TestEnsureNamedReplacesStaleFile(t *testing.T) {
-	requireRoot(t)
+	netnstest.RequireRoot(t, "creates network namespaces")
 	lab := testLab(t)
 	name := lab + "-stale"
 	if err := ensureRunDir(); err != nil {
@@ -159,7 +147,7 @@ func TestEnsureNamedReplacesStaleFile(t *testing.T) {
 }
 
 func TestDeleteNamedIdempotent(t *testing.T) {
-	requireRoot(t)
+	netnstest.RequireRoot(t, "creates network namespaces")
 	lab := testLab(t)
 	name := lab + "-d"
 	p, err := EnsureNamed(name)
@@ -209,7 +197,7 @@ func allThreadsIn(t *testing.T, want string) {
 }
 
 func TestDoRunsInsideAndRestores(t *testing.T) {
-	requireRoot(t)
+	netnstest.RequireRoot(t, "creates network namespaces")
 	lab := testLab(t)
 	p, err := EnsureNamed(lab + "-do")
 	if err != nil {
@@ -279,7 +267,7 @@ func TestDoRunsInsideAndRestores(t *testing.T) {
 }
 
 func BenchmarkDo(b *testing.B) {
-	requireRoot(b)
+	netnstest.RequireRoot(b, "creates network namespaces")
 	lab := testLab(b)
 	p, err := EnsureNamed(lab + "-bench")
 	if err != nil {
@@ -293,7 +281,7 @@ func BenchmarkDo(b *testing.B) {
 }
 
 func BenchmarkEnsureDeleteNamed(b *testing.B) {
-	requireRoot(b)
+	netnstest.RequireRoot(b, "creates network namespaces")
 	lab := testLab(b)
 	for b.Loop() {
 		if _, err := EnsureNamed(lab + "-bench"); err != nil {

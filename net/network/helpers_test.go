@@ -1,9 +1,7 @@
 package network
 
 import (
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -18,20 +16,10 @@ import (
 	"time"
 
 	"github.com/pilab/pi/net/netns"
+	"github.com/pilab/pi/net/netns/netnstest"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
-
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root (CI=true: privileged tests must run, not skip)")
-	}
-	t.Skip("needs root: creates network namespaces, links and nft tables")
-}
 
 // testEnv is one lab hanging below a host netns the test made (its "Internet").
 type testEnv struct {
@@ -41,17 +29,11 @@ type testEnv struct {
 	m        *Manager
 }
 
-func randLab() string {
-	b := make([]byte, 2)
-	rand.Read(b)
-	return "t" + hex.EncodeToString(b)
-}
-
 // newEnv makes a host netns and a Manager; everything is removed at the end.
 func newEnv(t testing.TB) *testEnv {
 	t.Helper()
-	requireRoot(t)
-	lab := randLab()
+	netnstest.RequireRoot(t, "network namespaces, links and nftables")
+	lab := netnstest.Lab()
 	hostName := lab + "-host"
 	hostPath, err := netns.EnsureNamed(hostName)
 	if err != nil {

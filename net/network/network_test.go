@@ -16,6 +16,7 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/pilab/pi/net/netns"
+	"github.com/pilab/pi/net/netns/netnstest"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -449,7 +450,7 @@ func TestResetLeavesNothing(t *testing.T) {
 // reaches the other's routers; and a host route in the way is avoided.
 func TestTwoLabsAndTransitOverlap(t *testing.T) {
 	e1 := newEnv(t)
-	lab2 := randLab()
+	lab2 := netnstest.Lab()
 	// Occupy lab2's first candidate with a host route.
 	blocked := transitCandidate(lab2, 0, 0)
 	hh, err := netns.NewHandle(e1.hostPath)
@@ -510,10 +511,7 @@ func TestBridgeNetfilter(t *testing.T) {
 	serveTCP(t, p2, ":8080", "p2")
 	v, err := getSysctl(a.RouterNetns, "net/bridge/bridge-nf-call-iptables")
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("kernel without bridge netfilter sysctls (CI=true: must not skip): %v", err)
-		}
-		t.Skipf("kernel without bridge netfilter: %v", err)
+		netnstest.Missing(t, fmt.Sprintf("kernel without bridge netfilter sysctls: %v", err))
 	}
 	if v != "0" {
 		t.Fatalf("router bridge-nf-call-iptables = %s", v)
@@ -721,7 +719,7 @@ func TestConcurrentPods(t *testing.T) {
 // touch the machine's, so it re-runs itself in a fresh network namespace of
 // its own and checks the whole cycle there.
 func TestOwnNetnsAsHost(t *testing.T) {
-	requireRoot(t)
+	netnstest.RequireRoot(t, "network namespaces, links and nftables")
 	if os.Getenv("PI_NETWORK_OWN_NETNS_CHILD") == "1" {
 		ownNetnsChild(t)
 		return
@@ -736,7 +734,7 @@ func TestOwnNetnsAsHost(t *testing.T) {
 }
 
 func ownNetnsChild(t *testing.T) {
-	lab := randLab()
+	lab := netnstest.Lab()
 	self := "/proc/thread-self/ns/net"
 	// This process's netns is fresh: bring lo up and give it a "server" address.
 	h, err := netns.NewHandle(self)

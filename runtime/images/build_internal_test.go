@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/errdefs"
+	"github.com/pilab/pi/net/netns/netnstest"
 	"github.com/pilab/pi/runtime/supervisor/supervisortest"
 )
 
@@ -156,13 +157,7 @@ func TestFilterRootfs(t *testing.T) {
 // TestBuildFailure makes mmdebstrap fail (a package Debian does not have)
 // and checks the error and that no image appears.
 func TestBuildFailure(t *testing.T) {
-	supervisortest.Require(t)
-	if _, err := exec.LookPath("mmdebstrap"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("mmdebstrap missing in CI")
-		}
-		t.Skip("mmdebstrap not installed")
-	}
+	RequireBuild(t)
 	sup := supervisortest.Start(t)
 	s := New(sup.Client(), sup.Lab(), testWorkDir(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -194,13 +189,7 @@ func TestBuildCancel(t *testing.T) {
 func testBuildCancel(t *testing.T, minMem int64) {
 	defer func(old int64) { tmpfsMinMem = old }(tmpfsMinMem)
 	tmpfsMinMem = minMem
-	supervisortest.Require(t)
-	if _, err := exec.LookPath("mmdebstrap"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("mmdebstrap missing in CI")
-		}
-		t.Skip("mmdebstrap not installed")
-	}
+	RequireBuild(t)
 	sup := supervisortest.Start(t)
 	wd := testWorkDir(t)
 	s := New(sup.Client(), sup.Lab(), wd)
@@ -245,13 +234,7 @@ func testWorkDir(t *testing.T) string {
 // work dir (as the daemon's machine-wide image cache is shared): the second
 // waits for the first, and both get a working image.
 func TestConcurrentBuildsShareCache(t *testing.T) {
-	supervisortest.Require(t)
-	if _, err := exec.LookPath("mmdebstrap"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("mmdebstrap missing in CI")
-		}
-		t.Skip("mmdebstrap not installed")
-	}
+	RequireBuild(t)
 	wd := testWorkDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -277,5 +260,15 @@ func TestConcurrentBuildsShareCache(t *testing.T) {
 		if _, err := s.Resolve(ctx, "busybox"); err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// RequireBuild stops the test (failing in CI, see netnstest.Missing) unless images can be built here: a
+// private containerd and mmdebstrap. Exported, in a test file, for the external tests (images_test) too.
+func RequireBuild(t testing.TB) {
+	t.Helper()
+	supervisortest.Require(t)
+	if _, err := exec.LookPath("mmdebstrap"); err != nil {
+		netnstest.Missing(t, "mmdebstrap not installed (apt-get install mmdebstrap)")
 	}
 }

@@ -1,16 +1,13 @@
 package images_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -39,18 +36,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// requireBuild fails in CI, skips elsewhere, when images cannot be built.
-func requireBuild(t *testing.T) {
-	t.Helper()
-	supervisortest.Require(t)
-	if _, err := exec.LookPath("mmdebstrap"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("mmdebstrap missing in CI: apt-get install mmdebstrap")
-		}
-		t.Skip("mmdebstrap not installed")
-	}
-}
-
 // workDir is shared by all test runs on this machine so the apt cache makes
 // repeated builds fast; builds serialise on its lock.
 func workDir(t *testing.T) string {
@@ -75,28 +60,10 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-// syncBuf is a goroutine-safe buffer for container output.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type running struct {
 	container containerd.Container
 	task      containerd.Task
-	out       *syncBuf
+	out       *supervisortest.Buffer
 	exit      <-chan containerd.ExitStatus
 	fifoDir   string
 }
@@ -116,7 +83,7 @@ func run(t *testing.T, ctx context.Context, client *containerd.Client, img conta
 	if err != nil {
 		t.Fatalf("create container %s: %v", id, err)
 	}
-	r := &running{container: c, out: &syncBuf{}, fifoDir: t.TempDir()}
+	r := &running{container: c, out: &supervisortest.Buffer{}, fifoDir: t.TempDir()}
 	t.Cleanup(func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -206,7 +173,7 @@ func (r *running) exec(t *testing.T, ctx context.Context, args ...string) (uint3
 	pspec := *spec.Process
 	pspec.Args = args
 	pspec.Terminal = false
-	out := &syncBuf{}
+	out := &supervisortest.Buffer{}
 	id := fmt.Sprintf("exec%d", time.Now().UnixNano())
 	p, err := r.task.Exec(ctx, id, &pspec, cio.NewCreator(cio.WithStreams(nil, out, out), cio.WithFIFODir(r.fifoDir)))
 	if err != nil {

@@ -31,9 +31,9 @@ import (
 	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/pilab/pi/net/netns/netnstest"
 	"github.com/pilab/pi/runtime/images"
 	"github.com/pilab/pi/runtime/supervisor"
-	"github.com/pilab/pi/runtime/supervisor/supervisortest"
 )
 
 func TestNames(t *testing.T) {
@@ -386,7 +386,7 @@ func serveBlob(w http.ResponseWriter, r *http.Request, ctx context.Context, cs c
 
 // TestBusybox builds the smallest lab image with real mmdebstrap and runs it.
 func TestBusybox(t *testing.T) {
-	requireBuild(t)
+	images.RequireBuild(t)
 	store, sup := newStore(t)
 	client := sup.Client()
 	ctx := ctxFor(t, 5*time.Minute)
@@ -498,7 +498,7 @@ func sizeMB(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/(1<<20)) 
 // workshops expect. It takes minutes on a cold apt cache; -short skips it
 // outside CI.
 func TestBuildAll(t *testing.T) {
-	requireBuild(t)
+	images.RequireBuild(t)
 	if testing.Short() && os.Getenv("CI") != "true" {
 		t.Skip("-short: not building all lab images")
 	}
@@ -647,8 +647,8 @@ func parseSignal(s string) (syscall.Signal, error) {
 // running container survives Close of the supervisor (pi down) and is found
 // again by the next containerd on the same dirs (pi up).
 func TestShimsSurviveSupervisor(t *testing.T) {
-	requireBuild(t)
-	lab := supervisortest.Lab()
+	images.RequireBuild(t)
+	lab := netnstest.Lab()
 	dir, err := os.MkdirTemp("/tmp", "pi"+lab+"-")
 	if err != nil {
 		t.Fatal(err)

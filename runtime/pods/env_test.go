@@ -25,6 +25,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/pilab/pi/net/netns/netnstest"
 	"github.com/pilab/pi/runtime/images"
 	"github.com/pilab/pi/runtime/supervisor"
 	"github.com/pilab/pi/runtime/supervisor/supervisortest"
@@ -91,7 +92,7 @@ func newEnv(t testing.TB) *testEnv {
 	t.Helper()
 	toolPath := buildTool(t)
 	sup := supervisortest.Start(t)
-	e := &testEnv{sup: sup, client: sup.Client(), ns: supervisortest.Lab()}
+	e := &testEnv{sup: sup, client: sup.Client(), ns: netnstest.Lab()}
 	e.runDir = t.TempDir()
 	e.images = images.New(e.client, e.ns, filepath.Join(e.runDir, "images"))
 	e.rt = New(e.client, e.ns, e.images, e.runDir)
@@ -300,24 +301,6 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // mountsContaining lists mount points (in this mount namespace) whose path

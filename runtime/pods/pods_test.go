@@ -20,6 +20,7 @@ import (
 	"github.com/containerd/containerd/leases"
 	"github.com/containerd/containerd/snapshots"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/pilab/pi/runtime/supervisor/supervisortest"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -464,7 +465,7 @@ func TestExec(t *testing.T) {
 	ctx := context.Background()
 
 	run := func(o ExecOptions) (int, string, string, error) {
-		var out, errb syncBuffer
+		var out, errb supervisortest.Buffer
 		o.Stdout, o.Stderr = &out, &errb
 		c, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
@@ -495,7 +496,7 @@ func TestExec(t *testing.T) {
 	inR, inW := io.Pipe()
 	resize := make(chan Size, 1)
 	resize <- Size{Width: 123, Height: 45}
-	var out syncBuffer
+	var out supervisortest.Buffer
 	done := make(chan struct{})
 	var code int
 	var err error
@@ -563,7 +564,7 @@ func TestLogsTailAndFollow(t *testing.T) {
 
 	e.start(t, pod, sb, "ticker", 0)
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out supervisortest.Buffer
 	done := make(chan error, 1)
 	go func() { done <- e.rt.Logs(ctx, string(pod.UID), "ticker", LogOptions{Follow: true, Tail: 1}, &out) }()
 	waitFor(t, 10*time.Second, "followed output", func() bool { return strings.Contains(out.String(), "a 5\n") })

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/namespaces"
+	"github.com/pilab/pi/net/netns/netnstest"
 	"github.com/pilab/pi/runtime/supervisor"
 	"github.com/pilab/pi/runtime/supervisor/supervisortest"
 )
@@ -23,7 +24,7 @@ import (
 // removed after the test.
 func labDirs(t *testing.T) supervisor.Options {
 	t.Helper()
-	lab := supervisortest.Lab()
+	lab := netnstest.Lab()
 	dir, err := os.MkdirTemp("/tmp", "pi"+lab+"-")
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +70,7 @@ func TestPrivateStartRestartClose(t *testing.T) {
 	supervisortest.Require(t)
 	defer supervisor.SetBackoffForTest(50 * time.Millisecond)()
 	o := labDirs(t)
-	log := &syncBuf{}
+	log := &supervisortest.Buffer{}
 	o.Log = log
 	ctx := ctxT(t)
 
@@ -243,7 +244,7 @@ func TestAdoptAfterDaemonKilled(t *testing.T) {
 	supervisortest.Require(t)
 	defer supervisor.SetBackoffForTest(50 * time.Millisecond)()
 	o := labDirs(t)
-	o.Log = &syncBuf{}
+	o.Log = &supervisortest.Buffer{}
 	orphan := startDaemonAndCrash(t, o)
 
 	ctx := ctxT(t)

@@ -5,8 +5,6 @@ package supervisortest
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,38 +12,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pilab/pi/net/netns/netnstest"
 	"github.com/pilab/pi/runtime/supervisor"
 )
 
-// Require fails (CI=true) or skips the test unless it runs as root with
-// containerd, its runc shim and runc installed.
+// Require stops the test (failing in CI, see netnstest.Missing) unless it runs as root with containerd, its
+// runc shim and runc installed.
 func Require(t testing.TB) {
 	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root"
-	} else {
-		for _, b := range []string{"containerd", "containerd-shim-runc-v2", "runc"} {
-			if _, err := exec.LookPath(b); err != nil {
-				why = b + " not in PATH (apt-get install containerd runc)"
-				break
-			}
+	netnstest.RequireRoot(t, "runs a private containerd")
+	for _, b := range []string{"containerd", "containerd-shim-runc-v2", "runc"} {
+		if _, err := exec.LookPath(b); err != nil {
+			netnstest.Missing(t, b+" not in PATH (apt-get install containerd runc)")
 		}
 	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("prerequisite missing in CI: %s", why)
-	}
-	t.Skipf("skipping: %s", why)
-}
-
-// Lab returns a fresh lab prefix of the form "t" + 5 hex chars.
-func Lab() string {
-	b := make([]byte, 3)
-	rand.Read(b)
-	return ("t" + hex.EncodeToString(b))[:6]
 }
 
 // Start starts a private containerd for a fresh lab in short temp dirs
@@ -56,7 +36,7 @@ func Lab() string {
 func Start(t testing.TB) *supervisor.Supervisor {
 	t.Helper()
 	Require(t)
-	lab := Lab()
+	lab := netnstest.Lab()
 	dir, err := os.MkdirTemp("/tmp", "pi"+lab+"-")
 	if err != nil {
 		t.Fatal(err)
@@ -93,26 +73,36 @@ func Start(t testing.TB) *supervisor.Supervisor {
 	return s
 }
 
+// Buffer is a bytes.Buffer safe for one goroutine writing (a container's output, the supervisor's log) while
+// another reads.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
 // logBuffer keeps containerd's log so a failing test can show it without
 // flooding passing runs.
 type logBuffer struct {
-	mu   sync.Mutex
-	buf  bytes.Buffer
+	Buffer
 	root string
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
 }
 
 // tail returns the end of the supervisor events and of containerd's own
 // log file.
 func (l *logBuffer) tail(n int) string {
-	l.mu.Lock()
-	b := append([]byte(nil), l.buf.Bytes()...)
-	l.mu.Unlock()
+	b := []byte(l.String())
 	if f, err := os.ReadFile(supervisor.LogPath(l.root)); err == nil {
 		b = append(b, f...)
 	}
