@@ -204,6 +204,32 @@ func (m *Manager) finishCascade(ctx context.Context, k api.Kind, owner metav1.Ob
 	return nil
 }
 
+// ownerAndDependents reads the owner (kind k, name) and picks, from deps (every object of depKind in the
+// account), the ones it controls. done says the reconcile has nothing more to do: the owner is gone (its
+// orphans were collected) or being deleted (the cascade was driven). On the way, dependents left by an
+// earlier owner of the same name are collected, as Kubernetes' garbage collector does.
+func (m *Manager) ownerAndDependents(ctx context.Context, account string, k api.Kind, name string, depKind api.Kind, deps []metav1.Object) (owner metav1.Object, owned []metav1.Object, done bool, err error) {
+	owner, err = m.Store.Get(k, account, name)
+	if store.IsNotFound(err) {
+		return nil, nil, true, m.collectOrphans(ctx, account, depKind, deps, k.Name, name, "")
+	}
+	if err != nil {
+		return nil, nil, true, err
+	}
+	for _, d := range deps {
+		if ownedBy(d, k.Name, owner.GetUID()) {
+			owned = append(owned, d)
+		}
+	}
+	if owner.GetDeletionTimestamp() != nil {
+		return owner, owned, true, m.finishCascade(ctx, k, owner, depKind, owned)
+	}
+	if err := m.collectOrphans(ctx, account, depKind, deps, k.Name, name, owner.GetUID()); err != nil {
+		m.Log.Warn("orphans", "account", account, "kind", k.Name, "name", name, "err", err)
+	}
+	return owner, owned, false, nil
+}
+
 func replicasOf(p *int32) int32 {
 	if p == nil {
 		return 1
@@ -247,27 +273,11 @@ func (m *Manager) reconcileReplicaSet(ctx context.Context, account, name string)
 	if err != nil {
 		return 0, err
 	}
-	o, err := m.Store.Get(kindReplicaSet, account, name)
-	if store.IsNotFound(err) {
-		return 0, m.collectOrphans(ctx, account, kindPod, podObjs, "ReplicaSet", name, "")
-	}
-	if err != nil {
+	o, owned, done, err := m.ownerAndDependents(ctx, account, kindReplicaSet, name, kindPod, podObjs)
+	if done || err != nil {
 		return 0, err
 	}
 	rs := o.(*appsv1.ReplicaSet)
-	var owned []metav1.Object
-	for _, p := range podObjs {
-		if ownedBy(p, "ReplicaSet", rs.UID) {
-			owned = append(owned, p)
-		}
-	}
-	if rs.DeletionTimestamp != nil {
-		return 0, m.finishCascade(ctx, kindReplicaSet, rs, kindPod, owned)
-	}
-	// Pods left by an earlier ReplicaSet of the same name.
-	if err := m.collectOrphans(ctx, account, kindPod, podObjs, "ReplicaSet", name, rs.UID); err != nil {
-		m.Log.Warn("replicaset: orphans", "account", account, "replicaset", name, "err", err)
-	}
 	if ref := controllerRef(rs.OwnerReferences, "Deployment"); ref != nil {
 		dep, err := m.Store.Get(kindDeployment, account, ref.Name)
 		if store.IsNotFound(err) || (err == nil && dep.GetUID() != ref.UID) {
@@ -706,26 +716,11 @@ func (m *Manager) reconcileDeployment(ctx context.Context, account, name string)
 	if err != nil {
 		return 0, err
 	}
-	o, err := m.Store.Get(kindDeployment, account, name)
-	if store.IsNotFound(err) {
-		return 0, m.collectOrphans(ctx, account, kindReplicaSet, rsObjs, "Deployment", name, "")
-	}
-	if err != nil {
+	o, owned, done, err := m.ownerAndDependents(ctx, account, kindDeployment, name, kindReplicaSet, rsObjs)
+	if done || err != nil {
 		return 0, err
 	}
 	d := o.(*appsv1.Deployment)
-	var owned []metav1.Object
-	for _, r := range rsObjs {
-		if ownedBy(r, "Deployment", d.UID) {
-			owned = append(owned, r)
-		}
-	}
-	if d.DeletionTimestamp != nil {
-		return 0, m.finishCascade(ctx, kindDeployment, d, kindReplicaSet, owned)
-	}
-	if err := m.collectOrphans(ctx, account, kindReplicaSet, rsObjs, "Deployment", name, d.UID); err != nil {
-		m.Log.Warn("deployment: orphans", "account", account, "deployment", name, "err", err)
-	}
 	podObjs, err := m.Store.List(kindPod, account)
 	if err != nil {
 		return 0, err
