@@ -159,7 +159,7 @@ func TestFilterRootfs(t *testing.T) {
 func TestBuildFailure(t *testing.T) {
 	RequireBuild(t)
 	sup := supervisortest.Start(t)
-	s := New(sup.Client(), sup.Lab(), testWorkDir(t))
+	s := New(sup.Client(), sup.Lab(), SharedWorkDir(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	unlock, err := s.lockWorkDir(ctx, io.Discard)
@@ -191,7 +191,7 @@ func testBuildCancel(t *testing.T, minMem int64) {
 	tmpfsMinMem = minMem
 	RequireBuild(t)
 	sup := supervisortest.Start(t)
-	wd := testWorkDir(t)
+	wd := SharedWorkDir(t)
 	s := New(sup.Client(), sup.Lab(), wd)
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(4*time.Second, cancel)
@@ -219,7 +219,10 @@ func testBuildCancel(t *testing.T, minMem int64) {
 	}
 }
 
-func testWorkDir(t *testing.T) string {
+// SharedWorkDir is the build work dir all test runs on this machine share ($PI_TEST_IMAGES_WORKDIR, else
+// /var/tmp/pilab-test-images), so the apt cache makes repeated builds fast; builds serialise on its lock.
+// Exported, in a test file, for the external tests (images_test) too.
+func SharedWorkDir(t testing.TB) string {
 	d := os.Getenv("PI_TEST_IMAGES_WORKDIR")
 	if d == "" {
 		d = "/var/tmp/pilab-test-images"
@@ -235,7 +238,7 @@ func testWorkDir(t *testing.T) string {
 // waits for the first, and both get a working image.
 func TestConcurrentBuildsShareCache(t *testing.T) {
 	RequireBuild(t)
-	wd := testWorkDir(t)
+	wd := SharedWorkDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var progress [2]bytes.Buffer

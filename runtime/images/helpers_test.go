@@ -36,22 +36,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// workDir is shared by all test runs on this machine so the apt cache makes
-// repeated builds fast; builds serialise on its lock.
-func workDir(t *testing.T) string {
-	d := os.Getenv("PI_TEST_IMAGES_WORKDIR")
-	if d == "" {
-		d = "/var/tmp/pilab-test-images"
-	}
-	if err := os.MkdirAll(d, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
 func newStore(t *testing.T) (*images.Store, *supervisor.Supervisor) {
 	s := supervisortest.Start(t)
-	return images.New(s.Client(), s.Lab(), workDir(t)), s
+	return images.New(s.Client(), s.Lab(), images.SharedWorkDir(t)), s
 }
 
 func ctxFor(t *testing.T, d time.Duration) context.Context {

@@ -661,7 +661,7 @@ func TestShimsSurviveSupervisor(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sup.Close() })
-	store := images.New(sup.Client(), lab, workDir(t))
+	store := images.New(sup.Client(), lab, images.SharedWorkDir(t))
 	if err := store.Build(ctx, []string{"busybox"}, false, nil); err != nil {
 		t.Fatal(err)
 	}
