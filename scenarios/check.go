@@ -2,7 +2,9 @@ package scenarios
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -39,7 +41,7 @@ func (m *Mismatch) Error() string {
 // Capture returns the variables c captures from stdout.
 func Capture(c Command, stdout string) (map[string]string, error) {
 	out := map[string]string{}
-	for _, name := range sortedKeys(c.Capture) {
+	for _, name := range slices.Sorted(maps.Keys(c.Capture)) {
 		re, err := regexp.Compile(c.Capture[name])
 		if err != nil {
 			return nil, fmt.Errorf("capture %s: %v", name, err)

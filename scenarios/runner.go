@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -314,7 +316,7 @@ func (r *Runner) runCommand(ctx context.Context, step, idx int, c Command) (Resu
 				r.vars[k] = v
 			}
 			r.mu.Unlock()
-			for _, k := range sortedKeys(vars) {
+			for _, k := range slices.Sorted(maps.Keys(vars)) {
 				r.emit(Event{Kind: Notice, Step: step, Index: idx, Text: fmt.Sprintf("%s=%s", k, vars[k])})
 			}
 			return res, err
@@ -447,7 +449,7 @@ func (r *Runner) fileContent(c Command, vars map[string]string) (string, error) 
 		return "", fmt.Errorf("read %s: %w", c.From, err)
 	}
 	s := string(data)
-	for _, old := range sortedKeys(c.Replace) {
+	for _, old := range slices.Sorted(maps.Keys(c.Replace)) {
 		if !strings.Contains(s, old) {
 			return "", fmt.Errorf("replace: %q does not occur in %s", old, c.From)
 		}

@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -185,7 +187,7 @@ func (sc *Scenario) validate() error {
 			if err := sc.validateCommand(c, known); err != nil {
 				return fmt.Errorf("%s (%q), command %d: %w", where, st.Title, j+1, err)
 			}
-			for _, v := range sortedKeys(c.Capture) {
+			for _, v := range slices.Sorted(maps.Keys(c.Capture)) {
 				known[v] = true
 			}
 		}
@@ -245,13 +247,13 @@ func (sc *Scenario) validateCommand(c Command, known map[string]bool) error {
 		if _, err := fs.Stat(sc.files, path.Clean(c.From)); err != nil {
 			return fmt.Errorf("write: %q: from: %q does not exist next to the scenario file", c.Write, c.From)
 		}
-		for _, k := range sortedKeys(c.Replace) {
+		for _, k := range slices.Sorted(maps.Keys(c.Replace)) {
 			if err := checkRefs(c.Replace[k], known); err != nil {
 				return err
 			}
 		}
 	}
-	for _, v := range sortedKeys(c.Capture) {
+	for _, v := range slices.Sorted(maps.Keys(c.Capture)) {
 		if !validVar.MatchString(v) {
 			return fmt.Errorf("capture: variable name %q must be letters, digits and _ (it is used as {{.%s}})", v, v)
 		}
@@ -350,15 +352,6 @@ func checkRefs(s string, known map[string]bool) error {
 		}
 	}
 	return nil
-}
-
-func sortedKeys(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // Builtin returns the workshops that come with pi, in order.

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -232,7 +234,7 @@ func parsePrices(data []byte) (Prices, error) {
 		if err != nil {
 			return p, err
 		}
-		for _, name := range sortedKeys(per) {
+		for _, name := range slices.Sorted(maps.Keys(per)) {
 			field := "pod.perSecond." + name
 			if !knownSize(name) {
 				return p, fmt.Errorf("%s: unknown size %q; sizes are %s", field, name, sizeNames())
@@ -277,8 +279,8 @@ func object(field string, v any, allowed ...string) (map[string]any, error) {
 		return nil, fmt.Errorf("%s: want a mapping of fields, found %s", where, describe(v))
 	}
 	if len(allowed) > 0 {
-		for _, k := range sortedKeys(m) {
-			if !contains(allowed, k) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			if !slices.Contains(allowed, k) {
 				return nil, fmt.Errorf("%s: unknown field; allowed here: %s", join(field, k), strings.Join(allowed, ", "))
 			}
 		}
@@ -356,24 +358,6 @@ func join(parent, k string) string {
 		return k
 	}
 	return parent + "." + k
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // RenderPrices returns p as a commented YAML price file that LoadPrices reads back

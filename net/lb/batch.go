@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"maps"
 	"slices"
 	"sort"
 
@@ -172,15 +173,15 @@ func (b *batch) full(want *state) {
 	b.addChain(b.chain(chainReject))
 
 	dispatch := map[dispatchKey]string{}
-	for _, name := range sortedKeys(want.parts) {
+	for _, name := range slices.Sorted(maps.Keys(want.parts)) {
 		p := want.parts[name]
 		for _, set := range p.affSets {
 			b.addAffinitySet(set)
 		}
-		for _, ec := range sortedKeys(p.epChains) {
+		for _, ec := range slices.Sorted(maps.Keys(p.epChains)) {
 			b.addEndpointChain(p.epChains[ec])
 		}
-		for _, sc := range sortedKeys(p.svcChains) {
+		for _, sc := range slices.Sorted(maps.Keys(p.svcChains)) {
 			b.writeServiceChain(p.svcChains[sc], false)
 		}
 		for k, v := range p.dispatch {
@@ -242,7 +243,7 @@ func (b *batch) incremental(have, want *state) {
 				b.addAffinitySet(set)
 			}
 		}
-		for _, name := range sortedKeys(c.want.epChains) {
+		for _, name := range slices.Sorted(maps.Keys(c.want.epChains)) {
 			if _, ok := c.have.epChains[name]; !ok {
 				b.addEndpointChain(c.want.epChains[name])
 			}
@@ -250,7 +251,7 @@ func (b *batch) incremental(have, want *state) {
 	}
 	// 2. new and changed service chains
 	for _, c := range cs {
-		for _, name := range sortedKeys(c.want.svcChains) {
+		for _, name := range slices.Sorted(maps.Keys(c.want.svcChains)) {
 			wc := c.want.svcChains[name]
 			hc, ok := c.have.svcChains[name]
 			switch {
@@ -306,7 +307,7 @@ func (b *batch) incremental(have, want *state) {
 	// 5. unreferenced objects: service chains + pick maps, endpoint chains,
 	// affinity sets
 	for _, c := range cs {
-		for _, name := range sortedKeys(c.have.svcChains) {
+		for _, name := range slices.Sorted(maps.Keys(c.have.svcChains)) {
 			if _, ok := c.want.svcChains[name]; !ok {
 				b.c.DelChain(b.chain(name))
 				b.ops++
@@ -315,7 +316,7 @@ func (b *batch) incremental(have, want *state) {
 		}
 	}
 	for _, c := range cs {
-		for _, name := range sortedKeys(c.have.epChains) {
+		for _, name := range slices.Sorted(maps.Keys(c.have.epChains)) {
 			if _, ok := c.want.epChains[name]; !ok {
 				b.c.DelChain(b.chain(name))
 				b.ops++
@@ -327,15 +328,6 @@ func (b *batch) incremental(have, want *state) {
 			}
 		}
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func sortAddrs(a []ip4) {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,7 +46,7 @@ func (r *Runtime) Logs(ctx context.Context, podUID, container string, o LogOptio
 	// The container's own label wins: an attempt counter that restarted
 	// from 0 appends to an old file rather than making a newer one.
 	if info, ok, err := r.find(r.nsctx(ctx), podUID, container); err == nil && ok {
-		if a, err := strconv.Atoi(info.Labels[LabelAttempt]); err == nil && contains(attempts, a) {
+		if a, err := strconv.Atoi(info.Labels[LabelAttempt]); err == nil && slices.Contains(attempts, a) {
 			cur = a
 		}
 	}
@@ -122,11 +123,6 @@ func logAttempts(dir string) ([]int, error) {
 	}
 	sort.Ints(out)
 	return out, nil
-}
-
-func contains(s []int, v int) bool {
-	i := sort.SearchInts(s, v)
-	return i < len(s) && s[i] == v
 }
 
 // tailOffset is where the last n lines of f start (n < 0: all of it). A
