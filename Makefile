@@ -39,6 +39,7 @@ demo: deps build
 	echo '$$ pi create -f service.yml'; $(BIN) create -f bin/service.yml; \
 	echo '$$ pi create -f nginx.yml'; $(BIN) create -f scenarios/manifests/nginx.yml; \
 	$(BIN) wait --for=condition=Ready pod/nginx --timeout=120s >/dev/null; \
+	$(BIN) wait service/test-loadbalancer "--for=jsonpath={.status.loadBalancer.ingress[0].ip}=$$FIP" >/dev/null; \
 	$(BIN) get pods -o wide; $(BIN) get services; \
 	echo; echo "Open http://$$FIP:8080 in a browser on this machine. From the machine:"; \
 	echo "$$ curl -s http://$$FIP:8080/"; curl -sS --max-time 10 http://$$FIP:8080/

@@ -92,6 +92,9 @@ func describe(ctx context.Context, cl *client.Client, w io.Writer, o metav1.Obje
 		if v.Spec.LoadBalancerIP != "" {
 			d.line(0, "LoadBalancer IP", v.Spec.LoadBalancerIP)
 		}
+		for _, in := range v.Status.LoadBalancer.Ingress {
+			d.line(0, "LoadBalancer Ingress", in.IP)
+		}
 		for _, p := range v.Spec.Ports {
 			name := p.Name
 			if name == "" {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pilab/pi/lab/api"
 	"github.com/pilab/pi/lab/client"
+	"github.com/pilab/pi/lab/printers"
 	"github.com/spf13/cobra"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -323,9 +324,12 @@ func newWaitCmd() *cobra.Command {
 	var forCond string
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "wait TYPE/NAME... --for=condition=Ready|delete",
+		Use:   "wait TYPE/NAME... --for=(condition=NAME[=VALUE] | jsonpath='{PATH}'[=VALUE] | delete)",
 		Short: "Wait until objects meet a condition",
-		Args:  cobra.MinimumNArgs(1),
+		Example: `  pi wait --for=condition=Ready pod/nginx
+  pi wait --for=jsonpath='{.status.loadBalancer.ingress[0].ip}'=198.18.0.1 service/web
+  pi wait --for=delete pod/nginx --timeout=60s`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 && strings.Contains(args[0], "/") {
 				for _, a := range args {
@@ -343,21 +347,25 @@ func newWaitCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cond, isCond := strings.CutPrefix(forCond, "condition=")
-			if !isCond && forCond != "delete" {
-				return fmt.Errorf("--for must be condition=NAME or delete, not %q", forCond)
+			cond, err := parseWaitFor(forCond)
+			if err != nil {
+				return err
 			}
 			deadline := time.Now().Add(timeout)
 			for {
 				o, err := g.client().Get(cmd.Context(), k, name)
-				if forCond == "delete" && client.IsNotFound(err) {
-					fmt.Printf("%s/%s condition met\n", k.Singular, name)
-					return nil
-				}
-				if err != nil && forCond != "delete" {
+				met := false
+				switch {
+				case cond.delete:
+					met = client.IsNotFound(err)
+				case err != nil:
 					return err
+				default:
+					if met, err = cond.met(o); err != nil {
+						return err
+					}
 				}
-				if isCond && hasCondition(o, cond) {
+				if met {
 					fmt.Printf("%s/%s condition met\n", k.Singular, name)
 					return nil
 				}
@@ -372,27 +380,97 @@ func newWaitCmd() *cobra.Command {
 			}
 		},
 	}
-	cmd.Flags().StringVar(&forCond, "for", "condition=Ready", "condition=NAME (Ready, Available, ...) or delete")
+	cmd.Flags().StringVar(&forCond, "for", "condition=Ready", "condition=NAME[=VALUE] (Ready, Available, ...), jsonpath='{PATH}'[=VALUE], or delete")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait")
 	return cmd
 }
 
-func hasCondition(o metav1.Object, cond string) bool {
+// waitFor is what `pi wait --for` waits for, as kubectl has it: a condition with a status (True unless
+// given), a JSONPath that finds a value (the given one, or any), or the object's deletion.
+type waitFor struct {
+	delete          bool
+	condition       string
+	conditionStatus string
+	path            string
+	value           string
+	anyValue        bool
+}
+
+func parseWaitFor(s string) (waitFor, error) {
+	if s == "delete" {
+		return waitFor{delete: true}, nil
+	}
+	if c, ok := strings.CutPrefix(s, "condition="); ok && c != "" {
+		name, status, hasStatus := strings.Cut(c, "=")
+		if !hasStatus {
+			status = "True"
+		}
+		return waitFor{condition: name, conditionStatus: status}, nil
+	}
+	if p, ok := strings.CutPrefix(s, "jsonpath="); ok && p != "" {
+		// The path is everything up to its closing brace; a bare path gets braces, as in kubectl.
+		path, value, hasValue := p, "", false
+		if strings.HasPrefix(p, "{") {
+			end := strings.LastIndex(p, "}")
+			if end < 0 {
+				return waitFor{}, fmt.Errorf("--for=jsonpath: %q has no closing brace", p)
+			}
+			path, value = p[:end+1], p[end+1:]
+			value, hasValue = strings.CutPrefix(value, "=")
+			if !hasValue && value != "" {
+				return waitFor{}, fmt.Errorf("--for=jsonpath: want '{PATH}' or '{PATH}=VALUE', not %q", p)
+			}
+		} else {
+			path, value, hasValue = strings.Cut(p, "=")
+			path = "{" + path + "}"
+		}
+		if _, err := printers.JSONPathValues(path, struct{}{}); err != nil {
+			return waitFor{}, fmt.Errorf("--for=jsonpath: %v", err)
+		}
+		return waitFor{path: path, value: value, anyValue: !hasValue}, nil
+	}
+	return waitFor{}, fmt.Errorf("--for must be condition=NAME[=VALUE], jsonpath='{PATH}'[=VALUE] or delete, not %q", s)
+}
+
+func (w waitFor) met(o metav1.Object) (bool, error) {
+	if w.condition != "" {
+		return hasCondition(o, w.condition, w.conditionStatus), nil
+	}
+	values, err := printers.JSONPathValues(w.path, o)
+	if err != nil {
+		return false, err
+	}
+	switch {
+	case len(values) == 0:
+		return false, nil
+	case w.anyValue:
+		return true, nil
+	case len(values) > 1:
+		return false, fmt.Errorf("--for=jsonpath: %s finds %d values; a value can be compared with one only", w.path, len(values))
+	}
+	return values[0] == w.value, nil
+}
+
+// hasCondition tells whether an object's condition has the status wanted (True, False, Unknown; any case).
+func hasCondition(o metav1.Object, cond, status string) bool {
+	var conds map[string]string
 	switch v := o.(type) {
 	case *corev1.Pod:
+		conds = map[string]string{}
 		for _, c := range v.Status.Conditions {
-			if strings.EqualFold(string(c.Type), cond) && c.Status == corev1.ConditionTrue {
-				return true
-			}
+			conds[strings.ToLower(string(c.Type))] = string(c.Status)
 		}
 	case *appsv1.Deployment:
+		conds = map[string]string{}
 		for _, c := range v.Status.Conditions {
-			if strings.EqualFold(string(c.Type), cond) && c.Status == corev1.ConditionTrue {
-				return true
-			}
+			conds[strings.ToLower(string(c.Type))] = string(c.Status)
 		}
 	case *api.Account:
-		return strings.EqualFold(cond, "Ready") && v.Status.Ready
+		conds = map[string]string{"ready": string(corev1.ConditionFalse)}
+		if v.Status.Ready {
+			conds["ready"] = string(corev1.ConditionTrue)
+		}
 	}
-	return false
+	got, ok := conds[strings.ToLower(cond)]
+	return ok && strings.EqualFold(got, status)
 }

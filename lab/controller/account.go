@@ -99,8 +99,13 @@ func (m *Manager) finishAccountDeletion(ctx context.Context, acct *api.Account) 
 // DeleteObject starts deleting one object the way its kind is deleted: graceful kinds get a
 // deletionTimestamp and their controller finishes; the rest go at once.
 func (m *Manager) DeleteObject(ctx context.Context, account string, k api.Kind, o metav1.Object) error {
+	// Objects a controller holds with a finalizer go the graceful way too; the controller lets go when done.
+	graceful := len(o.GetFinalizers()) > 0
 	switch k.Name {
 	case "Pod", "Deployment", "ReplicaSet", "Account":
+		graceful = true
+	}
+	if graceful {
 		if o.GetDeletionTimestamp() != nil {
 			return nil
 		}

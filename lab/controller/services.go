@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -131,29 +133,137 @@ func (m *Manager) closeServices() {
 	svcStates.Delete(m)
 }
 
+// LBCleanupFinalizer holds a LoadBalancer Service until its Floating IP no longer leads to it, so that
+// `pi delete service` returns only once the Internet can no longer reach the Service (Kubernetes' own name).
+// Admission sets it; the controller sets it too on Services stored before it existed.
+const LBCleanupFinalizer = "service.kubernetes.io/load-balancer-cleanup"
+
 // syncServices recomputes an account's Endpoints from its pods, programs its Service table, its DNS
-// records and its Floating IPs.
+// records and its Floating IPs; then it reports each LoadBalancer Service's Floating IP in its status and
+// lets go of the Services being deleted, whose rules are gone by then.
 func (m *Manager) syncServices(ctx context.Context, account string) error {
 	s := m.svc()
 	s.mu.Lock()
 	as := s.accounts[account]
 	s.mu.Unlock()
-	if as == nil {
-		return nil
-	}
 	svcObjs, err := m.Store.List(kindService, account)
 	if err != nil {
 		return err
 	}
+	var live, deleting []*corev1.Service
+	for _, o := range svcObjs {
+		svc := o.(*corev1.Service)
+		if svc.DeletionTimestamp != nil {
+			deleting = append(deleting, svc)
+			continue
+		}
+		live = append(live, svc)
+		if isLoadBalancer(svc) && !slices.Contains(svc.Finalizers, LBCleanupFinalizer) {
+			if err := m.mutateService(account, svc.Name, func(v *corev1.Service) bool {
+				if slices.Contains(v.Finalizers, LBCleanupFinalizer) || !isLoadBalancer(v) {
+					return false
+				}
+				v.Finalizers = append(v.Finalizers, LBCleanupFinalizer)
+				return true
+			}); err != nil {
+				return err
+			}
+		}
+	}
+	fipUsers := map[string][]string{}
+	for _, svc := range live {
+		if isLoadBalancer(svc) {
+			fipUsers[svc.Spec.LoadBalancerIP] = append(fipUsers[svc.Spec.LoadBalancerIP], svc.Name)
+		}
+	}
+	programmed := as != nil
+	if programmed {
+		if err := m.programServices(account, as, svcObjs, live); err != nil {
+			return err
+		}
+	}
+	if err := m.syncFIPs(account, fipUsers); err != nil {
+		return err
+	}
+	for _, svc := range live {
+		var want []corev1.LoadBalancerIngress
+		if programmed && isLoadBalancer(svc) {
+			want = []corev1.LoadBalancerIngress{{IP: svc.Spec.LoadBalancerIP}}
+		}
+		if err := m.mutateService(account, svc.Name, func(v *corev1.Service) bool {
+			if v.UID != svc.UID || v.Generation != svc.Generation {
+				return false // changed since this sync read it; the change brings a sync of its own
+			}
+			changed := !reflect.DeepEqual(v.Status.LoadBalancer.Ingress, want)
+			v.Status.LoadBalancer.Ingress = want
+			if !isLoadBalancer(v) && slices.Contains(v.Finalizers, LBCleanupFinalizer) {
+				v.Finalizers = slices.DeleteFunc(v.Finalizers, func(f string) bool { return f == LBCleanupFinalizer })
+				changed = true
+			}
+			return changed
+		}); err != nil {
+			return err
+		}
+	}
+	for _, svc := range deleting {
+		if err := m.finishServiceDeletion(account, svc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func isLoadBalancer(svc *corev1.Service) bool {
+	return svc.Spec.Type == corev1.ServiceTypeLoadBalancer && svc.Spec.LoadBalancerIP != ""
+}
+
+// mutateService changes a Service in the store if fn says it changed it; a Service gone meanwhile is fine.
+func (m *Manager) mutateService(account, name string, fn func(*corev1.Service) bool) error {
+	_, err := m.Store.Mutate(kindService, account, name, func(o metav1.Object) error {
+		if !fn(o.(*corev1.Service)) {
+			return store.ErrUnchanged
+		}
+		return nil
+	})
+	if store.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// finishServiceDeletion drops the cleanup finalizer of a Service whose rules are gone, and the Service
+// with it once nothing else holds it.
+func (m *Manager) finishServiceDeletion(account string, svc *corev1.Service) error {
+	var gone bool
+	err := m.mutateService(account, svc.Name, func(v *corev1.Service) bool {
+		if v.UID != svc.UID || !slices.Contains(v.Finalizers, LBCleanupFinalizer) {
+			gone = v.UID == svc.UID && len(v.Finalizers) == 0
+			return false
+		}
+		v.Finalizers = slices.DeleteFunc(v.Finalizers, func(f string) bool { return f == LBCleanupFinalizer })
+		gone = len(v.Finalizers) == 0
+		return true
+	})
+	if err != nil || !gone {
+		return err
+	}
+	if err := m.Store.Delete(kindService, account, svc.Name); err != nil && !store.IsNotFound(err) {
+		return err
+	}
+	m.objectDeleted(account, kindService, svc)
+	return nil
+}
+
+// programServices writes the Endpoints of the account's live Services and programs their rules and DNS
+// records; Services being deleted get neither.
+func (m *Manager) programServices(account string, as *accountServices, svcObjs []metav1.Object, live []*corev1.Service) error {
 	podObjs, err := m.Store.List(kindPod, account)
 	if err != nil {
 		return err
 	}
 	var lbs []lb.Service
 	var records []dns.Record
-	fipUsers := map[string][]string{}
-	for _, o := range svcObjs {
-		svc := o.(*corev1.Service)
+	for _, svc := range live {
 		m.meterService(svc, true)
 		var ready []*corev1.Pod
 		if svc.Spec.Selector != nil {
@@ -173,9 +283,8 @@ func (m *Manager) syncServices(ctx context.Context, account string) error {
 		}
 		records = append(records, dns.Record{Name: svc.Name, IPs: []net.IP{net.ParseIP(svc.Spec.ClusterIP)}})
 		ls := lb.Service{Name: svc.Name, ClusterIP: net.ParseIP(svc.Spec.ClusterIP), SessionAffinity: svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP}
-		if svc.Spec.Type == corev1.ServiceTypeLoadBalancer && svc.Spec.LoadBalancerIP != "" {
+		if isLoadBalancer(svc) {
 			ls.ExternalIPs = []net.IP{net.ParseIP(svc.Spec.LoadBalancerIP)}
-			fipUsers[svc.Spec.LoadBalancerIP] = append(fipUsers[svc.Spec.LoadBalancerIP], svc.Name)
 		}
 		for _, sp := range svc.Spec.Ports {
 			port := lb.Port{Name: sp.Name, Protocol: string(sp.Protocol), Port: uint16(sp.Port)}
@@ -204,7 +313,7 @@ func (m *Manager) syncServices(ctx context.Context, account string) error {
 	if _, err := as.syncer.Sync(lbs); err != nil {
 		return fmt.Errorf("account %q: program services: %w", account, err)
 	}
-	return m.syncFIPs(account, fipUsers)
+	return nil
 }
 
 // endpointsFor selects a Service's pods: ready ones are its endpoints, running but unready ones are listed

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"slices"
 
 	"github.com/pilab/pi/lab/api"
+	"github.com/pilab/pi/lab/controller"
 	"github.com/pilab/pi/lab/server"
 	"github.com/pilab/pi/lab/store"
 	appsv1 "k8s.io/api/apps/v1"
@@ -172,8 +174,15 @@ func (d *Daemon) admitService(account string, svc *corev1.Service, old *corev1.S
 			return server.Invalid("service %q: spec.clusterIP: field is immutable", svc.Name)
 		}
 		svc.Status = old.Status
+		svc.Finalizers = old.Finalizers
 	} else {
 		svc.Status = corev1.ServiceStatus{}
+		svc.Finalizers = nil
+	}
+	// The finalizer is the lab's to set and take, and it is there from the start: a LoadBalancer Service
+	// deleted right after its creation still waits for its Floating IP rules to go.
+	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer && !slices.Contains(svc.Finalizers, controller.LBCleanupFinalizer) {
+		svc.Finalizers = append(slices.Clone(svc.Finalizers), controller.LBCleanupFinalizer)
 	}
 	svc.Spec.ClusterIPs = nil
 	objs, err := d.store.List(kindService, account)

@@ -37,3 +37,26 @@ func TestJSONPath(t *testing.T) {
 		t.Errorf("an unclosed bracket: err = %v, want a jsonpath error", err)
 	}
 }
+
+func TestJSONPathValues(t *testing.T) {
+	svc := &corev1.Service{Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{
+		Ingress: []corev1.LoadBalancerIngress{{IP: "198.18.0.1"}, {IP: "198.18.0.2"}}}}}
+	for _, tc := range []struct {
+		expr string
+		want []string
+	}{
+		{`{.status.loadBalancer.ingress[0].ip}`, []string{"198.18.0.1"}},
+		{`{.status.loadBalancer.ingress[*].ip}`, []string{"198.18.0.1", "198.18.0.2"}},
+		{`{.status.loadBalancer.ingress[5].ip}`, nil},
+		{`{.spec.clusterIP}`, nil}, // empty strings are omitted from JSON, so there is nothing to find
+	} {
+		got, err := JSONPathValues(tc.expr, svc)
+		if err != nil {
+			t.Errorf("%s: %v", tc.expr, err)
+			continue
+		}
+		if strings.Join(got, "|") != strings.Join(tc.want, "|") || len(got) != len(tc.want) {
+			t.Errorf("%s = %q, want %q", tc.expr, got, tc.want)
+		}
+	}
+}

@@ -122,7 +122,15 @@ func Row(o metav1.Object, c Context) []string {
 	case *corev1.Service:
 		lb := "<none>"
 		if v.Spec.Type == corev1.ServiceTypeLoadBalancer {
-			lb = v.Spec.LoadBalancerIP
+			// As kubectl: the address the load balancer answers on, once it does.
+			lb = "<pending>"
+			var ips []string
+			for _, in := range v.Status.LoadBalancer.Ingress {
+				ips = append(ips, in.IP)
+			}
+			if len(ips) > 0 {
+				lb = strings.Join(ips, ",")
+			}
 		}
 		r = []string{v.Name, string(v.Spec.Type), orNone(v.Spec.ClusterIP), lb, ServicePorts(v), Age(v.CreationTimestamp)}
 		if c.Wide {
