@@ -135,8 +135,28 @@ func (m *Manager) closeServices() {
 
 // LBCleanupFinalizer holds a LoadBalancer Service until its Floating IP no longer leads to it, so that
 // `pi delete service` returns only once the Internet can no longer reach the Service (Kubernetes' own name).
-// Admission sets it; the controller sets it too on Services stored before it existed.
 const LBCleanupFinalizer = "service.kubernetes.io/load-balancer-cleanup"
+
+// HoldLoadBalancer gives a LoadBalancer Service the cleanup finalizer if it lacks it, and tells whether it
+// did. Admission calls it, so the finalizer is there before any rule; the controller calls it too, for
+// Services stored before the finalizer existed.
+func HoldLoadBalancer(svc *corev1.Service) bool {
+	if !isLoadBalancer(svc) || slices.Contains(svc.Finalizers, LBCleanupFinalizer) {
+		return false
+	}
+	svc.Finalizers = append(slices.Clone(svc.Finalizers), LBCleanupFinalizer)
+	return true
+}
+
+// releaseLoadBalancer takes the cleanup finalizer away, once the Service's Floating IP rules are gone, and
+// tells whether it was there.
+func releaseLoadBalancer(svc *corev1.Service) bool {
+	if !slices.Contains(svc.Finalizers, LBCleanupFinalizer) {
+		return false
+	}
+	svc.Finalizers = slices.DeleteFunc(svc.Finalizers, func(f string) bool { return f == LBCleanupFinalizer })
+	return true
+}
 
 // syncServices recomputes an account's Endpoints from its pods, programs its Service table, its DNS
 // records and its Floating IPs; then it reports each LoadBalancer Service's Floating IP in its status and
@@ -151,6 +171,7 @@ func (m *Manager) syncServices(ctx context.Context, account string) error {
 		return err
 	}
 	var live, deleting []*corev1.Service
+	fipUsers := map[string][]string{}
 	for _, o := range svcObjs {
 		svc := o.(*corev1.Service)
 		if svc.DeletionTimestamp != nil {
@@ -158,22 +179,14 @@ func (m *Manager) syncServices(ctx context.Context, account string) error {
 			continue
 		}
 		live = append(live, svc)
-		if isLoadBalancer(svc) && !slices.Contains(svc.Finalizers, LBCleanupFinalizer) {
-			if err := m.mutateService(account, svc.Name, func(v *corev1.Service) bool {
-				if slices.Contains(v.Finalizers, LBCleanupFinalizer) || !isLoadBalancer(v) {
-					return false
-				}
-				v.Finalizers = append(v.Finalizers, LBCleanupFinalizer)
-				return true
-			}); err != nil {
+		if !isLoadBalancer(svc) {
+			continue
+		}
+		fipUsers[svc.Spec.LoadBalancerIP] = append(fipUsers[svc.Spec.LoadBalancerIP], svc.Name)
+		if !slices.Contains(svc.Finalizers, LBCleanupFinalizer) {
+			if err := m.mutateService(account, svc.Name, HoldLoadBalancer); err != nil {
 				return err
 			}
-		}
-	}
-	fipUsers := map[string][]string{}
-	for _, svc := range live {
-		if isLoadBalancer(svc) {
-			fipUsers[svc.Spec.LoadBalancerIP] = append(fipUsers[svc.Spec.LoadBalancerIP], svc.Name)
 		}
 	}
 	programmed := as != nil
@@ -190,17 +203,23 @@ func (m *Manager) syncServices(ctx context.Context, account string) error {
 		if programmed && isLoadBalancer(svc) {
 			want = []corev1.LoadBalancerIngress{{IP: svc.Spec.LoadBalancerIP}}
 		}
+		stale := func(v *corev1.Service) bool {
+			return !reflect.DeepEqual(v.Status.LoadBalancer.Ingress, want) ||
+				!isLoadBalancer(v) && slices.Contains(v.Finalizers, LBCleanupFinalizer)
+		}
+		// Most syncs change no Service; only those that do are read again and written.
+		if !stale(svc) {
+			continue
+		}
 		if err := m.mutateService(account, svc.Name, func(v *corev1.Service) bool {
-			if v.UID != svc.UID || v.Generation != svc.Generation {
-				return false // changed since this sync read it; the change brings a sync of its own
+			if v.UID != svc.UID || v.Generation != svc.Generation || !stale(v) {
+				return false // already as wanted, or changed since this sync read it (the change brings its own sync)
 			}
-			changed := !reflect.DeepEqual(v.Status.LoadBalancer.Ingress, want)
 			v.Status.LoadBalancer.Ingress = want
-			if !isLoadBalancer(v) && slices.Contains(v.Finalizers, LBCleanupFinalizer) {
-				v.Finalizers = slices.DeleteFunc(v.Finalizers, func(f string) bool { return f == LBCleanupFinalizer })
-				changed = true
+			if !isLoadBalancer(v) {
+				releaseLoadBalancer(v)
 			}
-			return changed
+			return true
 		}); err != nil {
 			return err
 		}
@@ -236,13 +255,12 @@ func (m *Manager) mutateService(account, name string, fn func(*corev1.Service) b
 func (m *Manager) finishServiceDeletion(account string, svc *corev1.Service) error {
 	var gone bool
 	err := m.mutateService(account, svc.Name, func(v *corev1.Service) bool {
-		if v.UID != svc.UID || !slices.Contains(v.Finalizers, LBCleanupFinalizer) {
-			gone = v.UID == svc.UID && len(v.Finalizers) == 0
+		if v.UID != svc.UID {
 			return false
 		}
-		v.Finalizers = slices.DeleteFunc(v.Finalizers, func(f string) bool { return f == LBCleanupFinalizer })
+		released := releaseLoadBalancer(v)
 		gone = len(v.Finalizers) == 0
-		return true
+		return released
 	})
 	if err != nil || !gone {
 		return err

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"reflect"
-	"slices"
 
 	"github.com/pilab/pi/lab/api"
 	"github.com/pilab/pi/lab/controller"
@@ -181,9 +180,7 @@ func (d *Daemon) admitService(account string, svc *corev1.Service, old *corev1.S
 	}
 	// The finalizer is the lab's to set and take, and it is there from the start: a LoadBalancer Service
 	// deleted right after its creation still waits for its Floating IP rules to go.
-	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer && !slices.Contains(svc.Finalizers, controller.LBCleanupFinalizer) {
-		svc.Finalizers = append(slices.Clone(svc.Finalizers), controller.LBCleanupFinalizer)
-	}
+	controller.HoldLoadBalancer(svc)
 	svc.Spec.ClusterIPs = nil
 	objs, err := d.store.List(kindService, account)
 	if err != nil {
