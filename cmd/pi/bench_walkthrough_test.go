@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -103,27 +102,15 @@ spec:
 	}
 	routerNS := netns.Path(routers[0])
 	const pairs = 11
-	var direct, viaFIP []float64
-	for i := 0; i < pairs; i++ {
-		// Alternate, so drift (CPU frequency, other load) falls on both alike.
-		d, err := iperf.Stream(b.Context(), podNS, routerNS, podIP, 5201, 5201, 2*time.Second)
-		if err != nil {
-			b.Fatal(err)
-		}
-		f, err := iperf.Stream(b.Context(), podNS, netns.Path(hostNS), fip, 5001, 5201, 2*time.Second)
-		if err != nil {
-			b.Fatal(err)
-		}
-		direct, viaFIP = append(direct, d), append(viaFIP, f)
+	md, mf, err := iperf.Compare(pairs, func() (float64, error) {
+		return iperf.Stream(b.Context(), podNS, routerNS, podIP, 5201, 5201, 2*time.Second)
+	}, func() (float64, error) {
+		return iperf.Stream(b.Context(), podNS, netns.Path(hostNS), fip, 5001, 5201, 2*time.Second)
+	})
+	if err != nil {
+		b.Fatalf("direct vs FIP streams: %v", err)
 	}
-	md, mf := medianOf(direct), medianOf(viaFIP)
 	b.ReportMetric(md, "direct-MB/s")
 	b.ReportMetric(mf, "fip-MB/s")
 	b.ReportMetric(mf/md, "throughput-ratio")
-}
-
-func medianOf(x []float64) float64 {
-	s := append([]float64(nil), x...)
-	sort.Float64s(s)
-	return s[len(s)/2]
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -62,4 +63,29 @@ func Stream(ctx context.Context, serverNS, clientNS, addr string, port, serverPo
 		return 0, fmt.Errorf("iperf3 client to %s:%d: %s %v", addr, port, res.Error, err)
 	}
 	return res.End.SumReceived.BitsPerSecond / 8 / 1e6, nil
+}
+
+// Compare measures two paths in n alternating pairs (first, then second), so that drift over the run (CPU
+// frequency, other load) falls on both alike, and returns each path's median in MB/s.
+func Compare(n int, first, second func() (float64, error)) (float64, float64, error) {
+	var a, b []float64
+	for i := 0; i < n; i++ {
+		x, err := first()
+		if err != nil {
+			return 0, 0, fmt.Errorf("pair %d, first path: %w", i+1, err)
+		}
+		y, err := second()
+		if err != nil {
+			return 0, 0, fmt.Errorf("pair %d, second path: %w", i+1, err)
+		}
+		a, b = append(a, x), append(b, y)
+	}
+	return median(a), median(b), nil
+}
+
+// median is the upper middle of an even count, as the benchmarks have always reported it.
+func median(x []float64) float64 {
+	s := slices.Clone(x)
+	slices.Sort(s)
+	return s[len(s)/2]
 }

@@ -247,26 +247,15 @@ func BenchmarkThroughput(b *testing.B) {
 	must(b, err, "Sync")
 
 	const pairs = 15
-	var d, v []float64
 	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		for j := 0; j < pairs; j++ {
-			rd, err := iperf.Stream(b.Context(), tp.pods[1].path, tp.pods[0].path, tp.pods[1].ip.String(), 5201, 5201, 2*time.Second)
-			must(b, err, "direct stream")
-			rv, err := iperf.Stream(b.Context(), tp.pods[1].path, tp.pods[0].path, clusterIP.String(), 80, 5201, 2*time.Second)
-			must(b, err, "Service IP stream")
-			d, v = append(d, rd), append(v, rv)
-		}
-	}
+	md, mv, err := iperf.Compare(pairs*b.N, func() (float64, error) {
+		return iperf.Stream(b.Context(), tp.pods[1].path, tp.pods[0].path, tp.pods[1].ip.String(), 5201, 5201, 2*time.Second)
+	}, func() (float64, error) {
+		return iperf.Stream(b.Context(), tp.pods[1].path, tp.pods[0].path, clusterIP.String(), 80, 5201, 2*time.Second)
+	})
 	b.StopTimer()
-	md, mv := median(d), median(v)
+	must(b, err, "direct vs Service IP streams")
 	b.ReportMetric(md, "direct-MB/s")
 	b.ReportMetric(mv, "clusterip-MB/s")
 	b.ReportMetric(mv/md, "throughput-ratio")
-}
-
-func median(x []float64) float64 {
-	s := append([]float64(nil), x...)
-	sort.Float64s(s)
-	return s[len(s)/2]
 }
