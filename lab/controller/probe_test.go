@@ -2,8 +2,6 @@ package controller
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"net"
 	"net/http"
 	"strings"
@@ -209,9 +207,7 @@ func TestProbePort(t *testing.T) {
 // TestProbesDialInsideThePodNetns runs servers inside a throwaway netns and probes them from inside it.
 func TestProbesDialInsideThePodNetns(t *testing.T) {
 	netnstest.RequireRoot(t, "creates a network namespace")
-	b := make([]byte, 2)
-	rand.Read(b)
-	name := "t" + hex.EncodeToString(b) + "-probe"
+	name := netnstest.Lab() + "-probe"
 	path, err := netns.EnsureNamed(name)
 	if err != nil {
 		t.Fatal(err)

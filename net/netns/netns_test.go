@@ -1,8 +1,6 @@
 package netns
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -21,9 +19,7 @@ import (
 // testLab returns a fresh lab prefix and removes whatever netns carries it at the end.
 func testLab(t testing.TB) string {
 	t.Helper()
-	b := make([]byte, 2)
-	rand.Read(b)
-	lab := "t" + hex.EncodeToString(b)
+	lab := netnstest.Lab()
 	t.Cleanup(func() {
 		names, _ := ListNamed(lab + "-")
 		for _, n := range names {

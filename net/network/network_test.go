@@ -768,25 +768,10 @@ func ownNetnsChild(t *testing.T) {
 	if err := m.EnsurePod("own", 0, path, ip("10.244.1.1"), "own/p"); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp4", "198.51.100.10:80")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-			fmt.Fprint(c, host)
-			c.Close()
-		}
-	}()
+	serveTCP(t, self, "198.51.100.10:80", "server")
 	got, err := dialTCP(path, "198.51.100.10:80", okTimeout)
-	if err != nil || got != a.WANIP.String() {
-		t.Fatalf("pod -> own-netns server: %q %v, want %s", got, err, a.WANIP)
+	if err != nil || got != "server "+a.WANIP.String() {
+		t.Fatalf("pod -> own-netns server: %q %v, want %q", got, err, "server "+a.WANIP.String())
 	}
 	if _, err := m.Reset(); err != nil {
 		t.Fatal(err)
