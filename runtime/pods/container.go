@@ -45,6 +45,8 @@ func (r *Runtime) validate(o ContainerOptions) error {
 		return errors.New("start container: the pod has no name or UID")
 	case !validName(o.Container.Name):
 		return fmt.Errorf("start container: container name %q of pod %s is not a DNS label", o.Container.Name, o.Pod.Name)
+	case o.Container.SecurityContext != nil && o.Container.SecurityContext.Privileged != nil && *o.Container.SecurityContext.Privileged:
+		return fmt.Errorf("start container %s of pod %s: securityContext.privileged is not supported in Pi; remove it", o.Container.Name, o.Pod.Name)
 	case o.Sandbox.Dir == "" || o.Sandbox.NetnsPath == "" || o.Sandbox.UTSPath == "" || o.Sandbox.IPCPath == "":
 		return fmt.Errorf("start container %s of pod %s: ContainerOptions.Sandbox is incomplete; pass the one EnsureSandbox returned", o.Container.Name, o.Pod.Name)
 	}
@@ -72,13 +74,14 @@ func logPath(dir, container string, attempt int) string {
 }
 
 // StartContainer creates a container and its task and starts it. A
-// container left by an earlier attempt is removed first (task included).
+// container left by an earlier attempt is removed first (task included),
+// and so is what a start cut short by a crash left in containerd's state
+// (see recoverTask).
 func (r *Runtime) StartContainer(ctx context.Context, o ContainerOptions) error {
 	if err := r.validate(o); err != nil {
 		return err
 	}
 	ctx = r.nsctx(ctx)
-	cleanupCtx := context.WithoutCancel(ctx)
 	pod, c := o.Pod, o.Container
 	uid := string(pod.UID)
 	id := ContainerID(pod, c.Name)
@@ -89,11 +92,13 @@ func (r *Runtime) StartContainer(ctx context.Context, o ContainerOptions) error 
 	if err := r.removeContainer(ctx, id); err != nil {
 		return fail("remove the previous attempt: %v", err)
 	}
-	img, err := r.images.Resolve(ctx, c.Image)
+	rctx, cancel := r.call(ctx, resolveTimeout)
+	defer cancel()
+	img, err := r.images.Resolve(rctx, c.Image)
 	if err != nil {
 		return fail("image %q: %v", c.Image, err)
 	}
-	ispec, err := img.Spec(ctx)
+	ispec, err := img.Spec(rctx)
 	if err != nil {
 		return fail("read config of image %s: %v", img.Name(), err)
 	}
@@ -112,28 +117,53 @@ func (r *Runtime) StartContainer(ctx context.Context, o ContainerOptions) error 
 	labels[LabelContainer] = c.Name
 	labels[LabelAttempt] = strconv.Itoa(o.Attempt)
 
-	cont, err := r.client.NewContainer(ctx, id,
-		containerd.WithSnapshotter(snapshotter),
-		containerd.WithNewSnapshot(id, img, snapshots.WithLabels(map[string]string{LabelPodUID: uid})),
-		containerd.WithRuntime(runtimeName, &runcoptions.Options{Root: r.runcRoot()}),
-		containerd.WithNewSpec(sopts...),
-		containerd.WithContainerLabels(labels),
-	)
-	if err != nil {
-		r.removeSnapshot(cleanupCtx, id)
-		return fail("create container: %v", err)
-	}
-
 	stdinFifo := ""
 	if c.Stdin {
 		stdinFifo = filepath.Join(o.Sandbox.Dir, "stdin", c.Name)
 	}
 	stdio, err := taskIO(logPath(o.Sandbox.Dir, c.Name, o.Attempt), stdinFifo)
 	if err != nil {
-		r.removeContainer(cleanupCtx, id)
 		return fail("%v", err)
 	}
-	t, err := cont.NewTask(ctx, stdio)
+	newContainer := func() (containerd.Container, error) {
+		cctx, cancel := r.call(ctx, createTimeout)
+		defer cancel()
+		return r.client.NewContainer(cctx, id,
+			containerd.WithSnapshotter(snapshotter),
+			containerd.WithNewSnapshot(id, img, snapshots.WithLabels(map[string]string{LabelPodUID: uid})),
+			containerd.WithRuntime(runtimeName, &runcoptions.Options{Root: r.runcRoot()}),
+			containerd.WithNewSpec(sopts...),
+			containerd.WithContainerLabels(labels),
+		)
+	}
+	newTask := func(cont containerd.Container) (containerd.Task, error) {
+		cctx, cancel := r.call(ctx, createTimeout)
+		defer cancel()
+		return cont.NewTask(cctx, stdio)
+	}
+	// Cleanup must run even when ctx was cancelled or ran out; it gets its
+	// own deadlines.
+	cleanupCtx := context.WithoutCancel(ctx)
+
+	cont, err := newContainer()
+	if err != nil {
+		r.removeSnapshot(cleanupCtx, id)
+		return fail("create container: %v", err)
+	}
+	t, err := newTask(cont)
+	if err != nil && isLeftoverTask(err) {
+		// A task or shim bundle of an earlier start is in the way: clean
+		// it up and try once more.
+		if rerr := r.recoverTask(ctx, cont, err); rerr != nil {
+			r.removeContainer(cleanupCtx, id)
+			return fail("create task: %v; cleaning up what an earlier start left failed: %v; stop the lab (pi down), remove that directory, and start it again", err, rerr)
+		}
+		t, err = newTask(cont)
+		if err != nil {
+			r.removeContainer(cleanupCtx, id)
+			return fail("create task after cleaning up an earlier start's leftovers: %v; stop the lab (pi down) and start it again to let containerd clean up", err)
+		}
+	}
 	if err != nil {
 		r.removeContainer(cleanupCtx, id)
 		return fail("create task: %v", err)
@@ -141,11 +171,15 @@ func (r *Runtime) StartContainer(ctx context.Context, o ContainerOptions) error 
 	// Taken before Start: a process that exits at once must not look like
 	// it finished before it started.
 	startedAt := time.Now()
-	if err := t.Start(ctx); err != nil {
+	sctx, cancel := r.call(ctx, createTimeout)
+	defer cancel()
+	if err := t.Start(sctx); err != nil {
 		r.removeContainer(cleanupCtx, id)
 		return fail("start task: %v", err)
 	}
-	if _, err := cont.SetLabels(ctx, map[string]string{labelStartedAt: formatTime(startedAt)}); err != nil {
+	lctx, cancel := r.call(ctx, lookupTimeout)
+	defer cancel()
+	if _, err := cont.SetLabels(lctx, map[string]string{labelStartedAt: formatTime(startedAt)}); err != nil {
 		return fail("record start time: %v (the container is running)", err)
 	}
 	return nil
@@ -194,30 +228,42 @@ func (r *Runtime) StopContainer(ctx context.Context, podUID, container string, g
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("stop container %s of pod %s (containerd id %s): %s", container, podUID, info.ID, fmt.Sprintf(format, args...))
 	}
-	cont, err := r.client.LoadContainer(ctx, info.ID)
+	cont, err := r.loadContainer(ctx, info.ID)
 	if err != nil {
 		return fail("%v", err)
 	}
-	t, err := cont.Task(ctx, nil)
+	lctx, cancel := r.call(ctx, lookupTimeout)
+	defer cancel()
+	t, err := cont.Task(lctx, nil)
 	if errdefs.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
 		return fail("load task: %v", err)
 	}
-	st, err := t.Status(ctx)
+	st, err := t.Status(lctx)
 	if err != nil {
 		return fail("task status: %v", err)
 	}
 	if st.Status != containerd.Stopped {
-		// Wait must be registered before the signal or the exit can be missed.
+		// Wait must be registered before the signal or the exit can be
+		// missed. It is a stream that lasts until the exit, so it keeps
+		// ctx; the waits below are bounded by grace and killWait.
 		waitCtx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		exited, err := t.Wait(waitCtx)
 		if err != nil {
 			return fail("wait for task: %v", err)
 		}
-		if err := t.Kill(ctx, syscall.SIGTERM); err != nil && !errdefs.IsNotFound(err) {
+		kill := func(sig syscall.Signal, opts ...containerd.KillOpts) error {
+			kctx, cancel := r.call(ctx, lookupTimeout)
+			defer cancel()
+			if err := t.Kill(kctx, sig, opts...); err != nil && !errdefs.IsNotFound(err) {
+				return err
+			}
+			return nil
+		}
+		if err := kill(syscall.SIGTERM); err != nil {
 			return fail("send SIGTERM: %v", err)
 		}
 		timer := time.NewTimer(grace)
@@ -227,13 +273,15 @@ func (r *Runtime) StopContainer(ctx context.Context, podUID, container string, g
 		case <-ctx.Done():
 			return fail("%v while waiting for the task to exit", ctx.Err())
 		case <-timer.C:
-			if err := t.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
+			if err := kill(syscall.SIGKILL, containerd.WithKillAll); err != nil {
 				return fail("send SIGKILL after %s grace: %v", grace, err)
 			}
 			select {
 			case <-exited:
 			case <-ctx.Done():
 				return fail("%v while waiting for the task to exit after SIGKILL", ctx.Err())
+			case <-time.After(killWait):
+				return fail("the task did not exit within %s of SIGKILL; it may be stuck in the kernel (see its processes' state in ps)", killWait)
 			}
 		}
 	}
@@ -243,10 +291,14 @@ func (r *Runtime) StopContainer(ctx context.Context, podUID, container string, g
 		return fail("%v", err)
 	}
 	reason := r.exitReason(info, int(pst.GetExitStatus()))
-	if _, err := t.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+	dctx, cancel := r.call(ctx, deleteTimeout)
+	defer cancel()
+	if _, err := t.Delete(dctx); err != nil && !errdefs.IsNotFound(err) {
 		return fail("delete task: %v", err)
 	}
-	if _, err := cont.SetLabels(ctx, map[string]string{
+	lctx, cancel = r.call(ctx, lookupTimeout)
+	defer cancel()
+	if _, err := cont.SetLabels(lctx, map[string]string{
 		labelExitCode:   strconv.Itoa(int(pst.GetExitStatus())),
 		labelFinishedAt: formatTime(protobuf.FromTimestamp(pst.GetExitedAt())),
 		labelReason:     reason,
@@ -259,6 +311,8 @@ func (r *Runtime) StopContainer(ctx context.Context, podUID, container string, g
 // taskProcess is the init process of a container's task; nil, nil if the
 // container has no task.
 func (r *Runtime) taskProcess(ctx context.Context, id string) (*task.Process, error) {
+	ctx, cancel := r.call(ctx, lookupTimeout)
+	defer cancel()
 	resp, err := r.client.TaskService().Get(ctx, &tasksapi.GetRequest{ContainerID: id})
 	if errdefs.IsNotFound(errdefs.FromGRPC(err)) {
 		return nil, nil

@@ -46,6 +46,12 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(helperEnv); spec != "" {
 		runHelper(spec) // never returns
 	}
+	if os.Getenv(fakeShimEnv) != "" {
+		// A stand-in for a leftover shim; see TestRecoversLeftoverShimBundle.
+		for {
+			time.Sleep(time.Hour)
+		}
+	}
 	code := m.Run()
 	if tool.dir != "" {
 		os.RemoveAll(tool.dir)

@@ -60,15 +60,17 @@ func (r *Runtime) Exec(ctx context.Context, podUID, container string, o ExecOpti
 	fail := func(format string, args ...any) (int, error) {
 		return -1, fmt.Errorf("exec %q in container %s of pod %s: %s", strings.Join(o.Cmd, " "), container, podUID, fmt.Sprintf(format, args...))
 	}
-	cont, err := r.client.LoadContainer(ctx, info.ID)
+	cont, err := r.loadContainer(ctx, info.ID)
 	if err != nil {
 		return fail("%v", err)
 	}
-	t, err := cont.Task(ctx, nil)
+	lctx, cancel := r.call(ctx, lookupTimeout)
+	defer cancel()
+	t, err := cont.Task(lctx, nil)
 	if err != nil {
 		return fail("the container is not running (%v)", err)
 	}
-	if st, err := t.Status(ctx); err != nil {
+	if st, err := t.Status(lctx); err != nil {
 		return fail("task status: %v", err)
 	} else if st.Status != containerd.Running {
 		return fail("the container is not running (task %s)", st.Status)
@@ -97,7 +99,9 @@ func (r *Runtime) Exec(ctx context.Context, podUID, container string, o ExecOpti
 		stdin = &closeOnEOF{r: stdin, close: func() {
 			select {
 			case <-started:
-				proc.CloseIO(bg, containerd.WithStdinCloser)
+				cctx, cancel := r.call(bg, lookupTimeout)
+				defer cancel()
+				proc.CloseIO(cctx, containerd.WithStdinCloser)
 			case <-done:
 			}
 		}}
@@ -110,19 +114,25 @@ func (r *Runtime) Exec(ctx context.Context, podUID, container string, o ExecOpti
 		streams = append(streams, cio.WithTerminal)
 	}
 	execID := "exec-" + randomHex(6)
-	proc, err = t.Exec(ctx, execID, &pspec, cio.NewCreator(streams...))
+	cctx, cancel := r.call(ctx, createTimeout)
+	defer cancel()
+	proc, err = t.Exec(cctx, execID, &pspec, cio.NewCreator(streams...))
 	if err != nil {
 		return fail("create exec process: %v", err)
 	}
 	defer func() {
 		drainIO(proc.IO())
-		proc.Delete(bg)
+		dctx, cancel := r.call(bg, deleteTimeout)
+		defer cancel()
+		proc.Delete(dctx)
 	}()
+	// The wait is a stream that lasts as long as the process: no deadline
+	// of its own; the select below ends it with ctx.
 	exited, err := proc.Wait(bg)
 	if err != nil {
 		return fail("wait for exec process: %v", err)
 	}
-	if err := proc.Start(ctx); err != nil {
+	if err := proc.Start(cctx); err != nil {
 		return fail("start: %v", err)
 	}
 	close(started)
@@ -134,7 +144,9 @@ func (r *Runtime) Exec(ctx context.Context, podUID, container string, o ExecOpti
 					if !ok {
 						return
 					}
-					proc.Resize(bg, uint32(s.Width), uint32(s.Height))
+					rctx, cancel := r.call(bg, lookupTimeout)
+					proc.Resize(rctx, uint32(s.Width), uint32(s.Height))
+					cancel()
 				case <-done:
 					return
 				}
@@ -149,11 +161,13 @@ func (r *Runtime) Exec(ctx context.Context, podUID, container string, o ExecOpti
 		}
 		return int(st.ExitCode()), nil
 	case <-ctx.Done():
-		proc.Kill(bg, syscall.SIGKILL)
+		kctx, cancel := r.call(bg, lookupTimeout)
+		defer cancel()
+		proc.Kill(kctx, syscall.SIGKILL)
 		select {
 		case st := <-exited:
 			return int(st.ExitCode()), ctx.Err()
-		case <-time.After(10 * time.Second):
+		case <-time.After(killWait):
 			return fail("%v, and the process did not die after SIGKILL", ctx.Err())
 		}
 	}

@@ -47,6 +47,9 @@ func (r *Runtime) Exits(ctx context.Context) <-chan Exit {
 // whether the subscription delivered or confirmed anything, so the caller's
 // back-off only grows while containerd is unreachable.
 func (r *Runtime) watchExits(ctx context.Context, out chan<- Exit) (healthy bool) {
+	// The subscription is a stream that lasts until ctx ends or containerd
+	// goes away: no deadline; the calls it makes (sendStopped, send) have
+	// theirs.
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	evs, errs := r.client.Subscribe(sctx,
@@ -90,7 +93,9 @@ func (r *Runtime) sendStopped(ctx context.Context, out chan<- Exit) bool {
 }
 
 func (r *Runtime) send(ctx context.Context, out chan<- Exit, id string, code int, at time.Time) {
-	c, err := r.client.ContainerService().Get(ctx, id)
+	gctx, cancel := r.call(ctx, lookupTimeout)
+	c, err := r.client.ContainerService().Get(gctx, id)
+	cancel()
 	if err != nil {
 		return // removed already (RemovePod): nobody to report to
 	}

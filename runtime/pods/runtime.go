@@ -108,6 +108,44 @@ func (r *Runtime) nsctx(ctx context.Context) context.Context {
 	return namespaces.WithNamespace(ctx, r.ns)
 }
 
+// Deadlines for calls into containerd. containerd has none of its own: a
+// call waits as long as its context lets it, and a shim that hangs while
+// starting once held a pod worker in tasks.Create for minutes (issue 9,
+// defect 5). Every call in this package goes through call with one of
+// these; only the streams that must run long (exit events, an exec's
+// process wait and IO, logs follow) keep the caller's context, and their
+// setup calls still get a deadline.
+const (
+	// lookupTimeout bounds a metadata call (list, get, load, labels):
+	// containerd answers these from its bolt DB in milliseconds; 10 s is a
+	// containerd that is stuck or restarting.
+	lookupTimeout = 10 * time.Second
+	// deleteTimeout bounds a kill-and-delete of a task, a container or a
+	// snapshot: SIGKILL, reaping and an overlay unmount take well under a
+	// second; 10 s leaves room for a loaded machine.
+	deleteTimeout = 10 * time.Second
+	// createTimeout bounds each step of starting a container: the container
+	// record with its snapshot, the task (which starts a shim and runs runc
+	// create) and the task start. On the lab's machine each takes less than
+	// a second; 30 s is the 2-core machine under the 40-client load with
+	// margin, and far short of the minutes the defect saw.
+	createTimeout = 30 * time.Second
+	// resolveTimeout bounds finding and unpacking a pod's image: unpacking
+	// a lab image's layer into the snapshotter takes seconds, a big
+	// imported image longer.
+	resolveTimeout = 2 * time.Minute
+	// killWait bounds the wait for a task to exit after SIGKILL: the
+	// kernel delivers it at once, so a task still there after 10 s is in
+	// uninterruptible sleep and waiting longer does not help.
+	killWait = 10 * time.Second
+)
+
+// call derives the context for one containerd call: the runtime's
+// namespace and a deadline of d (or the caller's, if sooner).
+func (r *Runtime) call(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.nsctx(ctx), d)
+}
+
 // maxIDLen is containerd's limit on container (and snapshot key) IDs.
 const maxIDLen = 76
 
@@ -140,6 +178,8 @@ func podFilter(podUID string) string {
 
 // find returns the container record of a pod's container.
 func (r *Runtime) find(ctx context.Context, podUID, container string) (containers.Container, bool, error) {
+	ctx, cancel := r.call(ctx, lookupTimeout)
+	defer cancel()
 	cs, err := r.client.ContainerService().List(ctx,
 		podFilter(podUID)+fmt.Sprintf(",labels.%q==%q", LabelContainer, container))
 	if err != nil {
@@ -164,8 +204,7 @@ type Listed struct {
 // List returns all pilab containers of the namespace, for reconciling and
 // for collecting leftovers of pods the store no longer knows.
 func (r *Runtime) List(ctx context.Context) ([]Listed, error) {
-	ctx = r.nsctx(ctx)
-	cs, err := r.client.ContainerService().List(ctx, fmt.Sprintf("labels.%q", LabelPodUID))
+	cs, err := r.listContainers(ctx, fmt.Sprintf("labels.%q", LabelPodUID))
 	if err != nil {
 		return nil, fmt.Errorf("list containerd containers in namespace %s: %w", r.ns, err)
 	}
@@ -191,6 +230,8 @@ func (r *Runtime) List(ctx context.Context) ([]Listed, error) {
 // taskStates lists every task of the namespace in one call, keyed by
 // container ID.
 func (r *Runtime) taskStates(ctx context.Context) (map[string]*task.Process, error) {
+	ctx, cancel := r.call(ctx, lookupTimeout)
+	defer cancel()
 	resp, err := r.client.TaskService().List(ctx, &tasksapi.ListTasksRequest{})
 	if err != nil {
 		return nil, fmt.Errorf("list containerd tasks in namespace %s: %w", r.ns, err)
@@ -202,6 +243,13 @@ func (r *Runtime) taskStates(ctx context.Context) (map[string]*task.Process, err
 	return m, nil
 }
 
+// listContainers lists the namespace's container records matching filter.
+func (r *Runtime) listContainers(ctx context.Context, filter string) ([]containers.Container, error) {
+	ctx, cancel := r.call(ctx, lookupTimeout)
+	defer cancel()
+	return r.client.ContainerService().List(ctx, filter)
+}
+
 func isRunning(s task.Status) bool {
 	return s == task.Status_RUNNING || s == task.Status_PAUSED || s == task.Status_PAUSING
 }
@@ -209,8 +257,7 @@ func isRunning(s task.Status) bool {
 // RemovePod kills and deletes every task, container and rootfs snapshot of
 // the pod. It is idempotent; the sandbox (RemoveSandbox) is separate.
 func (r *Runtime) RemovePod(ctx context.Context, podUID string) error {
-	ctx = r.nsctx(ctx)
-	cs, err := r.client.ContainerService().List(ctx, podFilter(podUID))
+	cs, err := r.listContainers(ctx, podFilter(podUID))
 	if err != nil {
 		return fmt.Errorf("remove pod %s: list its containers: %w", podUID, err)
 	}
@@ -230,8 +277,7 @@ func (r *Runtime) RemovePod(ctx context.Context, podUID string) error {
 // namespace, and what runc creates per namespace but never removes: the
 // parent cgroups and the state dir. For `pi reset` and test cleanup.
 func (r *Runtime) RemoveAll(ctx context.Context) error {
-	ctx = r.nsctx(ctx)
-	cs, err := r.client.ContainerService().List(ctx, fmt.Sprintf("labels.%q", LabelPodUID))
+	cs, err := r.listContainers(ctx, fmt.Sprintf("labels.%q", LabelPodUID))
 	if err != nil {
 		return fmt.Errorf("list containerd containers in namespace %s: %w", r.ns, err)
 	}
@@ -250,29 +296,56 @@ func (r *Runtime) RemoveAll(ctx context.Context) error {
 // removeContainer deletes a container with its task (killed first) and
 // snapshot. Missing pieces are fine: this also finishes a half-done removal.
 func (r *Runtime) removeContainer(ctx context.Context, id string) error {
-	c, err := r.client.LoadContainer(ctx, id)
+	c, err := r.loadContainer(ctx, id)
 	if errdefs.IsNotFound(err) {
 		return r.removeSnapshot(ctx, id)
 	}
 	if err != nil {
 		return fmt.Errorf("load container %s: %w", id, err)
 	}
-	t, err := c.Task(ctx, nil)
-	switch {
-	case err == nil:
-		if _, err := t.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-			return fmt.Errorf("kill and delete task of container %s: %w", id, err)
-		}
-	case !errdefs.IsNotFound(err):
-		return fmt.Errorf("load task of container %s: %w", id, err)
+	if err := r.deleteTask(ctx, c); err != nil {
+		return err
 	}
-	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+	dctx, cancel := r.call(ctx, deleteTimeout)
+	defer cancel()
+	if err := c.Delete(dctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}
 	return nil
 }
 
+// deleteTask kills (SIGKILL) and deletes a container's task, whatever its
+// state: running, created but never started (a start cut short), or
+// stopped. No task is fine.
+func (r *Runtime) deleteTask(ctx context.Context, c containerd.Container) error {
+	lctx, cancel := r.call(ctx, lookupTimeout)
+	defer cancel()
+	t, err := c.Task(lctx, nil)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("load task of container %s: %w", c.ID(), err)
+	}
+	dctx, cancel := r.call(ctx, deleteTimeout)
+	defer cancel()
+	if _, err := t.Delete(dctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("kill and delete task of container %s: %w", c.ID(), err)
+	}
+	return nil
+}
+
+// loadContainer loads a container by ID; errdefs.ErrNotFound if there is
+// none.
+func (r *Runtime) loadContainer(ctx context.Context, id string) (containerd.Container, error) {
+	ctx, cancel := r.call(ctx, lookupTimeout)
+	defer cancel()
+	return r.client.LoadContainer(ctx, id)
+}
+
 func (r *Runtime) removeSnapshot(ctx context.Context, key string) error {
+	ctx, cancel := r.call(ctx, deleteTimeout)
+	defer cancel()
 	if err := r.client.SnapshotService(snapshotter).Remove(ctx, key); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("remove snapshot %s: %w", key, err)
 	}
@@ -285,7 +358,9 @@ func (r *Runtime) removeSnapshot(ctx context.Context, key string) error {
 func (r *Runtime) removeSnapshots(ctx context.Context, filter string) error {
 	var keys []string
 	sn := r.client.SnapshotService(snapshotter)
-	if err := sn.Walk(ctx, func(_ context.Context, i snapshots.Info) error {
+	wctx, cancel := r.call(ctx, lookupTimeout)
+	defer cancel()
+	if err := sn.Walk(wctx, func(_ context.Context, i snapshots.Info) error {
 		keys = append(keys, i.Name)
 		return nil
 	}, filter); err != nil {

@@ -129,6 +129,31 @@ func main() {
 		must(err)
 		fmt.Printf("size=%dx%d\n", ws.Col, ws.Row)
 		os.Exit(3)
+	case "ping": // ping ADDR: one ICMP echo over an unprivileged ICMP socket (no CAP_NET_RAW)
+		must(ping(args[0]))
+		fmt.Println("reply from", args[0])
+	case "rawsock": // open a raw ICMP socket, which needs CAP_NET_RAW
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_ICMP)
+		must(err)
+		unix.Close(fd)
+		fmt.Println("raw socket opened")
+	case "forkbomb": // forkbomb N: fork up to N children that pause; report how many forks worked
+		n, _ := strconv.Atoi(args[0])
+		forked := 0
+		for ; forked < n; forked++ {
+			pid, _, errno := syscall.RawSyscall(syscall.SYS_FORK, 0, 0, 0)
+			if errno != 0 {
+				fmt.Printf("forked %d: %v\n", forked, errno)
+				sleepForever()
+			}
+			if pid == 0 { // the child: no Go runtime calls, only pause
+				for {
+					syscall.RawSyscall(syscall.SYS_PAUSE, 0, 0, 0)
+				}
+			}
+		}
+		fmt.Printf("forked %d: no error\n", forked)
+		sleepForever()
 	default:
 		fmt.Fprintln(os.Stderr, "pitool: unknown command", os.Args[1])
 		os.Exit(2)
@@ -148,4 +173,40 @@ func sleepForever() {
 	for {
 		time.Sleep(time.Hour)
 	}
+}
+
+// ping sends one ICMP echo request to addr (IPv4) over a datagram ICMP
+// socket, which the kernel allows without CAP_NET_RAW to the groups in
+// net.ipv4.ping_group_range, and waits up to 2 s for the reply.
+func ping(addr string) error {
+	ip := net.ParseIP(addr).To4()
+	if ip == nil {
+		return fmt.Errorf("ping: %q is not an IPv4 address", addr)
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_ICMP)
+	if err != nil {
+		return fmt.Errorf("ping: open ICMP socket: %w", err)
+	}
+	defer unix.Close(fd)
+	tv := unix.Timeval{Sec: 2}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return err
+	}
+	// Type 8 (echo request), code 0; the kernel fills in the identifier and
+	// the checksum of a ping socket's messages.
+	msg := []byte{8, 0, 0, 0, 0, 0, 0, 1, 'p', 'i'}
+	to := &unix.SockaddrInet4{}
+	copy(to.Addr[:], ip)
+	if err := unix.Sendto(fd, msg, 0, to); err != nil {
+		return fmt.Errorf("ping: send to %s: %w", addr, err)
+	}
+	buf := make([]byte, 1500)
+	n, _, err := unix.Recvfrom(fd, buf, 0)
+	if err != nil {
+		return fmt.Errorf("ping: no reply from %s: %w", addr, err)
+	}
+	if n < 8 || buf[0] != 0 {
+		return fmt.Errorf("ping: unexpected reply from %s: % x", addr, buf[:n])
+	}
+	return nil
 }
