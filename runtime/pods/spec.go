@@ -1,20 +1,57 @@
 package pods
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/containers"
+	"github.com/containerd/containerd/contrib/seccomp"
 	"github.com/containerd/containerd/oci"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	corev1 "k8s.io/api/core/v1"
 )
 
+// What every container gets, whatever its pod spec says (issue 9, defect
+// 12: with no limits a pod had no memory limit, pids.max=max, 14
+// capabilities and no seccomp profile).
+const (
+	// DefaultMemoryLimit is the memory limit of a container that sets no
+	// resources.limits.memory: Pi's size S4 (512 MiB), the size
+	// lab/billing already bills such a pod at (billing.DefaultSize).
+	DefaultMemoryLimit = 512 << 20
+	// PidsLimit is every container's pids.max: far above what the lab's
+	// images run (nginx or apache2 with their workers are tens of
+	// processes and threads, podinfo a Go program's threads), and low
+	// enough that a fork bomb stops there instead of taking the machine's
+	// pid space (pid_max is 4 million on 64-bit, the lab's daemon and
+	// containerd share it).
+	PidsLimit = 1024
+	// pingGroupRange lets every group of the container open unprivileged
+	// ICMP echo sockets (socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)), which
+	// busybox's and iputils' ping fall back to without CAP_NET_RAW. It is a
+	// per-netns sysctl (default "1 0": nobody); runc writes it in the pod's
+	// netns when it starts a container joining it, and it may do so for a
+	// netns joined by path as long as that is not the host's.
+	pingGroupRangeSysctl = "net.ipv4.ping_group_range"
+	pingGroupRange       = "0 2147483647"
+)
+
+// droppedCapabilities are taken out of containerd's default set (14
+// capabilities, Docker's). NET_RAW makes raw and packet sockets: ARP and
+// IP spoofing on br0, sniffing; ping does not need it with
+// pingGroupRange. MKNOD makes device nodes; the lab's images use none
+// beyond the /dev runc gives them.
+var droppedCapabilities = []string{"CAP_NET_RAW", "CAP_MKNOD"}
+
 // specOpts turns a Kubernetes container plus its image config into OCI spec
 // options, applied on top of containerd's default spec (default
-// capabilities, root user unless the image says otherwise).
+// capabilities, root user unless the image says otherwise), then hardened:
+// fewer capabilities, containerd's default seccomp profile, a pids limit and
+// a memory limit even when the pod sets none. Never privileged.
 func specOpts(o ContainerOptions, img containerd.Image, ic ocispec.ImageConfig) ([]oci.SpecOpts, error) {
 	c, pod, sb := o.Container, o.Pod, o.Sandbox
 	env, err := containerEnv(pod, c)
@@ -78,9 +115,11 @@ func specOpts(o ContainerOptions, img containerd.Image, ic ocispec.ImageConfig) 
 	if c.WorkingDir != "" {
 		opts = append(opts, oci.WithProcessCwd(c.WorkingDir))
 	}
+	memory := uint64(DefaultMemoryLimit)
 	if q, ok := c.Resources.Limits[corev1.ResourceMemory]; ok && q.Value() > 0 {
-		opts = append(opts, oci.WithMemoryLimit(uint64(q.Value())))
+		memory = uint64(q.Value())
 	}
+	opts = append(opts, oci.WithMemoryLimit(memory))
 	if q, ok := c.Resources.Limits[corev1.ResourceCPU]; ok && q.MilliValue() > 0 {
 		const period = 100000 // µs, the kernel default
 		opts = append(opts, oci.WithCPUCFS(max(q.MilliValue()*period/1000, 1000), period))
@@ -88,7 +127,29 @@ func specOpts(o ContainerOptions, img containerd.Image, ic ocispec.ImageConfig) 
 	if q, ok := c.Resources.Requests[corev1.ResourceCPU]; ok && q.MilliValue() > 0 {
 		opts = append(opts, oci.WithCPUShares(uint64(max(q.MilliValue()*1024/1000, 2))))
 	}
+	opts = append(opts,
+		oci.WithDroppedCapabilities(droppedCapabilities),
+		withSysctl(pingGroupRangeSysctl, pingGroupRange),
+		oci.WithPidsLimit(PidsLimit),
+		// Last: the default profile allows some syscalls only when the
+		// spec's capabilities include the matching one (as Docker's does).
+		seccomp.WithDefaultProfile(),
+	)
 	return opts, nil
+}
+
+// withSysctl sets one sysctl in the container's namespaces.
+func withSysctl(key, value string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+		if s.Linux == nil {
+			s.Linux = &specs.Linux{}
+		}
+		if s.Linux.Sysctl == nil {
+			s.Linux.Sysctl = map[string]string{}
+		}
+		s.Linux.Sysctl[key] = value
+		return nil
+	}
 }
 
 func hasMount(ms []specs.Mount, dest string) bool {
