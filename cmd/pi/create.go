@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -24,28 +25,49 @@ func (f *fileOptions) add(cmd *cobra.Command, what string) {
 	cmd.Flags().StringSliceVarP(&f.files, "filename", "f", nil, "manifest file, directory or - for stdin, "+what)
 }
 
-// readAndCheck reads manifests and asks the daemon whether every document would be accepted, so that
-// nothing is created unless everything can be.
-func readAndCheck(ctx context.Context, cl *client.Client, files []string, create bool) ([]manifest.Doc, error) {
+// readAndCheck reads manifests for apply and asks the daemon whether the documents that would be created
+// are accepted as one set, so that nothing is created unless everything can be; documents naming objects
+// that exist are left to be replaced.
+func readAndCheck(ctx context.Context, cl *client.Client, files []string) ([]manifest.Doc, error) {
 	docs, err := manifest.Read(files, os.Stdin)
 	if err != nil {
 		return nil, err
 	}
-	var errs []string
+	var fresh []manifest.Doc
 	for _, d := range docs {
-		if !create {
-			if _, err := cl.Get(ctx, d.Kind, d.Object.GetName()); err == nil {
-				continue
-			}
+		if _, err := cl.Get(ctx, d.Kind, d.Object.GetName()); err == nil {
+			continue
 		}
-		if err := cl.CheckCreate(ctx, d.Object); err != nil {
-			errs = append(errs, fmt.Sprintf("%s: %v", d.Where(), err))
-		}
+		fresh = append(fresh, d)
 	}
-	if len(errs) > 0 {
-		return nil, fmt.Errorf("%s\nnothing was created", strings.Join(errs, "\nerror: "))
+	if err := createSet(ctx, cl, fresh, true); err != nil {
+		return nil, err
 	}
 	return docs, nil
+}
+
+// createSet creates documents as one set (or, with dryRun, checks them): a refusal names each refused
+// document and ends with "nothing was created".
+func createSet(ctx context.Context, cl *client.Client, docs []manifest.Doc, dryRun bool) error {
+	if len(docs) == 0 {
+		return nil
+	}
+	objs := make([]metav1.Object, len(docs))
+	for i, d := range docs {
+		objs[i] = d.Object
+	}
+	err := cl.CreateSet(ctx, objs, dryRun)
+	var ae *client.APIError
+	if !errors.As(err, &ae) || len(ae.Items) == 0 {
+		return err
+	}
+	var errs []string
+	for _, it := range ae.Items {
+		if it.Index >= 0 && it.Index < len(docs) {
+			errs = append(errs, fmt.Sprintf("%s: %s", docs[it.Index].Where(), it.Error))
+		}
+	}
+	return fmt.Errorf("%s\nnothing was created", strings.Join(errs, "\nerror: "))
 }
 
 func newCreateCmd() *cobra.Command {
@@ -63,14 +85,14 @@ func newCreateCmd() *cobra.Command {
 			}
 			ctx := cmd.Context()
 			cl := g.client()
-			docs, err := readAndCheck(ctx, cl, f.files, true)
+			docs, err := manifest.Read(f.files, os.Stdin)
 			if err != nil {
 				return err
 			}
+			if err := createSet(ctx, cl, docs, false); err != nil {
+				return err
+			}
 			for _, d := range docs {
-				if _, err := cl.Create(ctx, d.Object); err != nil {
-					return fmt.Errorf("%s: %v", d.Where(), err)
-				}
 				fmt.Printf("%s %q created\n", d.Kind.Singular, d.Object.GetName())
 			}
 			return nil
@@ -93,7 +115,7 @@ func newApplyCmd() *cobra.Command {
 			}
 			ctx := cmd.Context()
 			cl := g.client()
-			docs, err := readAndCheck(ctx, cl, f.files, false)
+			docs, err := readAndCheck(ctx, cl, f.files)
 			if err != nil {
 				return err
 			}

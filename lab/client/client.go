@@ -67,6 +67,8 @@ type APIError struct {
 	Code   int
 	Reason string
 	Msg    string
+	// Items are the refused objects of a set (CreateSet), by index.
+	Items []server.ItemStatus
 }
 
 func (e *APIError) Error() string { return e.Msg }
@@ -140,7 +142,7 @@ func (c *Client) Raw(ctx context.Context, method, path string, q url.Values, bod
 		if json.Unmarshal(data, &st) != nil || st.Error == "" {
 			st.Error = strings.TrimSpace(string(data))
 		}
-		return nil, &APIError{Code: resp.StatusCode, Reason: st.Reason, Msg: st.Error}
+		return nil, &APIError{Code: resp.StatusCode, Reason: st.Reason, Msg: st.Error, Items: st.Items}
 	}
 	return resp, nil
 }
@@ -200,9 +202,17 @@ func (c *Client) Create(ctx context.Context, o metav1.Object) (metav1.Object, er
 	return out, nil
 }
 
-// CheckCreate asks the daemon whether creating o would succeed, creating nothing (server-side dry run).
-func (c *Client) CheckCreate(ctx context.Context, o metav1.Object) error {
-	return c.Do(ctx, "POST", "/v1/"+api.KindOf(o).Plural, url.Values{"dryRun": {"All"}}, o, nil)
+// CreateSet creates objects of any kinds as one set: all of them, or none. With dryRun it only asks whether
+// the set would be accepted. A refusal is an *APIError whose Items say which objects failed and why.
+func (c *Client) CreateSet(ctx context.Context, objs []metav1.Object, dryRun bool) error {
+	q := url.Values{}
+	if dryRun {
+		q.Set("dryRun", "All")
+	}
+	for _, o := range objs {
+		api.SetTypeMeta(o)
+	}
+	return c.Do(ctx, "POST", "/v1/batch", q, map[string]any{"items": objs}, nil)
 }
 
 // Replace replaces o (apply); status fields are the daemon's.

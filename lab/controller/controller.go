@@ -5,6 +5,8 @@ package controller
 
 import (
 	"context"
+	"github.com/pilab/pi/lab/registry"
+	"k8s.io/client-go/util/flowcontrol"
 	"log/slog"
 	"net"
 	"strings"
@@ -22,12 +24,14 @@ import (
 
 // Config is what the controllers act on.
 type Config struct {
-	Lab     string
-	RunDir  string
-	Store   *store.Store
-	Runtime *pods.Runtime
-	Images  *images.Store
-	Network *network.Manager
+	Lab    string
+	RunDir string
+	// Store is read; Registry is the door for the writes that allocate or count (pods, ReplicaSets, Pod IPs).
+	Store    *store.Store
+	Registry *registry.Registry
+	Runtime  *pods.Runtime
+	Images   *images.Store
+	Network  *network.Manager
 	// NodeName is shown as NODE in `get pods -o wide`.
 	NodeName string
 	// SequentialIPs makes pod addresses predictable (a test hook: two accounts then hold the same addresses).
@@ -43,9 +47,8 @@ type Manager struct {
 	Config
 	pods     *queue
 	accounts *queue
-	alloc    *network.Allocator
-	// ipMu serializes address allocation, per account.
-	ipMu sync.Mutex
+	// startBackoff spaces the tries of a container that fails to start: 10 s, doubling, at most 5 min.
+	startBackoff *flowcontrol.Backoff
 
 	uidMu   sync.Mutex
 	uidKeys map[string]string // pod UID -> queue key, to route container exits
@@ -73,9 +76,20 @@ func New(c Config) *Manager {
 		Config:   c,
 		pods:     newQueue(),
 		accounts: newQueue(),
-		alloc:    network.NewAllocator(c.SequentialIPs),
 		uidKeys:  map[string]string{},
+
+		startBackoff: flowcontrol.NewBackOff(10*time.Second, 5*time.Minute),
 	}
+}
+
+// createWithin bounds a controller's create through the registry: admission asks containerd about images.
+const createWithin = 30 * time.Second
+
+// createObject creates an object through the registry, as a client's create would be.
+func (m *Manager) createObject(account string, o metav1.Object) error {
+	ctx, cancel := context.WithTimeout(context.Background(), createWithin)
+	defer cancel()
+	return m.Registry.Create(ctx, account, o, false)
 }
 
 func objKey(account, name string) string { return account + "/" + name }
@@ -127,6 +141,7 @@ func (m *Manager) Run(ctx context.Context) {
 			}
 		case <-tick.C:
 			m.resyncAll()
+			m.startBackoff.GC()
 		}
 	}
 }
@@ -149,9 +164,10 @@ func (m *Manager) startWorkers(ctx context.Context, q *queue, n int, fn func(ctx
 						return
 					}
 					m.Log.Warn("reconcile failed", "key", key, "err", err)
-					if after == 0 {
-						after = 2 * time.Second
-					}
+					// Each failure in a row waits longer before the retry, up to a cap.
+					after = max(after, q.Failed(key))
+				} else {
+					q.Forget(key)
 				}
 				if after > 0 {
 					q.AddAfter(key, after)

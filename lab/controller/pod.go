@@ -88,7 +88,7 @@ func (m *Manager) reconcilePod(ctx context.Context, account, name string) (time.
 	}
 
 	if pod.Status.PodIP == "" {
-		if pod, err = m.assignIP(pod); err != nil {
+		if pod, err = m.Registry.AssignPodIP(account, pod.Name); err != nil {
 			return 0, err
 		}
 	}
@@ -98,45 +98,6 @@ func (m *Manager) reconcilePod(ctx context.Context, account, name string) (time.
 		return 0, err
 	}
 	return m.syncContainers(ctx, pod, acct, sb)
-}
-
-// assignIP gives a pod its address and stores it before anything is built with it, so that a crash
-// between the two can never hand the same address to two pods.
-func (m *Manager) assignIP(pod *corev1.Pod) (*corev1.Pod, error) {
-	m.ipMu.Lock()
-	defer m.ipMu.Unlock()
-	account := api.AccountOf(pod)
-	objs, err := m.Store.List(kindPod, account)
-	if err != nil {
-		return nil, err
-	}
-	used := map[string]bool{}
-	for _, o := range objs {
-		if ip := o.(*corev1.Pod).Status.PodIP; ip != "" {
-			used[ip] = true
-		}
-	}
-	ip, err := m.alloc.Next(used)
-	if err != nil {
-		return nil, fmt.Errorf("pod %q: no address left in account %q's network: %w", pod.Name, account, err)
-	}
-	out, err := m.Store.Mutate(kindPod, account, pod.Name, func(o metav1.Object) error {
-		p := o.(*corev1.Pod)
-		if p.Status.PodIP != "" {
-			return store.ErrUnchanged
-		}
-		p.Status.PodIP = ip.String()
-		p.Status.PodIPs = []corev1.PodIP{{IP: ip.String()}}
-		p.Status.HostIP = ""
-		if p.Status.Phase == "" {
-			p.Status.Phase = corev1.PodPending
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out.(*corev1.Pod), nil
 }
 
 // ensurePodSandbox builds what the containers of a pod share: its netns with its link on the account's
@@ -261,19 +222,35 @@ func (m *Manager) syncContainers(ctx context.Context, pod *corev1.Pod, acct *api
 				statuses = append(statuses, cs)
 				continue
 			}
+			// A container that failed to start waits out its back-off before the next try, however often
+			// the pod is synced meanwhile (as the kubelet's per-container back-off).
+			bkey := string(pod.UID) + "/" + c.Name
+			if m.startBackoff.IsInBackOffSinceUpdate(bkey, now) && had && old.State.Waiting != nil && old.State.Waiting.Reason == "CreateContainerError" {
+				cs.State = old.State
+				if wait := m.startBackoff.Get(bkey); requeue == 0 || wait < requeue {
+					requeue = wait
+				}
+				statuses = append(statuses, cs)
+				continue
+			}
 			err := m.Runtime.StartContainer(ctx, pods.ContainerOptions{
 				Pod: pod, Container: c, Sandbox: sb, Attempt: int(cs.RestartCount), Mounts: podMounts(sb),
 				Labels: map[string]string{"pilab.dev/account": api.AccountOf(pod)},
 			})
 			if err != nil {
+				m.startBackoff.Next(bkey, now)
 				cs.State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CreateContainerError", Message: err.Error()}}
 				m.event(pod, "Pod", corev1.EventTypeWarning, "Failed", fmt.Sprintf("Error: %v", err))
 				if firstErr == nil {
-					firstErr = fmt.Errorf("pod %q container %q: %w", pod.Name, c.Name, err)
+					firstErr = fmt.Errorf("pod %q container %q: %w (next try in %s)", pod.Name, c.Name, err, m.startBackoff.Get(bkey).Round(time.Second))
+				}
+				if wait := m.startBackoff.Get(bkey); requeue == 0 || wait < requeue {
+					requeue = wait
 				}
 				statuses = append(statuses, cs)
 				continue
 			}
+			m.startBackoff.Reset(bkey)
 			st, _ = m.Runtime.State(ctx, string(pod.UID), c.Name)
 			if st.Running {
 				cs.State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(st.StartedAt)}}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/pilab/pi/lab/registry"
 	"net"
 	"os"
 	"reflect"
@@ -133,28 +134,13 @@ func (m *Manager) closeServices() {
 	svcStates.Delete(m)
 }
 
-// LBCleanupFinalizer holds a LoadBalancer Service until its Floating IP no longer leads to it, so that
-// `pi delete service` returns only once the Internet can no longer reach the Service (Kubernetes' own name).
-const LBCleanupFinalizer = "service.kubernetes.io/load-balancer-cleanup"
-
-// HoldLoadBalancer gives a LoadBalancer Service the cleanup finalizer if it lacks it, and tells whether it
-// did. Admission calls it, so the finalizer is there before any rule; the controller calls it too, for
-// Services stored before the finalizer existed.
-func HoldLoadBalancer(svc *corev1.Service) bool {
-	if !isLoadBalancer(svc) || slices.Contains(svc.Finalizers, LBCleanupFinalizer) {
-		return false
-	}
-	svc.Finalizers = append(slices.Clone(svc.Finalizers), LBCleanupFinalizer)
-	return true
-}
-
 // releaseLoadBalancer takes the cleanup finalizer away, once the Service's Floating IP rules are gone, and
 // tells whether it was there.
 func releaseLoadBalancer(svc *corev1.Service) bool {
-	if !slices.Contains(svc.Finalizers, LBCleanupFinalizer) {
+	if !slices.Contains(svc.Finalizers, registry.LBCleanupFinalizer) {
 		return false
 	}
-	svc.Finalizers = slices.DeleteFunc(svc.Finalizers, func(f string) bool { return f == LBCleanupFinalizer })
+	svc.Finalizers = slices.DeleteFunc(svc.Finalizers, func(f string) bool { return f == registry.LBCleanupFinalizer })
 	return true
 }
 
@@ -179,12 +165,12 @@ func (m *Manager) syncServices(ctx context.Context, account string) error {
 			continue
 		}
 		live = append(live, svc)
-		if !isLoadBalancer(svc) {
+		if !registry.IsLoadBalancer(svc) {
 			continue
 		}
 		fipUsers[svc.Spec.LoadBalancerIP] = append(fipUsers[svc.Spec.LoadBalancerIP], svc.Name)
-		if !slices.Contains(svc.Finalizers, LBCleanupFinalizer) {
-			if err := m.mutateService(account, svc.Name, HoldLoadBalancer); err != nil {
+		if !slices.Contains(svc.Finalizers, registry.LBCleanupFinalizer) {
+			if err := m.mutateService(account, svc.Name, registry.HoldLoadBalancer); err != nil {
 				return err
 			}
 		}
@@ -200,12 +186,12 @@ func (m *Manager) syncServices(ctx context.Context, account string) error {
 	}
 	for _, svc := range live {
 		var want []corev1.LoadBalancerIngress
-		if programmed && isLoadBalancer(svc) {
+		if programmed && registry.IsLoadBalancer(svc) {
 			want = []corev1.LoadBalancerIngress{{IP: svc.Spec.LoadBalancerIP}}
 		}
 		stale := func(v *corev1.Service) bool {
 			return !reflect.DeepEqual(v.Status.LoadBalancer.Ingress, want) ||
-				!isLoadBalancer(v) && slices.Contains(v.Finalizers, LBCleanupFinalizer)
+				!registry.IsLoadBalancer(v) && slices.Contains(v.Finalizers, registry.LBCleanupFinalizer)
 		}
 		// Most syncs change no Service; only those that do are read again and written.
 		if !stale(svc) {
@@ -216,7 +202,7 @@ func (m *Manager) syncServices(ctx context.Context, account string) error {
 				return false // already as wanted, or changed since this sync read it (the change brings its own sync)
 			}
 			v.Status.LoadBalancer.Ingress = want
-			if !isLoadBalancer(v) {
+			if !registry.IsLoadBalancer(v) {
 				releaseLoadBalancer(v)
 			}
 			return true
@@ -230,10 +216,6 @@ func (m *Manager) syncServices(ctx context.Context, account string) error {
 		}
 	}
 	return nil
-}
-
-func isLoadBalancer(svc *corev1.Service) bool {
-	return svc.Spec.Type == corev1.ServiceTypeLoadBalancer && svc.Spec.LoadBalancerIP != ""
 }
 
 // mutateService changes a Service in the store if fn says it changed it; a Service gone meanwhile is fine.
@@ -301,7 +283,7 @@ func (m *Manager) programServices(account string, as *accountServices, svcObjs [
 		}
 		records = append(records, dns.Record{Name: svc.Name, IPs: []net.IP{net.ParseIP(svc.Spec.ClusterIP)}})
 		ls := lb.Service{Name: svc.Name, ClusterIP: net.ParseIP(svc.Spec.ClusterIP), SessionAffinity: svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP}
-		if isLoadBalancer(svc) {
+		if registry.IsLoadBalancer(svc) {
 			ls.ExternalIPs = []net.IP{net.ParseIP(svc.Spec.LoadBalancerIP)}
 		}
 		for _, sp := range svc.Spec.Ports {

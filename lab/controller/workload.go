@@ -380,7 +380,8 @@ func (m *Manager) createPods(rs *appsv1.ReplicaSet, n int) error {
 		// A random 5-character suffix can collide; try another one, as generateName's callers do.
 		for try := 0; try < 5; try++ {
 			pod := podFromTemplate(rs, rs.Name+"-"+server.RandSuffix())
-			if err = m.Store.Create(pod); err == nil {
+			// Through the registry, as any client's pod: the account's pod cap holds for a ReplicaSet too.
+			if err = m.createObject(api.AccountOf(rs), pod); err == nil {
 				m.event(rs, "ReplicaSet", corev1.EventTypeNormal, "SuccessfulCreate", "Created pod: "+pod.Name)
 				break
 			}
@@ -910,7 +911,7 @@ func (r *rollout) createNewRS(want, surge int32) error {
 	rs.Annotations[annMaxReplicas] = strconv.Itoa(int(want + surge))
 	api.SetAccount(rs, r.account())
 	rs.Generation = 1
-	err := r.m.Store.Create(rs)
+	err := r.m.createObject(r.account(), rs)
 	if store.IsAlreadyExists(err) {
 		// Not ours, or ours with another template: a hash collision. Count it, which changes the hash.
 		c := int32(0)

@@ -3,6 +3,8 @@ package controller
 import (
 	"context"
 	"fmt"
+	"github.com/containerd/containerd"
+	"github.com/pilab/pi/lab/registry"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -307,6 +309,8 @@ type wlHarness struct {
 	m   *Manager
 	st  *store.Store
 	ctx context.Context
+	// maxPods lowers the registry's pods-per-account cap (0: the lab's).
+	maxPods int
 	// ready decides whether a pod the kubelet starts becomes ready.
 	ready func(p *corev1.Pod) bool
 	// check runs after the controllers' turn of every round.
@@ -320,13 +324,25 @@ func newWLHarness(t *testing.T) *wlHarness {
 	}
 	t.Cleanup(func() { st.Close() })
 	h := &wlHarness{t: t, st: st, ctx: context.Background(), ready: func(*corev1.Pod) bool { return true }}
+	acct := &api.Account{}
+	acct.Name = api.DefaultAccount
+	if err := st.Create(acct); err != nil {
+		t.Fatal(err)
+	}
 	h.restart()
 	return h
 }
 
+// anyImage resolves every image name: these tests run the controllers without containerd, and what they
+// check is the objects the controllers write, not the images.
+type anyImage struct{}
+
+func (anyImage) Resolve(context.Context, string) (containerd.Image, error) { return nil, nil }
+
 // restart replaces the Manager, as a daemon restart does: the controllers keep nothing between syncs.
 func (h *wlHarness) restart() {
-	h.m = New(Config{Lab: "t6wl", Store: h.st, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	h.m = New(Config{Lab: "t6wl", Store: h.st, Registry: registry.New(registry.Config{Store: h.st, Images: anyImage{}, MaxPodsPerAccount: h.maxPods}),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	h.t.Cleanup(func() { workloadState.Delete(h.m) })
 }
 
@@ -858,5 +874,37 @@ func TestReplicaSetMinReadySeconds(t *testing.T) {
 	h.settle()
 	if d := h.deployment("web"); d.Status.AvailableReplicas != 1 {
 		t.Errorf("available after minReadySeconds: %+v", d.Status)
+	}
+}
+
+// A ReplicaSet's pods go through the registry like any client's, so the account's pod cap holds for a
+// Deployment scaled past it (defect: a Deployment with replicas 520 made 520 pods past the 500 cap).
+func TestDeploymentHeldToPodCap(t *testing.T) {
+	h := newWLHarness(t)
+	h.maxPods = 10
+	h.restart()
+	h.create(testDeployment("big", 25))
+	for i := 0; i < 8; i++ {
+		h.m.reconcileDeployment(h.ctx, "default", "big")
+		for _, o := range h.list(kindReplicaSet) {
+			h.m.reconcileReplicaSet(h.ctx, "default", o.GetName())
+		}
+	}
+	if n := len(h.list(kindPod)); n != 10 {
+		t.Fatalf("%d pods after scaling to 25 with a cap of 10, want 10", n)
+	}
+	rs := h.list(kindReplicaSet)
+	if len(rs) != 1 {
+		t.Fatalf("%d replicasets, want 1", len(rs))
+	}
+	st := rs[0].(*appsv1.ReplicaSet).Status
+	var msg string
+	for _, c := range st.Conditions {
+		if c.Type == appsv1.ReplicaSetReplicaFailure {
+			msg = c.Message
+		}
+	}
+	if !strings.Contains(msg, "holds 10 pods") {
+		t.Fatalf("ReplicaFailure condition %q, want it to say the account holds 10 pods", msg)
 	}
 }

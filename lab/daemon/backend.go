@@ -2,11 +2,9 @@ package daemon
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"sort"
@@ -240,74 +238,27 @@ func (d *Daemon) imageUsers(name string) []string {
 	return out
 }
 
-// allocateFIPs gives an account addresses from the lab's pool, within its quota.
+// allocateFIPs gives an account addresses from the lab's pool, within its quota: all it asked for, or none.
 func (d *Daemon) allocateFIPs(w http.ResponseWriter, r *http.Request) {
 	account := server.Account(r)
-	acctObj, err := d.store.Get(kindAccount, "", account)
-	if err != nil {
-		server.WriteError(w, fmt.Errorf("account %q not found", account))
-		return
-	}
 	count := 1
 	if c := r.URL.Query().Get("count"); c != "" {
-		if count, err = strconv.Atoi(c); err != nil || count < 1 {
+		n, err := strconv.Atoi(c)
+		if err != nil || n < 1 {
 			server.WriteError(w, server.Invalid("--count must be a positive number, not %q", c))
 			return
 		}
+		count = n
 	}
-	d.fipMu.Lock()
-	defer d.fipMu.Unlock()
-	quota := d.cfg.FIPQuota
-	if q := acctObj.(*api.Account).Spec.FIPQuota; q > 0 {
-		quota = q
-	}
-	held, _ := d.store.List(kindFIP, account)
-	if len(held)+count > quota {
-		server.WriteError(w, server.Invalid("account %q holds %d of its %d floating IPs; %d more would exceed the quota (release one with `pi delete fip ADDRESS`)", account, len(held), quota, count))
+	out, err := d.registry.AllocateFIPs(account, count)
+	if err != nil {
+		server.WriteError(w, err)
 		return
 	}
-	all, _ := d.store.List(kindFIP, "")
-	used := map[string]bool{}
-	for _, o := range all {
-		used[o.GetName()] = true
-	}
-	var out []*api.FloatingIP
-	for _, ip := range poolAddresses(d.fipPool) {
-		if len(out) == count {
-			break
-		}
-		if used[ip] {
-			continue
-		}
-		f := &api.FloatingIP{}
-		f.Name = ip
-		api.SetAccount(f, account)
-		if err := d.store.Create(f); err != nil {
-			server.WriteError(w, err)
-			return
-		}
+	for _, f := range out {
 		d.ctrl.MeterFIP(f, true)
-		out = append(out, f)
-	}
-	if len(out) < count {
-		server.WriteError(w, fmt.Errorf("the floating IP pool %s is exhausted", d.fipPool))
-		return
 	}
 	server.WriteJSON(w, 201, out)
-}
-
-// poolAddresses lists a pool's usable addresses: not its network or broadcast address.
-func poolAddresses(pool *net.IPNet) []string {
-	base := binary.BigEndian.Uint32(pool.IP.To4())
-	ones, bits := pool.Mask.Size()
-	n := uint32(1) << (bits - ones)
-	var out []string
-	for i := uint32(1); i+1 < n && i < 65536; i++ {
-		var b [4]byte
-		binary.BigEndian.PutUint32(b[:], base+i)
-		out = append(out, net.IP(b[:]).String())
-	}
-	return out
 }
 
 func (d *Daemon) nameFIP(w http.ResponseWriter, r *http.Request) {

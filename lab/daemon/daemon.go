@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/pilab/pi/lab/registry"
 	"io"
 	"log/slog"
 	"net"
@@ -13,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/pilab/pi/lab/api"
@@ -103,10 +103,11 @@ type Daemon struct {
 	network *network.Manager
 	ctrl    *controller.Manager
 	server  *server.Server
-	prices  string
-	fipPool *net.IPNet
-	stop    context.CancelFunc
-	fipMu   sync.Mutex
+	// registry is the one door for writes that allocate or count: the API's and the controllers'.
+	registry *registry.Registry
+	prices   string
+	fipPool  *net.IPNet
+	stop     context.CancelFunc
 }
 
 // Run runs the daemon until ctx ends or a client asks it to stop.
@@ -165,19 +166,21 @@ func Run(ctx context.Context, cfg Config) error {
 	defer d.sup.Close()
 	d.images = images.New(d.sup.Client(), cfg.Lab, cfg.ImageCache)
 	d.runtime = pods.New(d.sup.Client(), cfg.Lab, d.images, cfg.RunDir)
+	d.registry = registry.New(registry.Config{Store: d.store, Images: d.images, FIPPool: pool, FIPQuota: cfg.FIPQuota,
+		SequentialIPs: cfg.SequentialIPs})
 
 	if err := d.ensureDefaultAccount(); err != nil {
 		return err
 	}
 	host, _ := os.Hostname()
-	d.ctrl = controller.New(controller.Config{Lab: cfg.Lab, RunDir: cfg.RunDir, Store: d.store, Runtime: d.runtime,
+	d.ctrl = controller.New(controller.Config{Lab: cfg.Lab, RunDir: cfg.RunDir, Store: d.store, Registry: d.registry, Runtime: d.runtime,
 		Images: d.images, Network: d.network, NodeName: host, SequentialIPs: cfg.SequentialIPs, Log: d.log,
 		FIPPool: pool, HostNetns: cfg.HostNetns})
 	if err := d.ctrl.CollectGarbage(ctx); err != nil {
 		d.log.Warn("collect leftovers", "err", err)
 	}
 
-	d.server = &server.Server{Store: d.store, Backend: d}
+	d.server = &server.Server{Store: d.store, Registry: d.registry, Backend: d}
 	l, err := d.server.Listen(cfg.Socket)
 	if err != nil {
 		return err
@@ -216,10 +219,7 @@ func (d *Daemon) ensureDefaultAccount() error {
 	if store.IsNotFound(err) {
 		a := &api.Account{}
 		a.Name = api.DefaultAccount
-		if err := d.Admit(context.Background(), "", a, nil); err != nil {
-			return err
-		}
-		err = d.store.Create(a)
+		err = d.registry.Create(context.Background(), "", a, false)
 		if store.IsAlreadyExists(err) {
 			return nil
 		}

@@ -16,16 +16,17 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/pilab/pi/lab/registry"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/pilab/pi/lab/api"
@@ -52,8 +53,6 @@ type LogRequest struct {
 
 // Backend is what the API needs from the rest of the daemon.
 type Backend interface {
-	// Admit defaults, checks and allocates for an object about to be created (old == nil) or replaced.
-	Admit(ctx context.Context, account string, o, old metav1.Object) error
 	// Delete starts deleting an object; it may refuse (a FIP still in use) or finish at once.
 	Delete(ctx context.Context, account string, k api.Kind, name string, o metav1.Object, opts DeleteOptions) error
 	Exec(ctx context.Context, r ExecRequest, stdin io.Reader, stdout, stderr io.Writer, resize <-chan [2]uint16) (int, error)
@@ -70,9 +69,11 @@ type DeleteOptions struct {
 
 // Server serves the API.
 type Server struct {
-	Store   *store.Store
-	Backend Backend
-	hs      *http.Server
+	Store *store.Store
+	// Registry admits and stores every create and replace.
+	Registry *registry.Registry
+	Backend  Backend
+	hs       *http.Server
 }
 
 // Listen serves on a unix socket at path, replacing a stale socket file, readable only by root (0600).
@@ -118,6 +119,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/pods/{name}/log", s.logs)
 	mux.HandleFunc("GET /v1/{plural}", s.list)
 	mux.HandleFunc("GET /v1/{plural}/{name}", s.get)
+	mux.HandleFunc("POST /v1/batch", s.createSet)
 	mux.HandleFunc("POST /v1/{plural}", s.create)
 	mux.HandleFunc("PUT /v1/{plural}/{name}", s.replace)
 	mux.HandleFunc("DELETE /v1/{plural}/{name}", s.delete)
@@ -129,34 +131,53 @@ type Status struct {
 	Error string `json:"error"`
 	// Reason is NotFound, AlreadyExists, Conflict, Invalid or InternalError, as in Kubernetes.
 	Reason string `json:"reason"`
+	// Items says which objects of a set (POST /v1/batch) were refused and why; none of the set was created.
+	Items []ItemStatus `json:"items,omitempty"`
+}
+
+// ItemStatus is one refused object of a set.
+type ItemStatus struct {
+	Index  int    `json:"index"`
+	Error  string `json:"error"`
+	Reason string `json:"reason"`
+}
+
+// statusOf chooses an error's HTTP code and Kubernetes reason.
+func statusOf(err error) (int, string) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return http.StatusNotFound, "NotFound"
+	case errors.Is(err, store.ErrAlreadyExists):
+		return http.StatusConflict, "AlreadyExists"
+	case errors.Is(err, store.ErrConflict):
+		return http.StatusConflict, "Conflict"
+	case registry.IsInvalid(err):
+		return http.StatusUnprocessableEntity, "Invalid"
+	}
+	return http.StatusInternalServerError, "InternalError"
 }
 
 // WriteError answers with err, choosing the status code from its kind.
 func WriteError(w http.ResponseWriter, err error) {
-	code, reason := http.StatusInternalServerError, "InternalError"
-	var inv *InvalidError
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		code, reason = http.StatusNotFound, "NotFound"
-	case errors.Is(err, store.ErrAlreadyExists):
-		code, reason = http.StatusConflict, "AlreadyExists"
-	case errors.Is(err, store.ErrConflict):
-		code, reason = http.StatusConflict, "Conflict"
-	case errors.As(err, &inv):
-		code, reason = http.StatusUnprocessableEntity, "Invalid"
+	var set *registry.SetError
+	if errors.As(err, &set) {
+		st := Status{Error: "the set was refused; nothing was created", Reason: "Invalid"}
+		for _, it := range set.Items {
+			_, reason := statusOf(it.Err)
+			st.Items = append(st.Items, ItemStatus{Index: it.Index, Error: it.Err.Error(), Reason: reason})
+		}
+		WriteJSON(w, http.StatusUnprocessableEntity, st)
+		return
 	}
+	code, reason := statusOf(err)
 	WriteJSON(w, code, Status{Error: err.Error(), Reason: reason})
 }
 
 // InvalidError is a request the user must change; the daemon is fine.
-type InvalidError struct{ Msg string }
-
-func (e *InvalidError) Error() string { return e.Msg }
+type InvalidError = registry.InvalidError
 
 // Invalid makes an InvalidError.
-func Invalid(format string, args ...any) error {
-	return &InvalidError{Msg: fmt.Sprintf(format, args...)}
-}
+func Invalid(format string, args ...any) error { return registry.Invalid(format, args...) }
 
 func WriteJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -180,15 +201,20 @@ func (s *Server) kind(w http.ResponseWriter, r *http.Request) (api.Kind, bool) {
 	return k, ok
 }
 
-// checkAccount makes sure a namespaced request names an existing account.
+// checkAccount makes sure a namespaced request names an existing account. Only reads may ask for every
+// account at once (allAccounts=true); a write always goes into one account that exists.
 func (s *Server) checkAccount(w http.ResponseWriter, r *http.Request, k api.Kind) (string, bool) {
 	account := Account(r)
-	if !k.Namespaced || r.URL.Query().Get("allAccounts") == "true" {
+	if !k.Namespaced || (r.Method == http.MethodGet && r.URL.Query().Get("allAccounts") == "true") {
 		return account, true
 	}
 	acct, err := s.Store.Get(kindAccount, "", account)
+	if store.IsNotFound(err) {
+		WriteJSON(w, http.StatusNotFound, Status{Error: fmt.Sprintf("account %q not found; create it with `pi account create %s`", account, account), Reason: "NotFound"})
+		return "", false
+	}
 	if err != nil {
-		WriteError(w, fmt.Errorf("account %q not found; create it with `pi account create %s`", account, account))
+		WriteError(w, err)
 		return "", false
 	}
 	if acct.GetDeletionTimestamp() != nil && r.Method != http.MethodGet {
@@ -198,7 +224,10 @@ func (s *Server) checkAccount(w http.ResponseWriter, r *http.Request, k api.Kind
 	return account, true
 }
 
-var kindAccount, _ = api.LookupKind("Account")
+var (
+	kindAccount, _ = api.LookupKind("Account")
+	kindPod, _     = api.LookupKind("Pod")
+)
 
 func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	k, ok := s.kind(w, r)
@@ -248,17 +277,47 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, o)
 }
 
-func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, k api.Kind) (metav1.Object, bool) {
-	data, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+// maxBody is the largest request body the API reads: a manifest set of a few MiB.
+const maxBody = 4 << 20
+
+// readBody reads a request's body, refusing one larger than maxBody with a message that says so.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	data, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil {
-		WriteError(w, err)
+		WriteError(w, Invalid("read the request body: %v", err))
 		return nil, false
 	}
+	if len(data) > maxBody {
+		WriteJSON(w, http.StatusRequestEntityTooLarge, Status{Error: fmt.Sprintf("the request body is larger than %d MiB; split the manifest into smaller files", maxBody>>20), Reason: "RequestEntityTooLarge"})
+		return nil, false
+	}
+	return data, true
+}
+
+// decodeStrict decodes one object of kind k, refusing unknown fields and another kind.
+func decodeStrict(k api.Kind, data []byte) (metav1.Object, error) {
 	o := k.New()
-	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(o); err != nil {
-		WriteError(w, Invalid("%s: %v", k.Singular, err))
+		return nil, Invalid("%s: the body is not a valid %s object: %v", k.Singular, k.Name, err)
+	}
+	var tm metav1.TypeMeta
+	json.Unmarshal(data, &tm)
+	if tm.Kind != "" && tm.Kind != k.Name {
+		return nil, Invalid("%s: the body is a %s, not a %s", k.Singular, tm.Kind, k.Name)
+	}
+	return o, nil
+}
+
+func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, k api.Kind) (metav1.Object, bool) {
+	data, ok := readBody(w, r)
+	if !ok {
+		return nil, false
+	}
+	o, err := decodeStrict(k, data)
+	if err != nil {
+		WriteError(w, err)
 		return nil, false
 	}
 	return o, true
@@ -277,39 +336,90 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if err := checkNew(k, o); err != nil {
+		WriteError(w, err)
+		return
+	}
+	// A dry run answers whether the create would succeed.
+	dryRun := r.URL.Query().Get("dryRun") == "All"
+	if err := s.Registry.Create(r.Context(), account, o, dryRun); err != nil {
+		WriteError(w, err)
+		return
+	}
+	if dryRun {
+		WriteJSON(w, http.StatusOK, o)
+		return
+	}
+	WriteJSON(w, http.StatusCreated, o)
+}
+
+// checkNew names an object from generateName and validates it.
+func checkNew(k api.Kind, o metav1.Object) error {
 	if o.GetName() == "" && o.GetGenerateName() != "" {
 		o.SetName(o.GetGenerateName() + randSuffix())
 	}
 	if err := validate.Object(o); err != nil {
-		WriteError(w, Invalid("%s %q is invalid: %v", k.Name, o.GetName(), err))
+		return Invalid("%s %q is invalid: %v", k.Name, o.GetName(), err)
+	}
+	return nil
+}
+
+// createSet creates a set of objects of any kinds (the documents of one manifest) as a whole: every one is
+// admitted seeing the ones before it, and all are stored, or none. Body: {"items": [object, ...]}, each
+// with its apiVersion and kind. dryRun=All checks the set without storing it.
+func (s *Server) createSet(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Items []json.RawMessage `json:"items"`
+	}
+	data, ok := readBody(w, r)
+	if !ok {
 		return
 	}
-	if k.Namespaced {
-		api.SetAccount(o, account)
-	}
-	// A client may resend an object it read; identity is the server's to give.
-	o.SetUID("")
-	o.SetResourceVersion("")
-	o.SetDeletionTimestamp(nil)
-	if _, err := s.Store.Get(k, account, o.GetName()); err == nil {
-		WriteError(w, &store.Error{Err: store.ErrAlreadyExists, Kind: k, Name: o.GetName()})
+	if err := json.Unmarshal(data, &body); err != nil {
+		WriteError(w, Invalid("set: the body is not a JSON object with items: %v", err))
 		return
 	}
-	if err := s.Backend.Admit(r.Context(), account, o, nil); err != nil {
+	var objs []metav1.Object
+	var set registry.SetError
+	for i, raw := range body.Items {
+		var tm metav1.TypeMeta
+		if err := json.Unmarshal(raw, &tm); err != nil || tm.Kind == "" {
+			set.Items = append(set.Items, registry.ItemError{Index: i, Err: Invalid("not an object with apiVersion and kind")})
+			continue
+		}
+		k, ok := api.LookupKind(tm.Kind)
+		if !ok {
+			set.Items = append(set.Items, registry.ItemError{Index: i, Err: Invalid("no kind %q is served by the lab", tm.Kind)})
+			continue
+		}
+		o, err := decodeStrict(k, raw)
+		if err == nil {
+			err = checkNew(k, o)
+		}
+		if err != nil {
+			set.Items = append(set.Items, registry.ItemError{Index: i, Err: err})
+			continue
+		}
+		objs = append(objs, o)
+	}
+	if len(set.Items) > 0 {
+		WriteError(w, &set)
+		return
+	}
+	account, ok := s.checkAccount(w, r, kindPod)
+	if !ok {
+		return
+	}
+	dryRun := r.URL.Query().Get("dryRun") == "All"
+	if err := s.Registry.CreateSet(r.Context(), account, objs, dryRun); err != nil {
 		WriteError(w, err)
 		return
 	}
-	// A dry run answers whether the create would succeed, so a client can check a set of documents whole.
-	if r.URL.Query().Get("dryRun") == "All" {
-		WriteJSON(w, http.StatusOK, o)
-		return
+	code := http.StatusCreated
+	if dryRun {
+		code = http.StatusOK
 	}
-	o.SetGeneration(1)
-	if err := s.Store.Create(o); err != nil {
-		WriteError(w, err)
-		return
-	}
-	WriteJSON(w, http.StatusCreated, o)
+	WriteJSON(w, code, map[string]any{"apiVersion": "v1", "kind": "List", "items": objs})
 }
 
 func (s *Server) replace(w http.ResponseWriter, r *http.Request) {
@@ -333,34 +443,13 @@ func (s *Server) replace(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, Invalid("%s %q is invalid: %v", k.Name, o.GetName(), err))
 		return
 	}
-	if k.Namespaced {
-		api.SetAccount(o, account)
-	}
+	// Without a resourceVersion a replace is "apply my spec": a controller's status write in between is
+	// no reason to fail it, so it is tried again on the new version.
+	unconditional := o.GetResourceVersion() == ""
 	for {
-		old, err := s.Store.Get(k, account, o.GetName())
-		if err != nil {
-			WriteError(w, err)
-			return
-		}
-		if old.GetDeletionTimestamp() != nil {
-			WriteError(w, Invalid("%s %q is being deleted", k.Singular, o.GetName()))
-			return
-		}
-		if err := s.Backend.Admit(r.Context(), account, o, old); err != nil {
-			WriteError(w, err)
-			return
-		}
-		// metadata.generation counts changes of the desired state, as in Kubernetes.
-		o.SetGeneration(old.GetGeneration())
-		if specOf(o) != specOf(old) {
-			o.SetGeneration(old.GetGeneration() + 1)
-		}
-		rv := o.GetResourceVersion()
-		if rv == "" {
-			o.SetResourceVersion(old.GetResourceVersion())
-		}
-		err = s.Store.Update(o)
-		if errors.Is(err, store.ErrConflict) && rv == "" {
+		err := s.Registry.Update(r.Context(), account, o)
+		if errors.Is(err, store.ErrConflict) && unconditional {
+			o.SetResourceVersion("")
 			continue
 		}
 		if err != nil {
@@ -581,12 +670,4 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sc.Write(stream.Exit, stream.EncodeExit(code))
-}
-
-// specOf is the desired state of an object, to tell a real change from a re-apply.
-func specOf(o metav1.Object) string {
-	data, _ := json.Marshal(o)
-	var m map[string]json.RawMessage
-	json.Unmarshal(data, &m)
-	return string(m["spec"])
 }

@@ -137,36 +137,56 @@ func accountFor(k api.Kind, o metav1.Object) string {
 }
 
 // Create stores a new object, filling uid, creationTimestamp and resourceVersion.
-func (s *Store) Create(o metav1.Object) error {
-	k := api.KindOf(o)
-	account := accountFor(k, o)
-	api.SetTypeMeta(o)
-	if k.Namespaced {
-		o.SetNamespace(api.Namespace)
-		api.SetAccount(o, account)
+func (s *Store) Create(o metav1.Object) error { return s.CreateAll([]metav1.Object{o}) }
+
+// CreateAll stores several new objects in one transaction: all of them, or none when any already exists.
+// Each gets its uid, creationTimestamp and its own resourceVersion, and watchers hear of them in order.
+func (s *Store) CreateAll(objs []metav1.Object) error {
+	events := make([]api.WatchEvent, len(objs))
+	now := metav1.NewTime(s.Now().UTC().Truncate(time.Second))
+	for _, o := range objs {
+		k := api.KindOf(o)
+		api.SetTypeMeta(o)
+		if k.Namespaced {
+			account := api.AccountOf(o)
+			o.SetNamespace(api.Namespace)
+			api.SetAccount(o, account)
+		}
+		if o.GetUID() == "" {
+			o.SetUID(types.UID(uuid.NewUUID()))
+		}
+		o.SetCreationTimestamp(now)
 	}
-	if o.GetUID() == "" {
-		o.SetUID(types.UID(uuid.NewUUID()))
-	}
-	o.SetCreationTimestamp(metav1.NewTime(s.Now().UTC().Truncate(time.Second)))
-	var data []byte
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(k.Plural))
-		kk := key(k, account, o.GetName())
-		if b.Get(kk) != nil {
-			return &Error{Err: ErrAlreadyExists, Kind: k, Name: o.GetName()}
+		for i, o := range objs {
+			k := api.KindOf(o)
+			account := accountFor(k, o)
+			b := tx.Bucket([]byte(k.Plural))
+			kk := key(k, account, o.GetName())
+			if b.Get(kk) != nil {
+				return &Error{Err: ErrAlreadyExists, Kind: k, Name: o.GetName()}
+			}
+			o.SetResourceVersion(nextRV(tx))
+			data, err := json.Marshal(o)
+			if err != nil {
+				return err
+			}
+			if err := b.Put(kk, data); err != nil {
+				return err
+			}
+			events[i] = api.WatchEvent{Type: api.Added, Kind: k.Name, Account: account, Object: data}
 		}
-		o.SetResourceVersion(nextRV(tx))
-		var err error
-		if data, err = json.Marshal(o); err != nil {
-			return err
-		}
-		return b.Put(kk, data)
+		return nil
 	})
 	if err != nil {
+		for _, o := range objs {
+			o.SetResourceVersion("")
+		}
 		return err
 	}
-	s.notify(api.WatchEvent{Type: api.Added, Kind: k.Name, Account: account, Object: data})
+	for _, ev := range events {
+		s.notify(ev)
+	}
 	return nil
 }
 

@@ -1,4 +1,4 @@
-package daemon
+package registry
 
 import (
 	"context"
@@ -6,10 +6,9 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"slices"
 
 	"github.com/pilab/pi/lab/api"
-	"github.com/pilab/pi/lab/controller"
-	"github.com/pilab/pi/lab/server"
 	"github.com/pilab/pi/lab/store"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -17,26 +16,31 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// Admit defaults, checks and allocates for an object about to be created (old == nil) or replaced. It has no
-// side effects beyond the object itself, so a dry run is Admit without the store write.
-func (d *Daemon) Admit(ctx context.Context, account string, o, old metav1.Object) error {
+// admit defaults, checks and allocates for an object about to be created (old == nil) or replaced, seeing
+// the store through v. It has no side effects beyond the object itself, so a dry run is admit without the
+// store write. The caller holds r.mu.
+func (r *Registry) admit(ctx context.Context, vw *view, account string, o, old metav1.Object) error {
 	switch v := o.(type) {
 	case *corev1.Pod:
 		api.DefaultPodSpec(&v.Spec)
 		if old != nil {
 			op := old.(*corev1.Pod)
 			if !reflect.DeepEqual(podSpecForCompare(op.Spec), podSpecForCompare(v.Spec)) {
-				return server.Invalid("pod %q: pod updates may not change fields of spec; delete and recreate the pod (or use a Deployment)", v.Name)
+				return Invalid("pod %q: pod updates may not change fields of spec; delete and recreate the pod (or use a Deployment)", v.Name)
 			}
 			v.Spec = op.Spec
 			v.Status = op.Status
 			return nil
 		}
 		v.Status = corev1.PodStatus{Phase: corev1.PodPending}
-		if pods, err := d.store.List(kindPod, account); err == nil && len(pods) >= MaxPodsPerAccount {
-			return server.Invalid("account %q holds %d pods, the most one account network carries (its bridge floods every broadcast to every pod); delete some first", account, len(pods))
+		pods, err := vw.List(kindPod, account)
+		if err != nil {
+			return err
 		}
-		return d.checkImages(ctx, v.Spec.Containers, "spec")
+		if max := r.maxPods(); len(pods) >= max {
+			return Invalid("account %q holds %d pods, the most one account network carries (its bridge floods every broadcast to every pod); delete some first", account, len(pods))
+		}
+		return r.checkImages(ctx, v.Spec.Containers, "spec")
 	case *appsv1.Deployment:
 		defaultDeployment(v)
 		if old != nil {
@@ -44,7 +48,7 @@ func (d *Daemon) Admit(ctx context.Context, account string, o, old metav1.Object
 		} else {
 			v.Status = appsv1.DeploymentStatus{}
 		}
-		return d.checkImages(ctx, v.Spec.Template.Spec.Containers, "spec.template.spec")
+		return r.checkImages(ctx, v.Spec.Template.Spec.Containers, "spec.template.spec")
 	case *appsv1.ReplicaSet:
 		if v.Spec.Replicas == nil {
 			v.Spec.Replicas = ptr[int32](1)
@@ -55,22 +59,30 @@ func (d *Daemon) Admit(ctx context.Context, account string, o, old metav1.Object
 		} else {
 			v.Status = appsv1.ReplicaSetStatus{}
 		}
-		return d.checkImages(ctx, v.Spec.Template.Spec.Containers, "spec.template.spec")
+		return r.checkImages(ctx, v.Spec.Template.Spec.Containers, "spec.template.spec")
 	case *corev1.Service:
 		var oldSvc *corev1.Service
 		if old != nil {
 			oldSvc = old.(*corev1.Service)
 		}
-		return d.admitService(account, v, oldSvc)
+		return r.admitService(vw, account, v, oldSvc)
 	case *api.Account:
+		if v.Spec.FIPQuota < 0 {
+			return Invalid("account %q: spec.fipQuota: Invalid value: %d: must be 0 (the lab's default) or more", v.Name, v.Spec.FIPQuota)
+		}
 		if old != nil {
-			v.Status = old.(*api.Account).Status
+			oa := old.(*api.Account)
+			// A quota is the lab's to give: an account's own manifest cannot raise it once the account exists.
+			if v.Spec.FIPQuota != oa.Spec.FIPQuota {
+				return Invalid("account %q: spec.fipQuota: Forbidden: an account's quota is set when the account is created; delete and recreate the account to change it", v.Name)
+			}
+			v.Status = oa.Status
 			return nil
 		}
-		return d.assignAccountIndex(v)
+		return r.assignAccountIndex(vw, v)
 	case *api.FloatingIP:
 		if old == nil {
-			return server.Invalid("floating IPs are allocated with `pi create fip`, not created from manifests")
+			return Invalid("floating IPs are allocated with `pi create fip`, not created from manifests")
 		}
 		v.Status = old.(*api.FloatingIP).Status
 	}
@@ -78,6 +90,14 @@ func (d *Daemon) Admit(ctx context.Context, account string, o, old metav1.Object
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// maxPods is the pods-per-account cap in force.
+func (r *Registry) maxPods() int {
+	if r.cfg.MaxPodsPerAccount > 0 {
+		return r.cfg.MaxPodsPerAccount
+	}
+	return MaxPodsPerAccount
+}
 
 // MaxPodsPerAccount keeps an account's bridge well below the ~1000 ports where ARP broadcast floods overflow
 // the kernel's packet backlog and pods stop reaching each other (measured on this machine kind).
@@ -119,17 +139,17 @@ func defaultDeployment(dep *appsv1.Deployment) {
 }
 
 // checkImages refuses containers whose image is not in the lab: pi is offline first, so pulling is explicit.
-func (d *Daemon) checkImages(ctx context.Context, cs []corev1.Container, path string) error {
+func (r *Registry) checkImages(ctx context.Context, cs []corev1.Container, path string) error {
 	for i, c := range cs {
-		if _, err := d.images.Resolve(ctx, c.Image); err != nil {
-			return server.Invalid("%s.containers[%d].image: %v", path, i, err)
+		if _, err := r.cfg.Images.Resolve(ctx, c.Image); err != nil {
+			return Invalid("%s.containers[%d].image: %v", path, i, err)
 		}
 	}
 	return nil
 }
 
-func (d *Daemon) assignAccountIndex(a *api.Account) error {
-	objs, err := d.store.List(kindAccount, "")
+func (r *Registry) assignAccountIndex(v *view, a *api.Account) error {
+	objs, err := v.List(kindAccount, "")
 	if err != nil {
 		return err
 	}
@@ -144,13 +164,13 @@ func (d *Daemon) assignAccountIndex(a *api.Account) error {
 			return nil
 		}
 	}
-	return server.Invalid("the lab holds 4095 accounts already")
+	return Invalid("the lab holds 4095 accounts already")
 }
 
 // Service IPs come from 10.96.0.0/12, private to each account.
 var serviceCIDR = &net.IPNet{IP: net.IPv4(10, 96, 0, 0).To4(), Mask: net.CIDRMask(12, 32)}
 
-func (d *Daemon) admitService(account string, svc *corev1.Service, old *corev1.Service) error {
+func (r *Registry) admitService(v *view, account string, svc *corev1.Service, old *corev1.Service) error {
 	if svc.Spec.Type == "" {
 		svc.Spec.Type = corev1.ServiceTypeClusterIP
 	}
@@ -170,7 +190,7 @@ func (d *Daemon) admitService(account string, svc *corev1.Service, old *corev1.S
 		if svc.Spec.ClusterIP == "" {
 			svc.Spec.ClusterIP = old.Spec.ClusterIP
 		} else if svc.Spec.ClusterIP != old.Spec.ClusterIP {
-			return server.Invalid("service %q: spec.clusterIP: field is immutable", svc.Name)
+			return Invalid("service %q: spec.clusterIP: field is immutable", svc.Name)
 		}
 		svc.Status = old.Status
 		svc.Finalizers = old.Finalizers
@@ -180,9 +200,9 @@ func (d *Daemon) admitService(account string, svc *corev1.Service, old *corev1.S
 	}
 	// The finalizer is the lab's to set and take, and it is there from the start: a LoadBalancer Service
 	// deleted right after its creation still waits for its Floating IP rules to go.
-	controller.HoldLoadBalancer(svc)
+	HoldLoadBalancer(svc)
 	svc.Spec.ClusterIPs = nil
-	objs, err := d.store.List(kindService, account)
+	objs, err := v.List(kindService, account)
 	if err != nil {
 		return err
 	}
@@ -196,22 +216,22 @@ func (d *Daemon) admitService(account string, svc *corev1.Service, old *corev1.S
 		if svc.Spec.ClusterIP != "" {
 			ip := net.ParseIP(svc.Spec.ClusterIP)
 			if !serviceCIDR.Contains(ip) {
-				return server.Invalid("service %q: spec.clusterIP %s is not in the Service range %s", svc.Name, svc.Spec.ClusterIP, serviceCIDR)
+				return Invalid("service %q: spec.clusterIP %s is not in the Service range %s", svc.Name, svc.Spec.ClusterIP, serviceCIDR)
 			}
 			if other, ok := used[svc.Spec.ClusterIP]; ok {
-				return server.Invalid("service %q: spec.clusterIP %s is already allocated to service %q", svc.Name, svc.Spec.ClusterIP, other)
+				return Invalid("service %q: spec.clusterIP %s is already allocated to service %q", svc.Name, svc.Spec.ClusterIP, other)
 			}
 		} else {
 			ip, err := allocateServiceIP(used)
 			if err != nil {
-				return server.Invalid("service %q: %v", svc.Name, err)
+				return Invalid("service %q: %v", svc.Name, err)
 			}
 			svc.Spec.ClusterIP = ip
 		}
 		svc.Spec.ClusterIPs = []string{svc.Spec.ClusterIP}
 	}
 	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
-		return d.checkLoadBalancerIP(account, svc, objs)
+		return r.checkLoadBalancerIP(v, account, svc, objs)
 	}
 	return nil
 }
@@ -230,16 +250,16 @@ func allocateServiceIP(used map[string]string) (string, error) {
 
 // checkLoadBalancerIP makes sure a LoadBalancer Service's FIP is one the account holds and that no other
 // Service of it serves the same port.
-func (d *Daemon) checkLoadBalancerIP(account string, svc *corev1.Service, services []metav1.Object) error {
+func (r *Registry) checkLoadBalancerIP(v *view, account string, svc *corev1.Service, services []metav1.Object) error {
 	fip := svc.Spec.LoadBalancerIP
-	if _, err := d.store.Get(kindFIP, account, fip); err != nil {
+	if _, err := v.Get(kindFIP, account, fip); err != nil {
 		if !store.IsNotFound(err) {
 			return err
 		}
-		if owner := d.fipOwner(fip); owner != "" {
-			return server.Invalid("service %q: spec.loadBalancerIP: fip %q belongs to another account; allocate your own with `pi create fip`", svc.Name, fip)
+		if owner := fipOwner(v, fip); owner != "" {
+			return Invalid("service %q: spec.loadBalancerIP: fip %q belongs to another account; allocate your own with `pi create fip`", svc.Name, fip)
 		}
-		return server.Invalid("service %q: spec.loadBalancerIP: fip %q is not allocated to account %q; allocate one with `pi create fip` and use the address it prints", svc.Name, fip, account)
+		return Invalid("service %q: spec.loadBalancerIP: fip %q is not allocated to account %q; allocate one with `pi create fip` and use the address it prints", svc.Name, fip, account)
 	}
 	ports := map[string]bool{}
 	for _, p := range svc.Spec.Ports {
@@ -252,7 +272,7 @@ func (d *Daemon) checkLoadBalancerIP(account string, svc *corev1.Service, servic
 		}
 		for _, p := range other.Spec.Ports {
 			if k := fmt.Sprintf("%d/%s", p.Port, p.Protocol); ports[k] {
-				return server.Invalid("service %q: port %s on fip %q is already used by service %q; pick another port or another fip", svc.Name, k, fip, other.Name)
+				return Invalid("service %q: port %s on fip %q is already used by service %q; pick another port or another fip", svc.Name, k, fip, other.Name)
 			}
 		}
 	}
@@ -260,12 +280,32 @@ func (d *Daemon) checkLoadBalancerIP(account string, svc *corev1.Service, servic
 }
 
 // fipOwner returns the account holding a FIP, or "".
-func (d *Daemon) fipOwner(ip string) string {
-	objs, _ := d.store.List(kindFIP, "")
+func fipOwner(v *view, ip string) string {
+	objs, _ := v.List(kindFIP, "")
 	for _, o := range objs {
 		if o.GetName() == ip {
 			return api.AccountOf(o)
 		}
 	}
 	return ""
+}
+
+// LBCleanupFinalizer holds a LoadBalancer Service until its Floating IP no longer leads to it, so that
+// `pi delete service` returns only once the Internet can no longer reach the Service (Kubernetes' own name).
+const LBCleanupFinalizer = "service.kubernetes.io/load-balancer-cleanup"
+
+// HoldLoadBalancer gives a LoadBalancer Service the cleanup finalizer if it lacks it, and tells whether it
+// did. Admission calls it, so the finalizer is there before any rule; the service controller calls it too,
+// for Services stored before the finalizer existed.
+func HoldLoadBalancer(svc *corev1.Service) bool {
+	if !IsLoadBalancer(svc) || slices.Contains(svc.Finalizers, LBCleanupFinalizer) {
+		return false
+	}
+	svc.Finalizers = append(slices.Clone(svc.Finalizers), LBCleanupFinalizer)
+	return true
+}
+
+// IsLoadBalancer tells whether a Service is exposed on a Floating IP.
+func IsLoadBalancer(svc *corev1.Service) bool {
+	return svc.Spec.Type == corev1.ServiceTypeLoadBalancer && svc.Spec.LoadBalancerIP != ""
 }
