@@ -5,9 +5,14 @@ package validate
 import (
 	"fmt"
 	"net"
+	"reflect"
 	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/pilab/pi/lab/api"
+	"github.com/pilab/pi/net/lb"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,8 +21,16 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
-// Object validates any object the API accepts from users.
+// Object validates any object the API accepts from users; the error is Errors' list as one aggregate, each
+// item `path: Type: detail` as kubectl prints it.
 func Object(o metav1.Object) error {
+	return Errors(o).ToAggregate()
+}
+
+// Errors validates any object the API accepts from users, as Kubernetes' API server does for the fields Pi
+// implements; the fields Pi does not implement are refused as Forbidden, "not supported in Pi". A server
+// answers them as a 422 Invalid status whose causes are the list's items.
+func Errors(o metav1.Object) field.ErrorList {
 	var errs field.ErrorList
 	switch v := o.(type) {
 	case *corev1.Pod:
@@ -25,26 +38,54 @@ func Object(o metav1.Object) error {
 	case *corev1.Service:
 		errs = Service(v)
 	case *appsv1.Deployment:
-		errs = meta(&v.ObjectMeta, field.NewPath("metadata"))
-		errs = append(errs, replicas(v.Spec.Replicas, field.NewPath("spec", "replicas"))...)
-		errs = append(errs, selected(v.Spec.Selector, &v.Spec.Template, field.NewPath("spec"))...)
+		errs = Deployment(v)
 	case *appsv1.ReplicaSet:
-		errs = meta(&v.ObjectMeta, field.NewPath("metadata"))
-		errs = append(errs, replicas(v.Spec.Replicas, field.NewPath("spec", "replicas"))...)
-		errs = append(errs, selected(v.Spec.Selector, &v.Spec.Template, field.NewPath("spec"))...)
+		errs = ReplicaSet(v)
 	case *api.Account:
-		errs = meta(&v.ObjectMeta, field.NewPath("metadata"))
-		// Account names become parts of netns and file names; keep them short DNS labels.
-		for _, msg := range validation.IsDNS1123Label(v.Name) {
-			errs = append(errs, field.Invalid(field.NewPath("metadata", "name"), v.Name, msg))
-		}
-		if len(v.Name) > 20 {
-			errs = append(errs, field.TooLong(field.NewPath("metadata", "name"), v.Name, 20))
-		}
-	default:
-		return nil
+		errs = Account(v)
+	case *api.FloatingIP:
+		errs = FloatingIP(v)
 	}
-	return errs.ToAggregate()
+	return errs
+}
+
+// Account validates an account.
+func Account(a *api.Account) field.ErrorList {
+	errs := meta(&a.ObjectMeta, field.NewPath("metadata"))
+	// Account names become parts of file names and are shown in tables; keep them short DNS labels.
+	for _, msg := range validation.IsDNS1123Label(a.Name) {
+		errs = append(errs, field.Invalid(field.NewPath("metadata", "name"), a.Name, msg))
+	}
+	if len(a.Name) > 20 {
+		errs = append(errs, field.TooLong(field.NewPath("metadata", "name"), a.Name, 20))
+	}
+	if a.Spec.FIPQuota < 0 {
+		errs = append(errs, field.Invalid(field.NewPath("spec", "fipQuota"), a.Spec.FIPQuota, "must be greater than or equal to 0"))
+	}
+	return errs
+}
+
+// FloatingIP validates a Floating IP object: its name is its address.
+func FloatingIP(f *api.FloatingIP) field.ErrorList {
+	var errs field.ErrorList
+	if ip := net.ParseIP(f.Name); ip == nil || ip.To4() == nil || strings.Contains(f.Name, ":") {
+		errs = append(errs, field.Invalid(field.NewPath("metadata", "name"), f.Name, "must be the Floating IP's IPv4 address"))
+	}
+	errs = append(errs, labels(f.Labels, field.NewPath("metadata", "labels"))...)
+	return append(errs, FIPDisplayName(f.Spec.DisplayName, field.NewPath("spec", "displayName"))...)
+}
+
+// FIPDisplayName validates the name `pi name fip` gives an address: one printable line of at most 63
+// characters, shown in tables. p is where the name was given (spec.displayName, or a request's name).
+func FIPDisplayName(s string, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if len(s) > 63 {
+		errs = append(errs, field.TooLong(p, s, 63))
+	}
+	if !utf8.ValidString(s) || strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		errs = append(errs, field.Invalid(p, s, "must be printable characters on one line"))
+	}
+	return errs
 }
 
 func meta(m *metav1.ObjectMeta, p *field.Path) field.ErrorList {
@@ -106,6 +147,7 @@ func selected(sel *metav1.LabelSelector, t *corev1.PodTemplateSpec, p *field.Pat
 		}
 	}
 	errs = append(errs, labels(t.Labels, p.Child("template", "metadata", "labels"))...)
+	errs = append(errs, template(t, p.Child("template"))...)
 	errs = append(errs, podSpec(&t.Spec, p.Child("template", "spec"))...)
 	return errs
 }
@@ -119,99 +161,6 @@ func (l labelSet) Get(k string) string { return l[k] }
 func Pod(pod *corev1.Pod) field.ErrorList {
 	errs := meta(&pod.ObjectMeta, field.NewPath("metadata"))
 	return append(errs, podSpec(&pod.Spec, field.NewPath("spec"))...)
-}
-
-func podSpec(spec *corev1.PodSpec, p *field.Path) field.ErrorList {
-	var errs field.ErrorList
-	if len(spec.Containers) == 0 {
-		errs = append(errs, field.Required(p.Child("containers"), ""))
-	}
-	switch spec.RestartPolicy {
-	case "", corev1.RestartPolicyAlways, corev1.RestartPolicyOnFailure, corev1.RestartPolicyNever:
-	default:
-		errs = append(errs, field.NotSupported(p.Child("restartPolicy"), spec.RestartPolicy, []string{"Always", "OnFailure", "Never"}))
-	}
-	names := map[string]bool{}
-	// Containers of a pod share one network namespace, so two of them cannot listen on one port.
-	ports := map[string]string{}
-	for i := range spec.Containers {
-		c := &spec.Containers[i]
-		cp := p.Child("containers").Index(i)
-		if c.Name == "" {
-			errs = append(errs, field.Required(cp.Child("name"), ""))
-		} else {
-			for _, msg := range validation.IsDNS1123Label(c.Name) {
-				errs = append(errs, field.Invalid(cp.Child("name"), c.Name, msg))
-			}
-			if names[c.Name] {
-				errs = append(errs, field.Duplicate(cp.Child("name"), c.Name))
-			}
-			names[c.Name] = true
-		}
-		if strings.TrimSpace(c.Image) == "" {
-			errs = append(errs, field.Required(cp.Child("image"), ""))
-		}
-		portNames := map[string]bool{}
-		for j, port := range c.Ports {
-			pp := cp.Child("ports").Index(j)
-			for _, msg := range validation.IsValidPortNum(int(port.ContainerPort)) {
-				errs = append(errs, field.Invalid(pp.Child("containerPort"), port.ContainerPort, msg))
-			}
-			proto := port.Protocol
-			if proto == "" {
-				proto = corev1.ProtocolTCP
-			}
-			if proto != corev1.ProtocolTCP && proto != corev1.ProtocolUDP {
-				errs = append(errs, field.NotSupported(pp.Child("protocol"), port.Protocol, []string{"TCP", "UDP"}))
-			}
-			if port.Name != "" {
-				for _, msg := range validation.IsValidPortName(port.Name) {
-					errs = append(errs, field.Invalid(pp.Child("name"), port.Name, msg))
-				}
-				if portNames[port.Name] {
-					errs = append(errs, field.Duplicate(pp.Child("name"), port.Name))
-				}
-				portNames[port.Name] = true
-			}
-			k := fmt.Sprintf("%d/%s", port.ContainerPort, proto)
-			if other, ok := ports[k]; ok && other != c.Name {
-				errs = append(errs, field.Forbidden(pp.Child("containerPort"),
-					fmt.Sprintf("port %s is already used by container %q; containers of one pod share its IP, so their ports must not conflict", k, other)))
-			} else if ok {
-				errs = append(errs, field.Duplicate(pp.Child("containerPort"), k))
-			}
-			ports[k] = c.Name
-		}
-		if q, ok := c.Resources.Limits[corev1.ResourceMemory]; ok && q.Value() < 4<<20 {
-			errs = append(errs, field.Invalid(cp.Child("resources", "limits", "memory"), q.String(), "must be at least 4Mi"))
-		}
-		errs = append(errs, probe(c.ReadinessProbe, cp.Child("readinessProbe"))...)
-		errs = append(errs, probe(c.LivenessProbe, cp.Child("livenessProbe"))...)
-	}
-	return errs
-}
-
-func probe(pr *corev1.Probe, p *field.Path) field.ErrorList {
-	if pr == nil {
-		return nil
-	}
-	n := 0
-	if pr.HTTPGet != nil {
-		n++
-	}
-	if pr.TCPSocket != nil {
-		n++
-	}
-	if pr.Exec != nil {
-		n++
-	}
-	if pr.GRPC != nil {
-		return field.ErrorList{field.NotSupported(p.Child("grpc"), "grpc", []string{"httpGet", "tcpSocket", "exec"})}
-	}
-	if n != 1 {
-		return field.ErrorList{field.Invalid(p, "", "must specify exactly one of httpGet, tcpSocket, exec")}
-	}
-	return nil
 }
 
 // Service validates a Service as Pi serves it.
@@ -259,6 +208,9 @@ func Service(svc *corev1.Service) field.ErrorList {
 			errs = append(errs, field.Required(pp.Child("name"), "when there is more than one port, each must be named"))
 		}
 		if port.Name != "" {
+			for _, msg := range validation.IsDNS1123Label(port.Name) {
+				errs = append(errs, field.Invalid(pp.Child("name"), port.Name, msg))
+			}
 			if names[port.Name] {
 				errs = append(errs, field.Duplicate(pp.Child("name"), port.Name))
 			}
@@ -290,5 +242,57 @@ func Service(svc *corev1.Service) field.ErrorList {
 		}
 	}
 	errs = append(errs, labels(svc.Spec.Selector, p.Child("selector"))...)
-	return errs
+	return append(errs, serviceUnsupported(&svc.Spec, p)...)
+}
+
+var serviceWhy = map[string]string{
+	"externalIPs":                   "expose a Service outside its account with type LoadBalancer and a Floating IP",
+	"externalName":                  "Pi has no ExternalName Services",
+	"loadBalancerSourceRanges":      "a Floating IP answers every client",
+	"loadBalancerClass":             "Pi's own load balancer serves every LoadBalancer Service",
+	"allocateLoadBalancerNodePorts": "Pi has no node ports",
+	"healthCheckNodePort":           "Pi has no node ports",
+	"externalTrafficPolicy":         "a LoadBalancer Service's traffic goes to any of its pods (Cluster)",
+	"internalTrafficPolicy":         "a Service's traffic goes to any of its pods (Cluster)",
+	"publishNotReadyAddresses":      "a Service's endpoints are its ready pods",
+	"ipFamilies":                    "Services are IPv4 only",
+	"ipFamilyPolicy":                "Services are IPv4 only (SingleStack)",
+}
+
+// serviceUnsupported refuses what Pi's load balancer does not do, and takes what it does anyway: the
+// values Kubernetes and pi write back into a Service it returns, so a Service read and sent back passes.
+func serviceUnsupported(s *corev1.ServiceSpec, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	handled := map[string]bool{"ports": true, "selector": true, "clusterIP": true, "type": true, "sessionAffinity": true,
+		"loadBalancerIP": true, "clusterIPs": true, "sessionAffinityConfig": true}
+	for i, port := range s.Ports {
+		if port.NodePort != 0 {
+			errs = append(errs, forbidden(p.Child("ports").Index(i).Child("nodePort"), "Pi has no node ports; use type LoadBalancer with a Floating IP"))
+		}
+	}
+	if len(s.ClusterIPs) > 1 || (len(s.ClusterIPs) == 1 && s.ClusterIPs[0] != s.ClusterIP) {
+		errs = append(errs, field.Invalid(p.Child("clusterIPs"), s.ClusterIPs, "must be empty or hold exactly spec.clusterIP: a Service has one IPv4 address"))
+	}
+	if c := s.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
+		tp := p.Child("sessionAffinityConfig", "clientIP", "timeoutSeconds")
+		if t := *c.ClientIP.TimeoutSeconds; t != int32(lb.AffinityTimeout/time.Second) {
+			errs = append(errs, forbidden(tp, fmt.Sprintf("%d; ClientIP affinity lasts %d seconds", t, int(lb.AffinityTimeout/time.Second))))
+		}
+	}
+	if len(s.IPFamilies) == 1 && s.IPFamilies[0] == corev1.IPv4Protocol {
+		handled["ipFamilies"] = true
+	}
+	if s.IPFamilyPolicy != nil && *s.IPFamilyPolicy == corev1.IPFamilyPolicySingleStack {
+		handled["ipFamilyPolicy"] = true
+	}
+	if s.InternalTrafficPolicy != nil && *s.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyCluster {
+		handled["internalTrafficPolicy"] = true
+	}
+	if s.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyTypeCluster {
+		handled["externalTrafficPolicy"] = true
+	}
+	if s.AllocateLoadBalancerNodePorts != nil && !*s.AllocateLoadBalancerNodePorts {
+		handled["allocateLoadBalancerNodePorts"] = true
+	}
+	return append(errs, unset(reflect.ValueOf(s).Elem(), p, handled, serviceWhy)...)
 }
