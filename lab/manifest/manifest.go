@@ -6,6 +6,7 @@ package manifest
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,11 +14,13 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/pilab/pi/lab/api"
 	"github.com/pilab/pi/lab/validate"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
 
@@ -39,24 +42,18 @@ func (d Doc) Where() string {
 func Read(paths []string, stdin io.Reader) ([]Doc, error) {
 	var docs []Doc
 	var errs []string
+	total := 0
 	for _, p := range paths {
 		files, err := expand(p)
 		if err != nil {
 			return nil, err
 		}
 		for _, f := range files {
-			var data []byte
-			var name string
-			if f == "-" {
-				name = "STDIN"
-				data, err = io.ReadAll(stdin)
-			} else {
-				name = f
-				data, err = os.ReadFile(f)
-			}
+			name, data, err := readCapped(f, stdin)
 			if err != nil {
-				return nil, fmt.Errorf("read %s: %w", name, err)
+				return nil, err
 			}
+			total += len(data)
 			d, e := Parse(name, data)
 			docs = append(docs, d...)
 			errs = append(errs, e...)
@@ -65,10 +62,61 @@ func Read(paths []string, stdin io.Reader) ([]Doc, error) {
 	if len(errs) > 0 {
 		return nil, errors.New(strings.Join(errs, "\n"))
 	}
+	// The documents are created as one request (checked whole), so together they share the request's cap.
+	if total > MaxBytes {
+		return nil, fmt.Errorf("the manifests hold %s together; at most %s are created at once %s; create them in parts",
+			mib(total), mib(MaxBytes), apiCap)
+	}
 	if len(docs) == 0 {
 		return nil, fmt.Errorf("no objects passed to create: %s holds no documents", strings.Join(paths, ", "))
 	}
 	return docs, nil
+}
+
+// MaxBytes is the most pi reads from one manifest, one document, and a set of documents created at once.
+// The lab's API takes request bodies of at most 4 MiB (lab/server); a document read from YAML grows when it
+// is sent as JSON, so the cap leaves room below that.
+const MaxBytes = 3 << 20
+
+const apiCap = "(the lab's API takes requests of at most 4 MiB)"
+
+func mib(n int) string {
+	if n%(1<<20) == 0 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+}
+
+// readCapped reads one file ("-": stdin) up to MaxBytes, and refuses a larger one before reading it all:
+// a 5 MB manifest is a mistake to name, not a request the server cuts off mid-document.
+func readCapped(f string, stdin io.Reader) (string, []byte, error) {
+	name, r := f, stdin
+	if f == "-" {
+		name = "STDIN"
+	} else {
+		fh, err := os.Open(f)
+		if err != nil {
+			return name, nil, fmt.Errorf("read %s: %w", name, err)
+		}
+		defer fh.Close()
+		if st, err := fh.Stat(); err == nil && st.Mode().IsRegular() && st.Size() > MaxBytes {
+			return name, nil, fmt.Errorf("%s is %s; a manifest may hold at most %s %s; split it into smaller files",
+				name, mib(int(st.Size())), mib(MaxBytes), apiCap)
+		}
+		r = fh
+	}
+	if r == nil {
+		r = bytes.NewReader(nil)
+	}
+	data, err := io.ReadAll(io.LimitReader(r, MaxBytes+1))
+	if err != nil {
+		return name, nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	if len(data) > MaxBytes {
+		return name, nil, fmt.Errorf("%s is more than %s; a manifest may hold at most %s %s; split it into smaller files",
+			name, mib(MaxBytes), mib(MaxBytes), apiCap)
+	}
+	return name, data, nil
 }
 
 func expand(p string) ([]string, error) {
@@ -114,14 +162,27 @@ func Parse(name string, data []byte) ([]Doc, []string) {
 			break
 		}
 		if err != nil {
-			errs = append(errs, fmt.Sprintf("%s: document %d: %v", name, i, err))
+			errs = append(errs, fmt.Sprintf("%s: document %d %s: %v", name, i, notManifest, err))
 			break
+		}
+		if !text(raw) {
+			errs = append(errs, fmt.Sprintf("%s: document %d %s", name, i, notManifest))
+			continue
 		}
 		if len(bytes.TrimSpace(stripComments(raw))) == 0 {
 			i--
 			continue
 		}
+		if len(raw) > MaxBytes {
+			errs = append(errs, fmt.Sprintf("%s: document %d is %s; a manifest document may be at most %s %s", name, i, mib(len(raw)), mib(MaxBytes), apiCap))
+			continue
+		}
 		d, err := decode(raw)
+		var nm errNotManifest
+		if errors.As(err, &nm) {
+			errs = append(errs, fmt.Sprintf("%s: document %d %v", name, i, err))
+			continue
+		}
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("%s: document %d: %v", name, i, err))
 			continue
@@ -146,10 +207,44 @@ func stripComments(b []byte) []byte {
 	return bytes.Join(out, []byte("\n"))
 }
 
+const notManifest = "is not a Kubernetes manifest (YAML or JSON with apiVersion and kind)"
+
+// errNotManifest is a document that is no YAML or JSON object at all; its message follows "document N".
+type errNotManifest struct{ detail string }
+
+func (e errNotManifest) Error() string {
+	if e.detail == "" {
+		return notManifest
+	}
+	return notManifest + ": " + e.detail
+}
+
+// text says whether a document can be YAML at all: valid UTF-8 without the control characters YAML
+// forbids. Binary input is named as such instead of by the YAML parser's view of it.
+func text(b []byte) bool {
+	if !utf8.Valid(b) {
+		return false
+	}
+	for _, c := range b {
+		if c < 0x20 && c != '\t' && c != '\n' && c != '\r' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
 func decode(raw []byte) (Doc, error) {
+	// Duplicate keys are an error, as kubectl's strict decoding has them.
+	j, err := yaml.YAMLToJSONStrict(raw)
+	if err != nil {
+		return Doc{}, errNotManifest{cleanStrict(err)}
+	}
+	if b := bytes.TrimSpace(j); len(b) == 0 || b[0] != '{' {
+		return Doc{}, errNotManifest{}
+	}
 	var tm metav1.TypeMeta
-	if err := yaml.Unmarshal(raw, &tm); err != nil {
-		return Doc{}, fmt.Errorf("not valid YAML or JSON: %v", err)
+	if err := json.Unmarshal(j, &tm); err != nil {
+		return Doc{}, errors.New("apiVersion and kind must be strings")
 	}
 	if tm.Kind == "" {
 		return Doc{}, errors.New("kind is not set; every document needs apiVersion and kind")
@@ -162,8 +257,17 @@ func decode(raw []byte) (Doc, error) {
 		return Doc{}, fmt.Errorf("kind %s is served as apiVersion %q, not %q", k.Name, k.APIVersion, tm.APIVersion)
 	}
 	o := k.New()
-	if err := yaml.UnmarshalStrict(raw, o); err != nil {
+	// sigs.k8s.io/json, as the API server decodes: case-sensitive, and unknown fields named by their path.
+	strict, err := kjson.UnmarshalStrict(j, o)
+	if err != nil {
 		return Doc{}, fmt.Errorf("%s: %v", k.Name, cleanStrict(err))
+	}
+	if len(strict) > 0 {
+		msgs := make([]string, len(strict))
+		for i, e := range strict {
+			msgs[i] = e.Error()
+		}
+		return Doc{}, fmt.Errorf("%s: %s", k.Name, strings.Join(msgs, ", "))
 	}
 	return Doc{Kind: k, Object: o}, nil
 }
