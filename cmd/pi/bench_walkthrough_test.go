@@ -12,6 +12,7 @@ import (
 	"github.com/pilab/pi/lab/controller"
 	"github.com/pilab/pi/net/iperf"
 	"github.com/pilab/pi/net/netns"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // BenchmarkWalkthrough plays the Pi guide's walkthrough from a stopped lab whose images are present, as a
@@ -79,7 +80,8 @@ func BenchmarkWalkthrough(b *testing.B) {
 	// Throughput, with iperf3: its server in the nginx pod's own network namespace on 5201, reached through a
 	// second LoadBalancer Service on the same FIP (5001 -> 5201) from the Internet side, and straight at the
 	// Pod IP from the account's router.
-	podNS := netns.Path(controller.PodNetnsName(lab, "default", "nginx"))
+	nginxUID := strings.TrimSpace(mustPi(b, lab, "get", "pod", "nginx", "-o", "jsonpath={.metadata.uid}"))
+	podNS := netns.Path(controller.PodNetnsName(lab, types.UID(nginxUID)))
 	sink := filepath.Join(dir, "sink.yml")
 	os.WriteFile(sink, []byte(`apiVersion: v1
 kind: Service

@@ -2,11 +2,13 @@ package controller
 
 import (
 	"context"
+	"regexp"
 	"strings"
 
 	"github.com/pilab/pi/lab/api"
 	"github.com/pilab/pi/net/netns"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // CollectGarbage removes what belongs to no stored pod: containers and sandboxes of pods deleted while the
@@ -21,7 +23,9 @@ func (m *Manager) CollectGarbage(ctx context.Context) error {
 	for _, o := range objs {
 		p := o.(*corev1.Pod)
 		live[string(p.UID)] = true
-		liveNetns[PodNetnsName(m.Lab, api.AccountOf(p), p.Name)] = true
+		liveNetns[PodNetnsName(m.Lab, p.UID)] = true
+		// A pod started before the upgrade to UID names still runs in its old netns: keep it.
+		liveNetns[oldPodNetnsName(m.Lab, api.AccountOf(p), p.Name)] = true
 	}
 	listed, err := m.Runtime.List(ctx)
 	if err != nil {
@@ -47,15 +51,33 @@ func (m *Manager) CollectGarbage(ctx context.Context) error {
 		return err
 	}
 	for _, n := range names {
-		for _, a := range accounts {
-			prefix := m.Lab + "-" + a.GetName() + "-"
-			if strings.HasPrefix(n, prefix) && !liveNetns[n] {
-				m.Log.Info("removing leftover pod netns", "netns", n)
-				netns.DeleteNamed(n)
-			}
+		if liveNetns[n] || !m.isPodNetns(n, accounts) {
+			continue
+		}
+		m.Log.Info("removing leftover pod netns", "netns", n)
+		if err := netns.DeleteNamed(n); err != nil {
+			m.Log.Warn("remove leftover pod netns", "netns", n, "err", err)
 		}
 	}
 	return nil
+}
+
+// uidRE matches the UIDs the store gives (RFC 4122 text form).
+var uidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
+// isPodNetns reports whether a named netns of the lab is a pod's: "<lab>-p-<uid>" (PodNetnsName), or the
+// "<lab>-<account>-<pod>" of an existing account that older versions used. Routers ("<lab>-r<index>") and
+// a --host-netns that happens to start with the lab prefix match neither.
+func (m *Manager) isPodNetns(name string, accounts []metav1.Object) bool {
+	if uid, ok := strings.CutPrefix(name, m.Lab+"-p-"); ok && uidRE.MatchString(uid) {
+		return true
+	}
+	for _, a := range accounts {
+		if strings.HasPrefix(name, m.Lab+"-"+a.GetName()+"-") {
+			return true
+		}
+	}
+	return false
 }
 
 // AccountObjects counts what an account still holds, by kind.

@@ -43,8 +43,15 @@ func backoff(restarts int32) time.Duration {
 	return min(d, backoffMax)
 }
 
-// PodNetnsName is the named network namespace of a pod.
-func PodNetnsName(lab, account, pod string) string { return lab + "-" + account + "-" + pod }
+// PodNetnsName is the named network namespace of a pod: the lab prefix and the pod's UID, unique by
+// construction. Account and pod names must not be joined into it: account "x" pod "y-z" and account "x-y"
+// pod "z" would share "<lab>-x-y-z", one netns for two pods of two accounts. "-p-" keeps it apart from the
+// routers' "<lab>-r<index>".
+func PodNetnsName(lab string, uid types.UID) string { return lab + "-p-" + string(uid) }
+
+// oldPodNetnsName is the ambiguous name pods had before PodNetnsName used the UID; garbage collection
+// still recognises it so that an upgraded lab removes those of pods that are gone.
+func oldPodNetnsName(lab, account, pod string) string { return lab + "-" + account + "-" + pod }
 
 // podID names a pod's links: unique and short.
 func podID(p *corev1.Pod) string { return string(p.UID)[:8] }
@@ -104,7 +111,7 @@ func (m *Manager) reconcilePod(ctx context.Context, account, name string) (time.
 // bridge, its UTS and IPC namespaces, and its /etc/hosts and /etc/resolv.conf.
 func (m *Manager) ensurePodSandbox(pod *corev1.Pod, acct *api.Account) (pods.Sandbox, error) {
 	account := api.AccountOf(pod)
-	nsPath, err := netns.EnsureNamed(PodNetnsName(m.Lab, account, pod.Name))
+	nsPath, err := netns.EnsureNamed(PodNetnsName(m.Lab, pod.UID))
 	if err != nil {
 		return pods.Sandbox{}, fmt.Errorf("pod %q: network namespace: %w", pod.Name, err)
 	}
@@ -385,7 +392,7 @@ func (m *Manager) finishPodDeletion(ctx context.Context, pod *corev1.Pod) error 
 			errs = append(errs, fmt.Errorf("remove network: %w", err))
 		}
 	}
-	if err := netns.DeleteNamed(PodNetnsName(m.Lab, account, pod.Name)); err != nil {
+	if err := netns.DeleteNamed(PodNetnsName(m.Lab, pod.UID)); err != nil {
 		errs = append(errs, fmt.Errorf("remove netns: %w", err))
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -302,7 +302,7 @@ func (m *Manager) runProbe(ctx context.Context, t *probeTarget) (ok bool, msg st
 	timeout := time.Duration(max(t.probe.TimeoutSeconds, 1)) * time.Second
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	nsPath := netns.Path(PodNetnsName(m.Lab, t.account, t.pod))
+	nsPath := netns.Path(PodNetnsName(m.Lab, t.podMeta.UID))
 	switch h := t.probe.ProbeHandler; {
 	case h.HTTPGet != nil:
 		return probeHTTP(ctx, nsPath, t.podIP, t.container, h.HTTPGet)
