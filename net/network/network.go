@@ -149,8 +149,8 @@ func (m *Manager) Close() error { return m.host.Close() }
 func (m *Manager) Lab() string { return m.lab }
 
 // RouterNetnsName is the named netns of the account with that index.
-// Pod netns names (<lab>-<account>-<pod>) always have two more dash-separated
-// parts, so they never collide with it.
+// Pod netns are named by the controller <lab>-p-<pod UID>, which never
+// matches <lab>-r<digits>.
 func (m *Manager) RouterNetnsName(index int) string { return m.lab + "-r" + strconv.Itoa(index) }
 
 func (m *Manager) hostLinkName(index int) string { return m.lab + "w" + strconv.Itoa(index) }
@@ -339,7 +339,7 @@ func (m *Manager) ensureAccount(name string, index int) (*Account, error) {
 		return nil, fmt.Errorf("host netns: %w", err)
 	}
 	defer hh.Close()
-	subnet, err := m.ensureTransit(hh, rh, hostLink, index)
+	subnet, err := m.ensureTransit(hh, rh, name, hostLink, index)
 	if err != nil {
 		return nil, err
 	}
@@ -482,8 +482,11 @@ func transitConflict(hh *netlink.Handle, cand *net.IPNet, own int) (string, erro
 // ensureTransit makes the veth pair (router wan0 <-> host <lab>w<index>),
 // created from the router netns with the peer placed straight into the host
 // netns, addressed with a /30 from TransitRange, and the router's default
-// route through it. It returns the /30.
-func (m *Manager) ensureTransit(hh, rh *netlink.Handle, hostLink string, index int) (*net.IPNet, error) {
+// route through it. The host link's alias names the account: a host link
+// that is not peered with this router's wan0 is rebuilt only if it is an
+// unlabelled leftover or this account's, never another account's. It
+// returns the /30.
+func (m *Manager) ensureTransit(hh, rh *netlink.Handle, account, hostLink string, index int) (*net.IPNet, error) {
 	hl, err := linkByName(hh, hostLink)
 	if err != nil {
 		return nil, fmt.Errorf("host: %w", err)
@@ -491,6 +494,16 @@ func (m *Manager) ensureTransit(hh, rh *netlink.Handle, hostLink string, index i
 	wl, err := linkByName(rh, WANName)
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
+	}
+	if !vethPair(hl, wl) && hl != nil {
+		// The router netns is this account's (ensureBridge checked its label), so its wan0 may go; the
+		// host link lives in the shared host netns and must be checked first.
+		if hl.Type() != "veth" {
+			return nil, fmt.Errorf("host netns already has a link %s of type %s, not a transit veth: refusing to delete it; remove or rename it", hostLink, hl.Type())
+		}
+		if a := hl.Attrs().Alias; a != "" && a != account {
+			return nil, fmt.Errorf("host link %s belongs to account %q (its alias), not %q: two accounts were given the same index", hostLink, a, account)
+		}
 	}
 	if !vethPair(hl, wl) {
 		for _, x := range []struct {
@@ -507,6 +520,9 @@ func (m *Manager) ensureTransit(hh, rh *netlink.Handle, hostLink string, index i
 		la.Name = WANName
 		v := &netlink.Veth{LinkAttrs: la, PeerName: hostLink, PeerNamespace: netlink.NsFd(m.host.Fd())}
 		if err := rh.LinkAdd(v); err != nil {
+			if errors.Is(err, unix.EEXIST) {
+				return nil, fmt.Errorf("create transit veth %s <-> host %s: %w: another account's link appeared under this name meanwhile; not adopting it", WANName, hostLink, err)
+			}
 			return nil, fmt.Errorf("create transit veth %s <-> host %s: %w", WANName, hostLink, err)
 		}
 		if hl, err = hh.LinkByName(hostLink); err != nil {
@@ -514,6 +530,15 @@ func (m *Manager) ensureTransit(hh, rh *netlink.Handle, hostLink string, index i
 		}
 		if wl, err = rh.LinkByName(WANName); err != nil {
 			return nil, fmt.Errorf("router side %s after creation: %w", WANName, err)
+		}
+		if !vethPair(hl, wl) {
+			return nil, fmt.Errorf("host link %s after creation is not the peer of the router's %s", hostLink, WANName)
+		}
+	}
+	// Transit links made before they carried the account's name get it now.
+	if hl.Attrs().Alias != account {
+		if err := hh.LinkSetAlias(hl, account); err != nil {
+			return nil, fmt.Errorf("host: label %s with account: %w", hostLink, err)
 		}
 	}
 

@@ -279,6 +279,7 @@ func ipNet(off uint32, n *net.IPNet) []expr.Any {
 }
 
 func saddrNet(n *net.IPNet) []expr.Any { return ipNet(12, n) }
+func daddrNet(n *net.IPNet) []expr.Any { return ipNet(16, n) }
 
 func daddr(ip net.IP) []expr.Any {
 	return []expr.Any{

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/pilab/pi/net/netns"
@@ -119,29 +120,47 @@ func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip n
 	if err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
-	if eth0 != nil && !vethPair(eth0, port) {
-		// Not (or no longer) our link to this router: rebuild. Deleting it
-		// also deletes its peer, wherever that is.
-		if err := delLink(ph, eth0); err != nil {
-			return fmt.Errorf("pod: %w", err)
+	if !vethPair(eth0, port) {
+		// Whatever exists under our names must be ours before it is rebuilt: a netns or a port name two
+		// pods were given by mistake must fail here, not take the other pod's link away.
+		if eth0 != nil {
+			if owner := podLinkOwner(eth0); owner != podID {
+				return fmt.Errorf("pod netns %s already has a %s (%s, %s) that is not this pod's link: "+
+					"refusing to take it over; two pods were given one network namespace", podNetnsPath, PodLink, eth0.Type(), ownerText(owner))
+			}
+			// Our own link, no longer peered with this router's port (the port was rebuilt or the account's
+			// router was): rebuild. Deleting it also deletes its peer, wherever that is.
+			if err := delLink(ph, eth0); err != nil {
+				return fmt.Errorf("pod: %w", err)
+			}
+			eth0 = nil
+			if port, err = linkByName(r.h, portName); err != nil {
+				return fmt.Errorf("router: %w", err)
+			}
 		}
-		eth0 = nil
-		if port, err = linkByName(r.h, portName); err != nil {
-			return fmt.Errorf("router: %w", err)
-		}
-	}
-	if eth0 == nil {
 		if port != nil {
-			// The pod's previous netns is gone or going (its veth is
-			// destroyed asynchronously): drop the stale port now.
+			if owner, labelled := portOwner(port); port.Type() != "veth" || (labelled && owner != podID) {
+				return fmt.Errorf("router netns %s already has a link %s (%s, %s) that is not this pod's port: "+
+					"refusing to take it over or delete it", r.path, portName, port.Type(), ownerText(owner))
+			}
+			// This pod's port whose peer was in the pod's previous netns, which is gone or going (its
+			// veth is destroyed asynchronously): drop the stale port now. An unlabelled one is ours too:
+			// only this function creates links under this pod's port name, and labels them in the same call.
 			if err := delLink(r.h, port); err != nil {
 				return fmt.Errorf("router: stale port: %w", err)
 			}
+			port = nil
 		}
+	}
+	if eth0 == nil {
 		la := netlink.NewLinkAttrs()
 		la.Name, la.MTU, la.HardwareAddr = PodLink, MTU, mac
 		v := &netlink.Veth{LinkAttrs: la, PeerName: portName, PeerNamespace: netlink.NsFd(r.f.Fd())}
 		if err := ph.LinkAdd(v); err != nil {
+			if errors.Is(err, unix.EEXIST) {
+				return fmt.Errorf("create veth %s (pod) <-> %s (router %s): %w: a link of another pod appeared under one of these names meanwhile; not adopting it",
+					PodLink, portName, r.path, err)
+			}
 			return fmt.Errorf("create veth %s (pod) <-> %s (router %s): %w", PodLink, portName, r.path, err)
 		}
 		// A half-plugged pod is removed again so a retry starts clean.
@@ -157,6 +176,17 @@ func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip n
 		}
 		if port, err = r.h.LinkByName(portName); err != nil {
 			return fmt.Errorf("router: %s after creation: %w", portName, err)
+		}
+		if !vethPair(eth0, port) {
+			return fmt.Errorf("router: %s after creation is not the peer of the pod's %s", portName, PodLink)
+		}
+	}
+	// Labelled right after creation (the kernel ignores an alias in the creating message), and pods
+	// plugged in before eth0 carried the pod's ID get it now. An eth0 left unlabelled by a crash in
+	// between is still peered with this pod's port, so it is recognised as ours by the pair.
+	if eth0.Attrs().Alias != podLinkAlias(podID) {
+		if err := ph.LinkSetAlias(eth0, podLinkAlias(podID)); err != nil {
+			return fmt.Errorf("pod: label %s: %w", PodLink, err)
 		}
 	}
 
@@ -272,6 +302,10 @@ func (m *Manager) DeletePod(account string, index int, podID string) error {
 	if err != nil || port == nil {
 		return err
 	}
+	if owner, labelled := portOwner(port); port.Type() != "veth" || (labelled && owner != podID) {
+		return fmt.Errorf("network: delete pod %s (account %s): router netns %s has a link %s (%s, %s) that is not this pod's port: not deleting it",
+			podID, account, r.path, port.Attrs().Name, port.Type(), ownerText(owner))
+	}
 	if err := delLink(r.h, port); err != nil {
 		return fmt.Errorf("network: delete pod %s (account %s): %w", podID, account, err)
 	}
@@ -279,5 +313,38 @@ func (m *Manager) DeletePod(account string, index int, podID string) error {
 }
 
 // portAlias labels a router port with the pod's IP and ID (`ip link` in the
-// router netns then tells which pod is behind which port).
+// router netns then tells which pod is behind which port). It is also the
+// port's identity: EnsurePod and DeletePod touch an existing port only if it
+// names their pod.
 func portAlias(ip net.IP, podID string) string { return ip.String() + " " + podID }
+
+// portOwner returns the pod ID a router port's alias names; labelled is false
+// for a port without alias.
+func portOwner(port netlink.Link) (owner string, labelled bool) {
+	a := port.Attrs().Alias
+	if a == "" {
+		return "", false
+	}
+	_, id, _ := strings.Cut(a, " ")
+	return id, true
+}
+
+// podLinkAlias labels a pod's eth0 with the pod's ID: the identity EnsurePod
+// checks before it rebuilds an eth0 that is not peered with the pod's port.
+func podLinkAlias(podID string) string { return "pod " + podID }
+
+// podLinkOwner returns the pod ID an eth0's alias names ("" if none).
+func podLinkOwner(l netlink.Link) string {
+	id, _ := strings.CutPrefix(l.Attrs().Alias, "pod ")
+	if id == l.Attrs().Alias {
+		return ""
+	}
+	return id
+}
+
+func ownerText(owner string) string {
+	if owner == "" {
+		return "no pod named in its alias"
+	}
+	return "alias names pod " + owner
+}

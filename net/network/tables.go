@@ -31,8 +31,10 @@ const (
 //	input:   replies, lo, from br0 ICMP + DNS on the DNS address, other br0
 //	         traffic refused at once (reset / port unreachable), WAN dropped
 //	forward: replies; br0<->br0 (pod to pod, also bridged frames when
-//	         br_netfilter hands them to IP hooks); pods (10.244/16 only, no
-//	         spoofing) out to the WAN; WAN->br0 only via fip-forward
+//	         br_netfilter hands them to IP hooks); pods never to TransitRange
+//	         (the host's and other routers' transit addresses); pods
+//	         (10.244/16 only, no spoofing) out to the WAN; WAN->br0 only via
+//	         fip-forward
 //	postrouting: masquerade the pod network behind the WAN address
 func routerTable(name string) tableSpec {
 	filter := nftables.ChainTypeFilter
@@ -61,6 +63,13 @@ func routerTable(name string) tableSpec {
 				rules: []ruleSpec{
 					rule("replies", establishedRelated(), accept()),
 					rule("pod to pod", iifname(BridgeName), oifname(BridgeName), accept()),
+					// The transit links are the lab's plumbing, not the Internet: without this a server
+					// bound to 0.0.0.0 on the host side answers pods on the host's transit address
+					// (this account's 100.64.x.1 or another account's). The whole TransitRange is
+					// refused, so every account's and every lab's transit addresses are covered by one
+					// static rule; addresses beyond the host stay reachable.
+					rule("pods never reach the transit links", iifname(BridgeName), daddrNet(TransitRange), counter(),
+						&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: 13 /* administratively prohibited */}),
 					rule("pods to the Internet", iifname(BridgeName), oifname(WANName), saddrNet(PodCIDR), accept()),
 					rule("Internet to pods only via fip-forward", iifname(WANName), oifname(BridgeName), jump(FIPForwardChain)),
 					rule("everything else", counter(), drop()),
