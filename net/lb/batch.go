@@ -16,6 +16,9 @@ type batch struct {
 	c   *nftables.Conn
 	ops int
 	err error
+	// affKept are live ClientIP affinity entries full puts back into the
+	// recreated sets, by set name.
+	affKept map[string][]nftables.SetElement
 }
 
 func (b *batch) setErr(err error) {
@@ -77,9 +80,10 @@ func (s *Syncer) setID() uint32 {
 }
 
 func (b *batch) addAffinitySet(name string) {
+	kept := b.affKept[name]
 	b.setErr(b.c.AddSet(&nftables.Set{Table: b.s.table, Name: name, KeyType: nftables.TypeIPAddr,
-		HasTimeout: true, Timeout: AffinityTimeout, Dynamic: true, ID: b.s.setID()}, nil))
-	b.ops++
+		HasTimeout: true, Timeout: AffinityTimeout, Dynamic: true, ID: b.s.setID()}, kept))
+	b.ops += 1 + len(kept)
 }
 
 func (b *batch) delSet(name string) {

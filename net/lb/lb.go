@@ -24,8 +24,11 @@
 // theirs, and the dispatch map gets or loses elements. Services whose input
 // is unchanged are not looked at again.
 //
-// A full rebuild recreates the ClientIP affinity sets empty, so clients may
-// be re-balanced after a daemon restart or ForceFullSync.
+// The table is also rebuilt whole every full-sync period (WithFullSyncPeriod,
+// DefaultFullSyncPeriod), by a timer if no Sync comes, so rules changed
+// behind pilab's back come back. A rebuild carries the live ClientIP affinity
+// entries over; only a daemon restart's first Sync (whose Syncer has nothing
+// to rebuild from yet) or a failed read starts them afresh.
 package lb
 
 import (
@@ -133,6 +136,25 @@ func WithServiceCIDR(cidr string) Option {
 	}
 }
 
+// DefaultFullSyncPeriod is how often the table is rebuilt whole even when
+// nothing changed (kube-proxy's FullSyncPeriod is an hour; pilab's tables
+// are small and a learner who deletes a rule by hand should see it come back
+// while still looking).
+const DefaultFullSyncPeriod = 60 * time.Second
+
+// WithFullSyncPeriod sets how often the table is rebuilt whole from the last
+// desired state, repairing anything changed behind pilab's back
+// (DefaultFullSyncPeriod otherwise; 0 rebuilds only after a failure).
+func WithFullSyncPeriod(d time.Duration) Option {
+	return func(s *Syncer) error {
+		if d < 0 {
+			return fmt.Errorf("lb: full sync period %s is negative", d)
+		}
+		s.fullPeriod = d
+		return nil
+	}
+}
+
 // WithRouterOutput also load-balances connections opened from the router
 // netns itself (a nat-output hook). Off by default: nothing in the router
 // needs Services, and the extra hook doubles the kernel's per-commit
@@ -161,8 +183,18 @@ type Syncer struct {
 	// ctPending holds service addresses whose stale UDP conntrack entries
 	// could not be flushed yet; retried on the next Sync.
 	ctPending map[ip4]bool
+	ctErr     error // of the last conntrack flush, reported by Sync
 	nextSetID uint32
 	closed    bool
+
+	// fullPeriod is the FullSyncPeriod: the table is rebuilt whole at least
+	// this often (0: only after failures). lastFull is the last rebuild;
+	// resync the timer that rebuilds when no Sync came in the meantime.
+	fullPeriod time.Duration
+	lastFull   time.Time
+	resync     *time.Timer
+	resyncs    int
+	resyncErr  error
 }
 
 // New prepares a Syncer for table (family ip) in the netns at netnsPath ("" =
@@ -174,11 +206,12 @@ func New(netnsPath, table string, opts ...Option) (*Syncer, error) {
 	_, podNet, _ := net.ParseCIDR(DefaultPodCIDR)
 	_, svcNet, _ := net.ParseCIDR(DefaultServiceCIDR)
 	s := &Syncer{
-		nsPath:    netnsPath,
-		table:     &nftables.Table{Family: nftables.TableFamilyIPv4, Name: table},
-		podNet:    podNet,
-		svcNet:    svcNet,
-		ctPending: map[ip4]bool{},
+		nsPath:     netnsPath,
+		table:      &nftables.Table{Family: nftables.TableFamilyIPv4, Name: table},
+		podNet:     podNet,
+		svcNet:     svcNet,
+		ctPending:  map[ip4]bool{},
+		fullPeriod: DefaultFullSyncPeriod,
 	}
 	for _, o := range opts {
 		if err := o(s); err != nil {
@@ -240,21 +273,42 @@ func (s *Syncer) dropConn() {
 
 // Sync makes the table match services. Invalid services are skipped (the
 // rest is programmed) and reported in the error; a kernel failure leaves the
-// last good table in place and makes the next Sync rebuild it whole.
+// last good table in place and makes the next Sync rebuild it whole. Once
+// the full-sync period has passed since the last rebuild, Sync rebuilds.
 func (s *Syncer) Sync(services []Service) (Stats, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var st Stats
 	if s.closed {
-		return st, fmt.Errorf("lb: Sync on closed syncer for %s", s.where())
+		return Stats{}, fmt.Errorf("lb: Sync on closed syncer for %s", s.where())
 	}
 	want, invalid := build(services, s.built)
 	s.built = want
+	if s.fullPeriod > 0 && time.Since(s.lastFull) >= s.fullPeriod {
+		s.applied = nil
+	}
+	st, err := s.programLocked(want)
+	if err != nil {
+		return st, err
+	}
+	return st, errors.Join(invalid, s.ctErr)
+}
+
+// programLocked sends want to the kernel: whole if nothing is known to be
+// applied, else only what changed. s.mu is held.
+func (s *Syncer) programLocked(want *state) (Stats, error) {
+	var st Stats
+	s.ctErr = nil
+	var affKept map[string][]nftables.SetElement
+	if s.applied == nil {
+		// A rebuild recreates the ClientIP affinity sets: their live entries are carried over, so a
+		// periodic resync does not re-balance sticky clients.
+		affKept = s.affinityEntries(want)
+	}
 	c, err := s.nft()
 	if err != nil {
 		return st, err
 	}
-	b := &batch{s: s, c: c}
+	b := &batch{s: s, c: c, affKept: affKept}
 	if s.applied == nil {
 		st.Full = true
 		b.full(want)
@@ -268,14 +322,103 @@ func (s *Syncer) Sync(services []Service) (Stats, error) {
 	if b.err != nil {
 		s.applied = nil
 		s.dropConn()
+		s.scheduleResync(s.fullPeriod)
 		return st, fmt.Errorf("lb: program %s (%d ops, full=%v): %w; the next Sync rebuilds the table whole",
 			s.where(), b.ops, st.Full, b.err)
 	}
+	if st.Full {
+		s.lastFull = time.Now()
+		s.scheduleResync(s.fullPeriod)
+	}
 	old := s.applied
 	s.applied = want
-	n, cterr := s.flushStaleUDP(old, want)
-	st.ConntrackDeleted = n
-	return st, errors.Join(invalid, cterr)
+	st.ConntrackDeleted, s.ctErr = s.flushStaleUDP(old, want)
+	return st, nil
+}
+
+// affinityEntries reads the live elements (client address, time left) of
+// want's ClientIP affinity sets from the kernel's table, if it has them. A
+// failed read drops the connection (its error reply must not be taken for
+// the next batch's) and keeps nothing: clients are then re-balanced once.
+func (s *Syncer) affinityEntries(want *state) map[string][]nftables.SetElement {
+	wanted := map[string]bool{}
+	for _, p := range want.parts {
+		for _, name := range p.affSets {
+			wanted[name] = true
+		}
+	}
+	if len(wanted) == 0 {
+		return nil
+	}
+	c, err := s.nft()
+	if err != nil {
+		return nil
+	}
+	sets, err := c.GetSets(s.table)
+	if err != nil {
+		s.dropConn() // e.g. no table yet
+		return nil
+	}
+	kept := map[string][]nftables.SetElement{}
+	for _, set := range sets {
+		if !wanted[set.Name] {
+			continue
+		}
+		elems, err := c.GetSetElements(set)
+		if err != nil {
+			s.dropConn()
+			return nil
+		}
+		for _, e := range elems {
+			if e.Expires > 0 {
+				kept[set.Name] = append(kept[set.Name], nftables.SetElement{Key: e.Key, Timeout: e.Expires})
+			}
+		}
+	}
+	return kept
+}
+
+// scheduleResync (re)arms the periodic full resync to fire after d, as
+// kube-proxy's FullSyncPeriod: rules or map elements changed behind pilab's
+// back (nft by hand, another program) are put back within the period even
+// when no Service changes. s.mu is held.
+func (s *Syncer) scheduleResync(d time.Duration) {
+	if d <= 0 || s.closed {
+		return
+	}
+	if s.resync == nil {
+		s.resync = time.AfterFunc(d, s.periodicResync)
+		return
+	}
+	s.resync.Reset(d)
+}
+
+// periodicResync rebuilds the table from the last desired state once the
+// period has passed since the last rebuild (a Sync may have rebuilt it
+// meanwhile; then it waits for the rest of the period).
+func (s *Syncer) periodicResync() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.built == nil {
+		return
+	}
+	if left := s.fullPeriod - time.Since(s.lastFull); left > 0 {
+		s.scheduleResync(left)
+		return
+	}
+	s.applied = nil
+	_, err := s.programLocked(s.built)
+	s.resyncs++
+	s.resyncErr = err
+}
+
+// FullSyncs reports how many periodic full resyncs ran and the error of
+// the last one (nil if it succeeded; a failed one is retried next period,
+// and the next Sync rebuilds whole too).
+func (s *Syncer) FullSyncs() (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.resyncs, s.resyncErr
 }
 
 // ForceFullSync makes the next Sync rebuild the table whole, e.g. on a
@@ -326,6 +469,9 @@ func (s *Syncer) closeLocked() {
 		return
 	}
 	s.closed = true
+	if s.resync != nil {
+		s.resync.Stop()
+	}
 	s.dropConn()
 	if s.ct != nil {
 		s.ct.Close()

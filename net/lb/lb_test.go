@@ -30,11 +30,11 @@ type account struct {
 	lb *Syncer
 }
 
-func newAccount(t testing.TB, prefix, name string, pods int) *account {
-	return newAccountBrNF(t, prefix, name, pods, false)
+func newAccount(t testing.TB, prefix, name string, pods int, opts ...Option) *account {
+	return newAccountBrNF(t, prefix, name, pods, false, opts...)
 }
 
-func newAccountBrNF(t testing.TB, prefix, name string, pods int, brNetfilter bool) *account {
+func newAccountBrNF(t testing.TB, prefix, name string, pods int, brNetfilter bool, opts ...Option) *account {
 	t.Helper()
 	tp := newTopoBrNF(t, prefix, name, pods, brNetfilter)
 	for i, p := range tp.pods {
@@ -44,7 +44,7 @@ func newAccountBrNF(t testing.TB, prefix, name string, pods int, brNetfilter boo
 		serveTCP(t, p.path, ":8080", p.name)
 		serveUDP(t, p.path, ":5353", p.name)
 	}
-	s, err := New(tp.router, prefix+"-lb")
+	s, err := New(tp.router, prefix+"-lb", opts...)
 	must(t, err, "lb.New")
 	// Registered after the topology, so it runs before the netns go away.
 	t.Cleanup(func() {
