@@ -27,8 +27,8 @@
 // The table is also rebuilt whole every full-sync period (WithFullSyncPeriod,
 // DefaultFullSyncPeriod), by a timer if no Sync comes, so rules changed
 // behind pilab's back come back. A rebuild carries the live ClientIP affinity
-// entries over; only a daemon restart's first Sync (whose Syncer has nothing
-// to rebuild from yet) or a failed read starts them afresh.
+// entries of the kernel's table over (a restarted daemon's first one too);
+// only a failed read of them starts clients afresh.
 package lb
 
 import (
