@@ -27,6 +27,7 @@ import (
 
 	"github.com/pilab/pi/net/netns/netnstest"
 	"github.com/pilab/pi/runtime/images"
+	"github.com/pilab/pi/runtime/images/podinfo"
 	"github.com/pilab/pi/runtime/supervisor"
 	"github.com/pilab/pi/runtime/supervisor/supervisortest"
 )
@@ -43,6 +44,12 @@ var tool struct {
 }
 
 func TestMain(m *testing.M) {
+	// The podinfo lab image holds a copy of this test binary (the image
+	// build takes the running executable), so it must serve as podinfo
+	// when started under that name, as pi does.
+	if filepath.Base(os.Args[0]) == "podinfo" {
+		os.Exit(podinfo.Main(os.Args[1:]))
+	}
 	if spec := os.Getenv(helperEnv); spec != "" {
 		runHelper(spec) // never returns
 	}
