@@ -35,20 +35,7 @@ func mustPi(t testing.TB, lab string, args ...string) string {
 // startLab brings up a throwaway lab below its own "Internet" namespace and resets it when the test ends.
 func startLab(t testing.TB) string {
 	t.Helper()
-	requirePrivileged(t)
-	lab := netnstest.Lab()
-	hostNS := "inet-" + lab
-	if _, err := netns.EnsureNamed(hostNS); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if out, err := piCmd(lab, "reset", "--host-netns", hostNS).CombinedOutput(); err != nil {
-			t.Errorf("pi reset: %v\n%s", err, out)
-		}
-		netns.DeleteNamed(hostNS)
-	})
-	mustPi(t, lab, "up", "--host-netns", hostNS)
-	return lab
+	return startLabWith(t)
 }
 
 // TestExecInteractiveTTY drives `pi exec -it` through a real pseudo-terminal: the container sees a TTY of

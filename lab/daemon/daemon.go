@@ -41,6 +41,7 @@ type Config struct {
 	FIPPool           string // [--fip-pool] CIDR of the Floating IP pool
 	FIPQuota          int    // [--fip-quota] Floating IPs per account
 	SequentialIPs     bool   // [--sequential-ips] test hook: predictable pod addresses
+	MaxPods           int    // [--max-pods] test hook: a lower pods-per-account cap (0: registry.MaxPodsPerAccount)
 	ImageCache        string // [--image-cache] mmdebstrap's apt cache and built layers, shared by the labs of a machine
 	Log               io.Writer
 }
@@ -167,7 +168,7 @@ func Run(ctx context.Context, cfg Config) error {
 	d.images = images.New(d.sup.Client(), cfg.Lab, cfg.ImageCache)
 	d.runtime = pods.New(d.sup.Client(), cfg.Lab, d.images, cfg.RunDir)
 	d.registry = registry.New(registry.Config{Store: d.store, Images: d.images, FIPPool: pool, FIPQuota: cfg.FIPQuota,
-		SequentialIPs: cfg.SequentialIPs})
+		SequentialIPs: cfg.SequentialIPs, MaxPodsPerAccount: cfg.MaxPods})
 
 	if err := d.ensureDefaultAccount(); err != nil {
 		return err
