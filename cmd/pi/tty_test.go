@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/containerd/console"
-	"github.com/pilab/pi/net/netns"
 	"github.com/pilab/pi/net/netns/netnstest"
 )
 
