@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/containerd/console"
-	"github.com/pilab/pi/net/netns/netnstest"
 )
 
 // piCmd runs this test binary as the pi command (testscript.Main dispatches on argv[0]).
