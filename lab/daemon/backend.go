@@ -169,7 +169,10 @@ func (d *Daemon) Extra() http.Handler {
 			Names []string `json:"names"`
 			Force bool     `json:"force"`
 		}
-		json.NewDecoder(r.Body).Decode(&req)
+		if err := server.DecodeJSON(w, r, &req); err != nil {
+			server.WriteError(w, server.Invalid("image build request: %v; send {\"names\": [...], \"force\": false}", err))
+			return
+		}
 		streamText(w, func(out io.Writer) error { return d.images.Build(r.Context(), req.Names, req.Force, out) })
 	})
 	mux.HandleFunc("POST /images/pull", func(w http.ResponseWriter, r *http.Request) {
@@ -266,7 +269,10 @@ func (d *Daemon) nameFIP(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Name string `json:"name"`
 	}
-	json.NewDecoder(r.Body).Decode(&req)
+	if err := server.DecodeJSON(w, r, &req); err != nil {
+		server.WriteError(w, server.Invalid("fip %q: name request: %v; send {\"name\": \"NAME\"}", r.PathValue("ip"), err))
+		return
+	}
 	o, err := d.store.Mutate(kindFIP, account, r.PathValue("ip"), func(o metav1.Object) error {
 		o.(*api.FloatingIP).Spec.DisplayName = req.Name
 		return nil

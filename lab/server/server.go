@@ -294,18 +294,31 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	return data, true
 }
 
+// DecodeJSON decodes a small JSON request body into v strictly: unknown fields, trailing data and a
+// body larger than maxBody are errors, so a malformed request changes nothing.
+func DecodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("the body is not the JSON object expected: %v", err)
+	}
+	if dec.More() {
+		return errors.New("the body has data after its JSON object")
+	}
+	return nil
+}
+
 // decodeStrict decodes one object of kind k, refusing unknown fields and another kind.
 func decodeStrict(k api.Kind, data []byte) (metav1.Object, error) {
+	var tm metav1.TypeMeta
+	if json.Unmarshal(data, &tm) == nil && tm.Kind != "" && tm.Kind != k.Name {
+		return nil, Invalid("%s: the body is a %s, not a %s", k.Singular, tm.Kind, k.Name)
+	}
 	o := k.New()
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(o); err != nil {
 		return nil, Invalid("%s: the body is not a valid %s object: %v", k.Singular, k.Name, err)
-	}
-	var tm metav1.TypeMeta
-	json.Unmarshal(data, &tm)
-	if tm.Kind != "" && tm.Kind != k.Name {
-		return nil, Invalid("%s: the body is a %s, not a %s", k.Singular, tm.Kind, k.Name)
 	}
 	return o, nil
 }
