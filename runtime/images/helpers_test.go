@@ -32,6 +32,8 @@ func TestMain(m *testing.M) {
 		os.Exit(podinfo.Main(os.Args[1:]))
 	case "pilab-test-dns":
 		os.Exit(serveTestDNS())
+	case "pilab-test-servers":
+		os.Exit(serveTestServers())
 	}
 	os.Exit(m.Run())
 }
@@ -140,7 +142,7 @@ func (r *running) waitExit(t *testing.T, ctx context.Context) (uint32, string) {
 	case st := <-r.exit:
 		code, _, _ := st.Result()
 		r.exit = nil
-		// Output is copied asynchronously; deleting the task flushes it.
+		waitIO(r.task.IO())
 		r.task.Delete(ctx)
 		r.task = nil
 		return code, r.out.String()
@@ -180,8 +182,24 @@ func (r *running) exec(t *testing.T, ctx context.Context, args ...string) (uint3
 	case <-ctx.Done():
 		t.Fatalf("exec %v timed out", args)
 	}
+	waitIO(p.IO())
 	p.Delete(ctx)
 	return code, out.String()
+}
+
+// waitIO waits (5 s at most) until a process's output is copied: Delete cancels the copy first, and output
+// still in the FIFO when it does is lost (an exec's whole output, now and then). A process that left a child
+// holding its stdout would keep the copy going; the bound covers that.
+func waitIO(io cio.IO) {
+	if io == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() { io.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
 }
 
 // retryExec runs args until the output contains want (servers need a moment
@@ -203,6 +221,15 @@ func (r *running) retryExec(t *testing.T, ctx context.Context, want string, args
 // serveTestDNS answers A 127.0.0.1 for every name under pilab.test on
 // 127.0.0.1:53; it runs inside a test container (bind-mounted test binary).
 func serveTestDNS() int {
+	if err := serveDNS(); err != nil {
+		fmt.Fprintln(os.Stderr, "test dns:", err)
+		return 1
+	}
+	return 0
+}
+
+// serveDNS serves serveTestDNS's answers until it fails.
+func serveDNS() error {
 	dns.HandleFunc("pilab.test.", func(w dns.ResponseWriter, q *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(q)
@@ -216,9 +243,5 @@ func serveTestDNS() int {
 		}
 		w.WriteMsg(m)
 	})
-	if err := (&dns.Server{Addr: "127.0.0.1:53", Net: "udp"}).ListenAndServe(); err != nil {
-		fmt.Fprintln(os.Stderr, "test dns:", err)
-		return 1
-	}
-	return 0
+	return (&dns.Server{Addr: "127.0.0.1:53", Net: "udp"}).ListenAndServe()
 }

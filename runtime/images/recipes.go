@@ -61,6 +61,8 @@ var busyboxBase = struct {
 		// Without it glibc asks DNS before /etc/hosts and stops at DNS's
 		// NXDOMAIN, so "localhost" and the pod's own name would not resolve.
 		{Path: "/etc/nsswitch.conf", Mode: 0o644, Data: "passwd: files\ngroup: files\nhosts: files dns\nnetworks: files\n"},
+		// Debian's busybox wget segfaults on -T; this wrapper replaces the applet's link (see wgetWrapper).
+		{Path: "/usr/bin/wget", Mode: 0o755, Data: wgetWrapper},
 		{Path: "/root", Mode: 0o700, Dir: true},
 		{Path: "/tmp", Mode: 0o1777, Dir: true},
 		{Path: "/var/tmp", Mode: 0o1777, Dir: true},
@@ -135,6 +137,106 @@ func recipes() []recipe {
 		},
 	}
 }
+
+// wgetWrapper is busybox's wget with a working -T SEC (network timeout), which learners type and scripts use.
+// Debian bookworm builds busybox without FEATURE_WGET_TIMEOUT (busybox and busybox-static alike), yet its wget
+// still parses -T as a number ("T:+" in getopt32) and stores it through the NULL pointer left in place of the
+// timeout variable: every "wget -T N ..." dies with SIGSEGV (exit 139) before it opens a socket. Later Debian
+// busyboxes enable the feature; bookworm's is the one the lab builds from. So the wrapper takes -T SEC (also
+// clustered as -qT2, and --timeout=SEC, the long form busybox has when the feature is on) out of the
+// arguments and bounds the download by SEC seconds with busybox's timeout, failing as busybox's -T does:
+// "wget: download timed out", exit 1. Busybox's -T bounds each network wait; this bounds the whole download,
+// the same for the small pages of the lab. Options that take a value are skipped with it, so a value that looks
+// like -T is not mistaken for one. "busybox wget -T" typed in full still reaches the applet and crashes.
+const wgetWrapper = `#!/bin/sh
+# busybox wget with a working -T SEC: Debian's busybox is built without FEATURE_WGET_TIMEOUT and its wget
+# segfaults on -T. -T SEC is taken out here and bounds the whole download instead.
+have= secs=
+n=$#
+while [ "$n" -gt 0 ]; do
+	a=$1
+	shift
+	n=$((n - 1))
+	case $a in
+	--)
+		set -- "$@" --
+		while [ "$n" -gt 0 ]; do
+			set -- "$@" "$1"
+			shift
+			n=$((n - 1))
+		done
+		;;
+	--timeout=*) have=1 secs=${a#--timeout=} ;;
+	--timeout)
+		[ "$n" -gt 0 ] || { echo "wget: option '--timeout' requires an argument" >&2; exit 1; }
+		have=1 secs=$1
+		shift
+		n=$((n - 1))
+		;;
+	--output-document | --output-file | --directory-prefix | --proxy | --user-agent | --tries | --header | --post-data | --post-file)
+		set -- "$@" "$a"
+		if [ "$n" -gt 0 ]; then
+			set -- "$@" "$1"
+			shift
+			n=$((n - 1))
+		fi
+		;;
+	'' | - | --* | [!-]*) set -- "$@" "$a" ;;
+	*)
+		# A cluster of short options: c q S take no value; O o P Y U T t take the rest of the cluster or
+		# the next argument; n takes only the rest of the cluster.
+		rest=${a#-} keep=-
+		while [ -n "$rest" ]; do
+			c=${rest%"${rest#?}"}
+			rest=${rest#?}
+			case $c in
+			T)
+				if [ -z "$rest" ]; then
+					[ "$n" -gt 0 ] || { echo "wget: option requires an argument -- 'T'" >&2; exit 1; }
+					rest=$1
+					shift
+					n=$((n - 1))
+				fi
+				have=1 secs=$rest rest=
+				;;
+			[OoPYUt])
+				if [ -n "$rest" ]; then
+					keep=$keep$c$rest rest=
+				elif [ "$n" -gt 0 ]; then
+					set -- "$@" "$keep$c" "$1"
+					shift
+					n=$((n - 1))
+					keep=-
+				else
+					keep=$keep$c
+				fi
+				;;
+			n) keep=$keep$c$rest rest= ;;
+			*) keep=$keep$c ;;
+			esac
+		done
+		[ "$keep" = - ] || set -- "$@" "$keep"
+		;;
+	esac
+done
+if [ -z "$have" ]; then
+	exec /bin/busybox wget "$@"
+fi
+case $secs in
+'' | *[!0-9]*) echo "wget: invalid number '$secs'" >&2; exit 1 ;;
+esac
+# -T 0 is no timeout, as in busybox.
+if [ "$secs" -eq 0 ]; then
+	exec /bin/busybox wget "$@"
+fi
+/bin/busybox timeout -s ALRM "$secs" /bin/busybox wget "$@"
+rc=$?
+if [ "$rc" -eq 142 ]; then
+	echo "wget: download timed out" >&2
+	exit 1
+fi
+exit "$rc"
+`
 
 // httpdForeground runs apache2 in the foreground the Debian way: envvars
 // define the run/lock/log dirs that apache2's config refers to.
