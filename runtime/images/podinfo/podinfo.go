@@ -194,6 +194,8 @@ func (s *Server) version(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"version": Version, "commit": Revision})
 }
 
+// env answers the server's environment, which in a container is the container's (podinfo is its process),
+// as podinfo does: a JSON array of "K=V" strings in os.Environ's order.
 func (s *Server) env(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, os.Environ())
 }
@@ -256,12 +258,15 @@ func (s *Server) echo(w http.ResponseWriter, r *http.Request) {
 	w.Write(body)
 }
 
+// writeJSON answers v indented with two spaces as podinfo does, and ends the body with a newline so that
+// `curl` or `wget -qO-` in a shell leaves the prompt on a line of its own.
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		w.WriteHeader(http.StatusInternalServerError)
 		return
 	}
+	b = append(b, '\n')
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)

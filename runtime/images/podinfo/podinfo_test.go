@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -60,9 +61,12 @@ func TestInfo(t *testing.T) {
 		if len(m) != 11 {
 			t.Errorf("GET %s: %d fields, podinfo has 11: %v", path, len(m), m)
 		}
-		// podinfo pretty-prints with two spaces.
+		// podinfo pretty-prints with two spaces; the newline at the end keeps a shell prompt off the "}".
 		if !strings.Contains(string(body), "\n  \"hostname\": \"web-1\"") {
 			t.Errorf("GET %s: not indented like podinfo:\n%s", path, body)
+		}
+		if !strings.HasSuffix(string(body), "\n}\n") {
+			t.Errorf("GET %s: does not end with a newline: %q", path, body)
 		}
 	}
 	resp, body := get(t, srv, "GET", "/", map[string]string{"User-Agent": "Mozilla/5.0"})
@@ -88,17 +92,17 @@ func TestEndpoints(t *testing.T) {
 	srv := httptest.NewServer(New(Options{Hostname: "h"}))
 	defer srv.Close()
 
+	// /env is the process's environment as podinfo's: a JSON array of "K=V" strings, all of them, in order.
 	resp, body := get(t, srv, "GET", "/env", nil)
 	var env []string
-	if err := json.Unmarshal(body, &env); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("/env: %d %v %s", resp.StatusCode, err, body)
+	if err := json.Unmarshal(body, &env); err != nil || resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		t.Fatalf("/env: %d %s %v %s", resp.StatusCode, resp.Header.Get("Content-Type"), err, body)
 	}
-	found := false
-	for _, e := range env {
-		found = found || e == "PODINFO_TEST_VAR=x=y"
+	if !slices.Equal(env, os.Environ()) || !slices.Contains(env, "PODINFO_TEST_VAR=x=y") {
+		t.Errorf("/env = %q\nwant os.Environ() (with PODINFO_TEST_VAR=x=y) %q", env, os.Environ())
 	}
-	if !found {
-		t.Errorf("/env lacks PODINFO_TEST_VAR=x=y: %v", env)
+	if !strings.HasPrefix(string(body), "[\n  \"") || !strings.HasSuffix(string(body), "\"\n]\n") {
+		t.Errorf("/env not indented like podinfo or without a newline at the end:\n%q", body)
 	}
 
 	_, body = get(t, srv, "GET", "/headers", map[string]string{"X-Test": "abc"})
@@ -119,6 +123,14 @@ func TestEndpoints(t *testing.T) {
 		json.Unmarshal(body, &m)
 		if resp.StatusCode != 200 || m["status"] != "OK" {
 			t.Errorf("%s: %d %s", p, resp.StatusCode, body)
+		}
+	}
+
+	// Every JSON answer ends with a newline, errors too.
+	for _, p := range []string{"/headers", "/healthz", "/readyz", "/version", "/status/418", "/status/abc", "/delay/x"} {
+		resp, body := get(t, srv, "GET", p, nil)
+		if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") || !strings.HasSuffix(string(body), "}\n") {
+			t.Errorf("GET %s: %s %q, want JSON ending with a newline", p, resp.Header.Get("Content-Type"), body)
 		}
 	}
 
