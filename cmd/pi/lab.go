@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -17,16 +17,37 @@ import (
 	"github.com/spf13/pflag"
 )
 
+// labFlags name a lab beside the global --lab and --socket: `pi daemon`, `pi up`, `pi down` and `pi reset`
+// take the same ones, so that a lab started with some flags is stopped and reset with the same.
+type labFlags struct {
+	root, runDir, hostNetns, containerdAddress string
+}
+
+func (f *labFlags) add(fs *pflag.FlagSet) {
+	fs.StringVar(&f.root, "root", "", "state directory (default /var/lib/pilab/<lab>)")
+	fs.StringVar(&f.runDir, "run-dir", "", "runtime directory (default /run/pilab/<lab>)")
+	fs.StringVar(&f.hostNetns, "host-netns", "", `network namespace that plays "the laptop / the Internet" (default: the one the lab recorded, else the machine's own)`)
+	fs.StringVar(&f.containerdAddress, "containerd-address", "", "use this containerd socket instead of starting a private containerd")
+}
+
+// raw is the configuration as given: the global --lab and --socket (or PI_SOCKET) and these flags, with
+// nothing defaulted, so that daemon.Locate can tell what was given from what the lab recorded.
+func (f *labFlags) raw() daemon.Config {
+	c := daemon.Config{Lab: g.lab, Root: f.root, RunDir: f.runDir, Socket: g.socket, HostNetns: f.hostNetns, ContainerdAddress: f.containerdAddress}
+	if c.Socket == "" {
+		c.Socket = os.Getenv("PI_SOCKET")
+	}
+	return c
+}
+
 // daemonFlags are the flags of `pi daemon`, which `pi up` passes on.
 type daemonFlags struct {
+	labFlags
 	cfg daemon.Config
 }
 
 func (f *daemonFlags) add(fs *pflag.FlagSet) {
-	fs.StringVar(&f.cfg.Root, "root", "", "state directory (default /var/lib/pilab/<lab>)")
-	fs.StringVar(&f.cfg.RunDir, "run-dir", "", "runtime directory (default /run/pilab/<lab>)")
-	fs.StringVar(&f.cfg.HostNetns, "host-netns", "", `network namespace that plays "the laptop / the Internet" (default: the machine's own)`)
-	fs.StringVar(&f.cfg.ContainerdAddress, "containerd-address", "", "use this containerd socket instead of starting a private containerd")
+	f.labFlags.add(fs)
 	fs.StringVar(&f.cfg.FIPPool, "fip-pool", daemon.DefaultFIPPool, "CIDR the Floating IPs come from; must not overlap a host route")
 	fs.IntVar(&f.cfg.FIPQuota, "fip-quota", 5, "Floating IPs an account may hold")
 	fs.StringVar(&f.cfg.ImageCache, "image-cache", "/var/cache/pilab/images", "where image builds keep downloaded packages and built layers (shared by the machine's labs)")
@@ -34,15 +55,9 @@ func (f *daemonFlags) add(fs *pflag.FlagSet) {
 	fs.MarkHidden("sequential-ips")
 }
 
-// config returns the daemon configuration with the global --lab and --socket applied.
-func (f *daemonFlags) config() daemon.Config {
-	c := f.cfg
-	c.Lab = g.lab
-	c.Socket = g.socket
-	if c.Socket == "" {
-		c.Socket = os.Getenv("PI_SOCKET")
-	}
-	c.Defaults()
+func (f *daemonFlags) raw() daemon.Config {
+	c := f.labFlags.raw()
+	c.FIPPool, c.FIPQuota, c.ImageCache, c.SequentialIPs = f.cfg.FIPPool, f.cfg.FIPQuota, f.cfg.ImageCache, f.cfg.SequentialIPs
 	return c
 }
 
@@ -62,6 +77,46 @@ func (f *daemonFlags) args(c daemon.Config) []string {
 	return a
 }
 
+// locate finds the lab the flags name by its own records (daemon.Locate) and refuses a --socket on which
+// another lab's daemon answers: a command acts on the lab it was named, never on the one behind a socket.
+func locate(cmd *cobra.Command, raw daemon.Config, strict bool) (*daemon.Target, error) {
+	ctx := cmd.Context()
+	t, err := daemon.Locate(raw, strict)
+	if err != nil {
+		return nil, err
+	}
+	if t.SocketGiven {
+		if info, err := askInfo(ctx, t.Socket); err == nil && (info.Lab != t.Lab || info.Root != t.Root) {
+			named := ""
+			if !cmd.Flags().Changed("lab") && os.Getenv("PI_LAB") == "" {
+				named = " (the default: --lab and PI_LAB are unset)"
+			}
+			return nil, fmt.Errorf("--socket %s is the socket of lab %q (daemon pid %d, root %s), not of lab %q%s; to act on lab %s say --lab %s",
+				t.Socket, info.Lab, info.Pid, info.Root, t.Lab, named, info.Lab, info.Lab)
+		}
+	}
+	return t, nil
+}
+
+// askInfo asks the daemon on socket who it is, within a few seconds.
+func askInfo(ctx context.Context, socket string) (*daemon.Info, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var info daemon.Info
+	if err := client.New(socket, "default").Do(ctx, "GET", "/x/info", nil, nil, &info); err != nil {
+		return nil, err
+	}
+	info.Root = absPath(info.Root)
+	return &info, nil
+}
+
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
 func newDaemonCmd() *cobra.Command {
 	var f daemonFlags
 	cmd := &cobra.Command{
@@ -69,7 +124,20 @@ func newDaemonCmd() *cobra.Command {
 		Short: "Run the lab in the foreground (pi up runs it in the background)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return daemon.Run(cmd.Context(), f.config())
+			t, err := locate(cmd, f.raw(), false)
+			if err != nil {
+				return err
+			}
+			if t.Pid != 0 {
+				return fmt.Errorf("lab %q already has a daemon (%s); a second one would share its state; stop it with `pi down --lab %s` first",
+					t.Lab, daemonOf(t), t.Lab)
+			}
+			if os.Geteuid() == 0 {
+				if err := daemon.WriteIdentity(t.Config); err != nil {
+					return err
+				}
+			}
+			return daemon.Run(cmd.Context(), t.Config)
 		},
 	}
 	f.add(cmd.Flags())
@@ -84,16 +152,32 @@ func newUpCmd() *cobra.Command {
 		Short: "Start the lab's daemon in the background and wait until it answers",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c := f.config()
-			if err := daemon.CheckLabName(c.Lab); err != nil {
+			t, err := locate(cmd, f.raw(), false)
+			if err != nil {
 				return err
+			}
+			c := t.Config
+			if t.Pid != 0 {
+				// Up already, or a daemon of the lab that does not answer where we look: never a second one.
+				sockets := []string{c.Socket}
+				if t.Recorded != nil && t.Recorded.Socket != c.Socket {
+					sockets = append(sockets, t.Recorded.Socket)
+				}
+				for _, s := range sockets {
+					if info, err := askInfo(cmd.Context(), s); err == nil && info.Lab == c.Lab && info.Root == c.Root {
+						if s != c.Socket {
+							return fmt.Errorf("lab %q is already up with its socket at %s (daemon pid %d), not at %s; stop it with `pi down --lab %s` to start it with another socket",
+								c.Lab, s, info.Pid, c.Socket, c.Lab)
+						}
+						fmt.Printf("lab %q is already up (daemon pid %d, socket %s)\n", c.Lab, info.Pid, c.Socket)
+						return nil
+					}
+				}
+				return fmt.Errorf("lab %q already has a daemon (%s) but it does not answer on %s; a second one would share its state; stop it with `pi down --lab %s` (or kill %d) first",
+					c.Lab, daemonOf(t), strings.Join(sockets, " or "), c.Lab, t.Pid)
 			}
 			cl := client.New(c.Socket, "default")
 			var info daemon.Info
-			if err := cl.Do(cmd.Context(), "GET", "/x/info", nil, nil, &info); err == nil {
-				fmt.Printf("lab %q is already up (daemon pid %d, socket %s)\n", c.Lab, info.Pid, c.Socket)
-				return nil
-			}
 			if err := os.MkdirAll(c.Root, 0o700); err != nil {
 				return err
 			}
@@ -155,66 +239,105 @@ func tail(path string, n int) string {
 }
 
 func newDownCmd() *cobra.Command {
-	return &cobra.Command{
+	var f labFlags
+	cmd := &cobra.Command{
 		Use:   "down",
 		Short: "Stop the lab's daemon; objects, pods and networks stay",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			stopped, err := stopDaemon(cmd.Context(), g.socketPath())
+			t, err := locate(cmd, f.raw(), true)
 			if err != nil {
 				return err
 			}
+			stopped, err := stopLab(cmd.Context(), t)
+			if err != nil {
+				return fmt.Errorf("lab %q is running (%s) and could not be stopped: %v; kill %d to stop it", t.Lab, daemonOf(t), err, t.Pid)
+			}
 			if !stopped {
-				fmt.Printf("lab %q is not running\n", g.lab)
+				fmt.Printf("lab %q is not running\n", t.Lab)
 				return nil
 			}
-			fmt.Printf("lab %q is down; its state is kept (pi up starts it again)\n", g.lab)
+			fmt.Printf("lab %q is down; its state is kept (pi up starts it again)\n", t.Lab)
 			return nil
 		},
 	}
+	f.add(cmd.Flags())
+	return cmd
 }
 
-// stopDaemon asks the daemon to stop and waits until it has; false if none was running.
-func stopDaemon(ctx context.Context, socket string) (bool, error) {
-	cl := client.New(socket, "default")
+// stopLab stops lab t's daemon through its own socket, after checking that the daemon answering there is
+// that lab's and the one its records show alive, and waits until it has exited; false if none was running.
+// Its errors say why the daemon could not be stopped; the caller says what it means.
+func stopLab(ctx context.Context, t *daemon.Target) (bool, error) {
+	if t.Pid == 0 {
+		return false, nil
+	}
+	info, err := askInfo(ctx, t.Socket)
+	if err != nil {
+		return false, fmt.Errorf("it does not answer on its socket %s (%v)", t.Socket, err)
+	}
+	if info.Lab != t.Lab || info.Root != t.Root || (t.Pid > 0 && info.Pid != t.Pid) {
+		return false, fmt.Errorf("the daemon answering on %s is lab %q's (pid %d, root %s), not it", t.Socket, info.Lab, info.Pid, info.Root)
+	}
 	var resp struct {
 		Pid int `json:"pid"`
 	}
-	if err := cl.Do(ctx, "POST", "/x/shutdown", nil, nil, &resp); err != nil {
-		var dd *client.DaemonDownError
-		if errors.As(err, &dd) {
-			return false, nil
-		}
-		return false, err
+	if err := client.New(t.Socket, "default").Do(ctx, "POST", "/x/shutdown", nil, nil, &resp); err != nil {
+		return false, fmt.Errorf("asking it to stop failed: %w", err)
 	}
 	for i := 0; i < 300; i++ {
-		if syscall.Kill(resp.Pid, 0) != nil {
+		if pid, _ := daemon.DaemonPid(t.Root, t.RunDir); pid == 0 && syscall.Kill(info.Pid, 0) != nil {
 			return true, nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return true, fmt.Errorf("pi daemon (pid %d) did not stop within 30s", resp.Pid)
+	return true, fmt.Errorf("it did not stop within 30s of being asked to")
+}
+
+// daemonOf names lab t's live daemon for messages: `daemon pid 123: it holds the lock on ...`.
+func daemonOf(t *daemon.Target) string {
+	if t.Pid < 0 {
+		return "daemon pid unknown: " + t.PidEvidence
+	}
+	return fmt.Sprintf("daemon pid %d: %s", t.Pid, t.PidEvidence)
 }
 
 func newResetCmd() *cobra.Command {
-	var f daemonFlags
+	var f labFlags
 	cmd := &cobra.Command{
 		Use:   "reset",
 		Short: "Stop the lab and remove everything it created: containers, images, namespaces, links, nft tables, state",
-		Args:  cobra.NoArgs,
+		Long: `Stop the lab and remove everything it created: containers and their shims, images, namespaces, links,
+nft tables, cgroups, mounts, state. The lab is found by its own records (its root and run dir, the lock on
+its state.db, its pid file), never by whatever answers on --socket. Then reset checks that nothing of the lab
+is left, and says what is if anything is.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c := f.config()
-			if _, err := stopDaemon(cmd.Context(), c.Socket); err != nil {
+			t, err := locate(cmd, f.raw(), true)
+			if err != nil {
 				return err
 			}
-			removed, err := daemon.Reset(cmd.Context(), c)
-			for _, r := range removed {
+			if t.Pid != 0 {
+				if _, err := stopLab(cmd.Context(), t); err != nil {
+					return fmt.Errorf("lab %q is running (%s) and was left as it is: %v; stop it with `pi down --lab %s` (or kill %d if it does not answer), then reset",
+						t.Lab, daemonOf(t), err, t.Lab, t.Pid)
+				}
+				fmt.Printf("stopped lab %q's daemon (pid %d)\n", t.Lab, t.Pid)
+			}
+			res, err := daemon.Reset(cmd.Context(), t)
+			for _, r := range res.Removed {
 				fmt.Printf("removed %s\n", r)
+			}
+			for _, n := range res.Notes {
+				fmt.Printf("note: %s\n", n)
+			}
+			for _, l := range res.Left {
+				fmt.Printf("left: %s\n", l)
 			}
 			if err != nil {
 				return err
 			}
-			fmt.Printf("lab %q reset: nothing of it is left\n", c.Lab)
+			fmt.Printf("lab %q reset: nothing of it is left (checked: daemon, containerd, shims, cgroups, netns, links, nft tables, mounts, dirs)\n", t.Lab)
 			return nil
 		},
 	}
