@@ -283,7 +283,7 @@ func crashProblems(lab string, cl *client.Client, l *crashLedger, podIPs, svcIPs
 		p := o.(*corev1.Pod)
 		podIDs[string(p.UID)] = true
 		netnsOK[controller.PodNetnsName(lab, p.UID)] = true
-		portIDs[string(p.UID)[:8]] = true
+		portIDs[string(p.UID)] = true
 		if ip, had := podIPs[string(p.UID)]; had && p.Status.PodIP != ip {
 			problems = append(problems, fmt.Sprintf("pod %q changed address from %s to %s", p.Name, ip, p.Status.PodIP))
 		}

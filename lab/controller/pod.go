@@ -53,8 +53,9 @@ func PodNetnsName(lab string, uid types.UID) string { return lab + "-p-" + strin
 // still recognises it so that an upgraded lab removes those of pods that are gone.
 func oldPodNetnsName(lab, account, pod string) string { return lab + "-" + account + "-" + pod }
 
-// podID names a pod's links: unique and short.
-func podID(p *corev1.Pod) string { return string(p.UID)[:8] }
+// podID names a pod's links (its router port is a hash of it, its links' aliases carry it): the whole UID,
+// so two pods never share one by construction.
+func podID(p *corev1.Pod) string { return string(p.UID) }
 
 func (m *Manager) rememberUID(p *corev1.Pod) {
 	m.uidMu.Lock()
