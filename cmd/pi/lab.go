@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -53,11 +54,14 @@ func (f *daemonFlags) add(fs *pflag.FlagSet) {
 	fs.StringVar(&f.cfg.ImageCache, "image-cache", "/var/cache/pilab/images", "where image builds keep downloaded packages and built layers (shared by the machine's labs)")
 	fs.BoolVar(&f.cfg.SequentialIPs, "sequential-ips", false, "hand out pod addresses in order (test hook: accounts then share addresses)")
 	fs.MarkHidden("sequential-ips")
+	fs.IntVar(&f.cfg.MaxPods, "max-pods", 0, "pods an account may hold (test hook: a lower cap than the lab's 500)")
+	fs.MarkHidden("max-pods")
 }
 
 func (f *daemonFlags) raw() daemon.Config {
 	c := f.labFlags.raw()
 	c.FIPPool, c.FIPQuota, c.ImageCache, c.SequentialIPs = f.cfg.FIPPool, f.cfg.FIPQuota, f.cfg.ImageCache, f.cfg.SequentialIPs
+	c.MaxPods = f.cfg.MaxPods
 	return c
 }
 
@@ -74,26 +78,37 @@ func (f *daemonFlags) args(c daemon.Config) []string {
 	if c.SequentialIPs {
 		a = append(a, "--sequential-ips")
 	}
+	if c.MaxPods > 0 {
+		a = append(a, "--max-pods", strconv.Itoa(c.MaxPods))
+	}
 	return a
 }
 
 // locate finds the lab the flags name by its own records (daemon.Locate) and refuses a --socket on which
 // another lab's daemon answers: a command acts on the lab it was named, never on the one behind a socket.
 func locate(cmd *cobra.Command, raw daemon.Config, strict bool) (*daemon.Target, error) {
-	ctx := cmd.Context()
-	t, err := daemon.Locate(raw, strict)
-	if err != nil {
-		return nil, err
-	}
-	if t.SocketGiven {
-		if info, err := askInfo(ctx, t.Socket); err == nil && (info.Lab != t.Lab || info.Root != t.Root) {
+	var info *daemon.Info
+	if raw.Socket != "" {
+		// Asked first: the daemon that answers says best whose the socket is.
+		if i, err := askInfo(cmd.Context(), raw.Socket); err == nil {
+			info = i
+		}
+		if info != nil && info.Lab != raw.Lab {
 			named := ""
 			if !cmd.Flags().Changed("lab") && os.Getenv("PI_LAB") == "" {
 				named = " (the default: --lab and PI_LAB are unset)"
 			}
 			return nil, fmt.Errorf("--socket %s is the socket of lab %q (daemon pid %d, root %s), not of lab %q%s; to act on lab %s say --lab %s",
-				t.Socket, info.Lab, info.Pid, info.Root, t.Lab, named, info.Lab, info.Lab)
+				absPath(raw.Socket), info.Lab, info.Pid, info.Root, raw.Lab, named, info.Lab, info.Lab)
 		}
+	}
+	t, err := daemon.Locate(raw, strict)
+	if err != nil {
+		return nil, err
+	}
+	if info != nil && info.Root != t.Root {
+		return nil, fmt.Errorf("--socket %s is the socket of lab %q with root %s (daemon pid %d), not of the lab %q with root %s; give that lab's --root",
+			t.Socket, info.Lab, info.Root, info.Pid, t.Lab, t.Root)
 	}
 	return t, nil
 }
@@ -274,6 +289,10 @@ func stopLab(ctx context.Context, t *daemon.Target) (bool, error) {
 	}
 	info, err := askInfo(ctx, t.Socket)
 	if err != nil {
+		var dd *client.DaemonDownError
+		if errors.As(err, &dd) {
+			return false, fmt.Errorf("it does not answer on its socket %s (nothing listens there)", t.Socket)
+		}
 		return false, fmt.Errorf("it does not answer on its socket %s (%v)", t.Socket, err)
 	}
 	if info.Lab != t.Lab || info.Root != t.Root || (t.Pid > 0 && info.Pid != t.Pid) {
@@ -286,7 +305,7 @@ func stopLab(ctx context.Context, t *daemon.Target) (bool, error) {
 		return false, fmt.Errorf("asking it to stop failed: %w", err)
 	}
 	for i := 0; i < 300; i++ {
-		if pid, _ := daemon.DaemonPid(t.Root, t.RunDir); pid == 0 && syscall.Kill(info.Pid, 0) != nil {
+		if pid, _ := daemon.DaemonPid(t.Lab, t.Root, t.RunDir); pid == 0 && syscall.Kill(info.Pid, 0) != nil {
 			return true, nil
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/pilab/pi/lab/validate"
 	"io"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"net/http"
 	"os"
 	"sort"
@@ -271,6 +273,10 @@ func (d *Daemon) nameFIP(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := server.DecodeJSON(w, r, &req); err != nil {
 		server.WriteError(w, server.Invalid("fip %q: name request: %v; send {\"name\": \"NAME\"}", r.PathValue("ip"), err))
+		return
+	}
+	if errs := validate.FIPDisplayName(req.Name, field.NewPath("name")); len(errs) > 0 {
+		server.WriteError(w, server.Invalid("fip %q: %v", r.PathValue("ip"), errs.ToAggregate()))
 		return
 	}
 	o, err := d.store.Mutate(kindFIP, account, r.PathValue("ip"), func(o metav1.Object) error {
