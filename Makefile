@@ -9,7 +9,7 @@ BENCH_DEB := iperf3
 GOFLAGS   ?=
 export GOFLAGS
 
-.PHONY: all build deps demo test test-unit test-e2e vet bench clean
+.PHONY: all build deps demo test test-unit test-e2e vet fuzz bench clean
 
 all: build
 
@@ -52,6 +52,16 @@ vet:
 test: deps vet
 	$(GO) test -race -count=1 ./lab/... ./scenarios/... ./tui/...
 	$(GO) test -count=1 -timeout 40m ./runtime/... ./net/... ./cmd/...
+	$(MAKE) --no-print-directory fuzz
+
+# fuzz: each fuzz target for FUZZTIME (their seed corpora already ran as tests above). A crash fails the run
+# and leaves the input under the package's testdata/fuzz, to be committed with the fix.
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzAdmission$$' -fuzztime $(FUZZTIME) ./lab/registry
+	$(GO) test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./lab/validate
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./lab/manifest
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./scenarios
 
 # bench: the speed and memory figures, each beside the baseline measured in the same run and its target.
 # -p 1: one package at a time, or two benchmarks share the two cores and measure each other.
