@@ -104,7 +104,16 @@ func Locate(cfg Config, strict bool) (*Target, error) {
 	t := &Target{SocketGiven: cfg.Socket != ""}
 	given := cfg
 	if cfg.Root == "" {
-		cfg.Root = filepath.Join("/var/lib/pilab", cfg.Lab)
+		// A lab started with its own --root is found through its run dir's record.
+		runDir := cfg.RunDir
+		if runDir == "" {
+			runDir = filepath.Join("/run/pilab", cfg.Lab)
+		}
+		if rec, _ := ReadIdentity(abs(runDir)); rec != nil && rec.Lab == cfg.Lab {
+			cfg.Root = rec.Root
+		} else {
+			cfg.Root = filepath.Join("/var/lib/pilab", cfg.Lab)
+		}
 	}
 	cfg.Root = abs(cfg.Root)
 	rec, err := ReadIdentity(cfg.Root)
@@ -172,7 +181,7 @@ func Locate(cfg Config, strict bool) (*Target, error) {
 		}
 	}
 	t.Config = cfg
-	t.Pid, t.PidEvidence = DaemonPid(cfg.Root, cfg.RunDir)
+	t.Pid, t.PidEvidence = DaemonPid(cfg.Lab, cfg.Root, cfg.RunDir)
 	return t, nil
 }
 
@@ -185,11 +194,13 @@ func socketOwner(p string) *Identity {
 	return nil
 }
 
-// DaemonPid finds a live daemon of the lab with this root and run dir, from the lab's own records: the
-// process holding the flock on <root>/state.db (bbolt takes it for as long as the store is open), or the
-// process in <run-dir>/pi.pid if it has that state.db open or is a `pi daemon` of this root (one still
-// starting). It returns 0 if there is none, else the pid and how it was found.
-func DaemonPid(root, runDir string) (int, string) {
+// DaemonPid finds a live daemon of lab (with this root and run dir) from the lab's own records: the
+// process holding the flock on <root>/state.db (bbolt takes it for as long as the store is open); else the
+// process in <run-dir>/pi.pid if it has that state.db open or is a `pi daemon` of the lab (one still
+// starting); else any `pi daemon` process whose command line names the lab or its root (one whose files
+// were removed under it, as an older reset did). It returns 0 if there is none, else the pid (-1 if the
+// lock is held by a process /proc/locks does not show) and how it was found.
+func DaemonPid(lab, root, runDir string) (int, string) {
 	db := StateDB(root)
 	if held, pid := flockHolder(db); held {
 		if pid > 0 {
@@ -197,19 +208,26 @@ func DaemonPid(root, runDir string) (int, string) {
 		}
 		return -1, "a process holds the lock on " + db
 	}
-	b, err := os.ReadFile(PidFile(runDir))
-	if err != nil {
-		return 0, ""
+	if b, err := os.ReadFile(PidFile(runDir)); err == nil {
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err == nil && pid > 0 && processAlive(pid) {
+			if hasOpen(pid, db) {
+				return pid, fmt.Sprintf("its pid file %s names it and it has %s open", PidFile(runDir), db)
+			}
+			if isDaemonOf(pid, lab, root) {
+				return pid, fmt.Sprintf("its pid file %s names it and it is a pi daemon of lab %s", PidFile(runDir), lab)
+			}
+		}
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 || !processAlive(pid) {
-		return 0, ""
-	}
-	if hasOpen(pid, db) {
-		return pid, fmt.Sprintf("its pid file %s names it and it has %s open", PidFile(runDir), db)
-	}
-	if isDaemonOf(pid, root) {
-		return pid, fmt.Sprintf("its pid file %s names it and it is a pi daemon of %s", PidFile(runDir), root)
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if isDaemonOf(pid, lab, root) && processAlive(pid) {
+			return pid, fmt.Sprintf("its command line is a pi daemon of lab %s", lab)
+		}
 	}
 	return 0, ""
 }
@@ -304,8 +322,9 @@ func hasOpen(pid int, path string) bool {
 	return false
 }
 
-// isDaemonOf reports whether pid runs `pi daemon` with this root (as `pi up` starts it: --root always given).
-func isDaemonOf(pid int, root string) bool {
+// isDaemonOf reports whether pid runs `pi daemon` for this lab or root (as `pi up` starts it: --lab and
+// --root always given).
+func isDaemonOf(pid int, lab, root string) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	if err != nil {
 		return false
@@ -315,8 +334,16 @@ func isDaemonOf(pid int, root string) bool {
 	for i, a := range args {
 		if a == "daemon" {
 			daemon = true
+			continue
 		}
-		if daemon && (a == "--root="+root || (a == "--root" && i+1 < len(args) && abs(args[i+1]) == root)) {
+		if !daemon {
+			continue
+		}
+		name, val, ok := strings.Cut(a, "=")
+		if !ok && i+1 < len(args) {
+			val = args[i+1]
+		}
+		if (name == "--lab" && val == lab) || (name == "--root" && abs(val) == root) {
 			return true
 		}
 	}

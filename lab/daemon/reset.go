@@ -49,7 +49,7 @@ func (e *RunningError) Error() string {
 func Reset(ctx context.Context, t *Target) (*ResetResult, error) {
 	cfg := t.Config
 	res := &ResetResult{}
-	if pid, how := DaemonPid(cfg.Root, cfg.RunDir); pid != 0 {
+	if pid, how := DaemonPid(cfg.Lab, cfg.Root, cfg.RunDir); pid != 0 {
 		return res, &RunningError{Lab: cfg.Lab, Pid: pid, Evidence: how}
 	}
 	unlock, holder, err := LockState(cfg.Root)
@@ -198,7 +198,7 @@ func containerdAddress(cfg Config) string {
 // the host netns, mounts under its dirs, the dirs and the socket. One entry per thing found.
 func Leftovers(cfg Config) []string {
 	var left []string
-	if pid, how := DaemonPid(cfg.Root, cfg.RunDir); pid != 0 {
+	if pid, how := DaemonPid(cfg.Lab, cfg.Root, cfg.RunDir); pid != 0 {
 		left = append(left, fmt.Sprintf("daemon pid %d (%s)", pid, how))
 	}
 	if cfg.ContainerdAddress == "" {
