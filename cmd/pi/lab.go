@@ -147,11 +147,6 @@ func newDaemonCmd() *cobra.Command {
 				return fmt.Errorf("lab %q already has a daemon (%s); a second one would share its state; stop it with `pi down --lab %s` first",
 					t.Lab, daemonOf(t), t.Lab)
 			}
-			if os.Geteuid() == 0 {
-				if err := daemon.WriteIdentity(t.Config); err != nil {
-					return err
-				}
-			}
 			return daemon.Run(cmd.Context(), t.Config)
 		},
 	}

@@ -145,6 +145,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer d.store.Close()
+	// The lab's record is written while this daemon holds state.db's lock, so two starts cannot race on it.
+	if err := WriteIdentity(cfg); err != nil {
+		return err
+	}
 
 	d.network, err = network.New(network.Options{Lab: cfg.Lab, HostNetns: cfg.HostNetns})
 	if err != nil {
