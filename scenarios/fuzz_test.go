@@ -30,12 +30,20 @@ func FuzzParse(f *testing.F) {
 		f.Fatal("no built-in scenarios to seed the corpus")
 	}
 	f.Add([]byte("title: A typo\nsteps:\n  - title: One\n    comands:\n      - pi get pods\n"))
+	f.Add([]byte("title: t\nsteps:\n  - title: s\n    commands:\n      - pi get pods | grep web\n      - sh: 'wget -qO- x | head'\n        pod: nginx\n      - sh: ls\n    checks:\n      - mach: x\n"))
 	f.Add([]byte("title: t\nsteps:\n  - title: s\n    commands:\n      - run: pi get pods -o wide\n        capture:\n          IP: '(10\\.\\S+)'\n      - pi exec a -- curl -s {{.IP}}\n      - write: service.yml\n        replace: {a: b}\n    checks:\n      - match: x\n        within: 5s\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		sc, err := Parse(data, "fuzz.yaml", builtinFS)
 		if err != nil {
-			if !strings.HasPrefix(err.Error(), "fuzz.yaml") {
-				t.Fatalf("error does not name the file: %v", err)
+			// Every problem names the file, also when a file has several (errors.Join of them).
+			errs := []error{err}
+			if j, ok := err.(interface{ Unwrap() []error }); ok {
+				errs = j.Unwrap()
+			}
+			for _, e := range errs {
+				if !strings.HasPrefix(e.Error(), "fuzz.yaml") {
+					t.Fatalf("error does not name the file: %v", e)
+				}
 			}
 			return
 		}

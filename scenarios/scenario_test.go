@@ -2,6 +2,8 @@ package scenarios
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -43,14 +45,14 @@ func TestParseStrict(t *testing.T) {
 		name, yaml, want string
 	}{
 		{"unknown top field", "title: x\nstpes: []\n", `x.yaml:2: unknown field "stpes"`},
-		{"unknown step field", "title: x\nsteps:\n  - title: a\n    comands: [pi get pods]\n", `x.yaml:4: unknown field "comands"`},
-		{"unknown command field", "title: x\nsteps:\n  - title: a\n    commands:\n      - run: pi get pods\n        captur: {A: '(x)'}\n", `x.yaml:6: unknown field "captur"`},
-		{"unknown check field", "title: x\nsteps:\n  - title: a\n    commands: [pi get pods]\n    checks:\n      - mach: x\n", `x.yaml:6: unknown field "mach"`},
+		{"unknown step field", "title: x\nsteps:\n  - title: a\n    comands: [pi get pods]\n", `x.yaml:4: step 1 ("a"): unknown field "comands" (did you mean commands:?)`},
+		{"unknown command field", "title: x\nsteps:\n  - title: a\n    commands:\n      - run: pi get pods\n        captur: {A: '(x)'}\n", `x.yaml:6: step 1 ("a"), command 1: unknown field "captur" (did you mean capture:?)`},
+		{"unknown check field", "title: x\nsteps:\n  - title: a\n    commands: [pi get pods]\n    checks:\n      - mach: x\n", `x.yaml:6: step 1 ("a"), check 1: unknown field "mach" (did you mean match:?)`},
 		{"no title", "steps:\n  - title: a\n", "title is missing"},
 		{"no steps", "title: x\n", "at least one step"},
 		{"step without title", "title: x\nsteps:\n  - text: hi\n", "step 1: title is missing"},
 		{"not pi", "title: x\nsteps:\n  - title: a\n    commands: [rm -rf /]\n", `they start with "pi "`},
-		{"two kinds", "title: x\nsteps:\n  - title: a\n    commands:\n      - run: pi get pods\n        http: http://127.0.0.1/\n", "exactly one of run:, http: or write:"},
+		{"two kinds", "title: x\nsteps:\n  - title: a\n    commands:\n      - run: pi get pods\n        http: http://127.0.0.1/\n", "step 1 (\"a\"), command 1: say exactly one of run:, http:, write: or sh:"},
 		{"var before capture", "title: x\nsteps:\n  - title: a\n    commands: ['pi exec nginx -- curl {{.IP}}']\n", "{{.IP}}, which no earlier command captures"},
 		{"bad template", "title: x\nsteps:\n  - title: a\n    commands:\n      - run: pi create fip\n        capture: {FIP: '(\\S+)'}\n      - 'pi delete fip {{FIP}}'\n", "variables are written {{.NAME}}"},
 		{"capture without group", "title: x\nsteps:\n  - title: a\n    commands:\n      - run: pi create fip\n        capture: {FIP: '\\S+'}\n", "exactly one group"},
@@ -196,6 +198,150 @@ func TestDescribe(t *testing.T) {
 	} {
 		if got := c.Describe(); got != want {
 			t.Errorf("Describe() = %q, want %q", got, want)
+		}
+	}
+}
+
+// TestShellSyntax: a pi command line with shell syntax outside quotes is refused when the scenario is loaded,
+// saying what and why; the same text inside a quoted argument (a shell in a pod) is fine.
+func TestShellSyntax(t *testing.T) {
+	for line, op := range map[string]string{
+		"pi get pods | grep web":                  "|",
+		"pi get pods > pods.txt":                  ">",
+		"pi create -f - < pod.yml":                "<",
+		"pi get pods; pi get svc":                 ";",
+		"pi get pods && pi get svc":               "&&",
+		"pi get pod x || true":                    "||",
+		"pi get pods &":                           "&",
+		"pi delete pod $(pi get pods -o name)":    "$(",
+		"pi delete pod `pi get pods -o name`":     "`...`",
+		`pi exec a -- echo "$(date)"`:             "$(",
+		`pi exec a -- echo "$HOME"`:               "$HOME",
+		"pi exec a -- echo ${X}":                  "${",
+		"pi get pods 2>&1":                        ">",
+		`pi exec a -- sh -c 'a' | b`:              "|",
+		`pi exec a -- sh -c "wget -qO- x" | head`: "|",
+	} {
+		if got := shellSyntax(line); got != op {
+			t.Errorf("shellSyntax(%q) = %q, want %q", line, got, op)
+		}
+	}
+	for _, line := range []string{
+		"pi exec nginx -- sh -c 'wget -qO- x | head'",
+		"pi exec nginx -- sh -c 'for i in $(seq 10); do curl -s podinfo:9898 | grep hostname; done'",
+		`pi exec a -- sh -c "echo a > /tmp/x; cat /tmp/x"`,
+		`pi exec a -- echo "\$(not run)" \| \& \; \> x\$y`,
+		"pi get pods -o jsonpath='{.items[*].status.podIP}'",
+		"pi exec a -- curl -s {{.IP}}:9898/env",
+		"pi exec a -- echo price: $5 and $ alone",
+		"pi exec a -- sh -c 'it''s'",
+	} {
+		if op := shellSyntax(line); op != "" {
+			t.Errorf("shellSyntax(%q) = %q, want none (it is quoted or escaped)", line, op)
+		}
+	}
+
+	yml := "title: x\nsteps:\n  - title: Start\n    commands: [pi run web --image=nginx]\n  - title: Look\n    commands:\n      - pi get pods | grep web\n" +
+		"    checks:\n      - run: pi get svc > /dev/null\ncleanup: ['pi delete pod web; true']\n"
+	_, err := Parse([]byte(yml), "x.yaml", nil)
+	want := "x.yaml: step 2 (\"Look\"), command 1: run: `pi get pods | grep web` uses shell syntax (|); scenario commands run pi directly, " +
+		"without a shell: use a check's match:, or an sh: action to run a shell line inside a pod\n" +
+		"x.yaml: step 2 (\"Look\"), check 1: run: `pi get svc > /dev/null` uses shell syntax (>); scenario commands run pi directly, " +
+		"without a shell: use a check's match:, or an sh: action to run a shell line inside a pod\n" +
+		"x.yaml: cleanup 1: run: `pi delete pod web; true` uses shell syntax (;); scenario commands run pi directly, " +
+		"without a shell: use a check's match:, or an sh: action to run a shell line inside a pod"
+	if err == nil || err.Error() != want {
+		t.Errorf("Parse error:\n%v\nwant:\n%s", err, want)
+	}
+}
+
+// TestShAction: sh: runs a shell line in the pod named by pod:; both are checked at load time.
+func TestShAction(t *testing.T) {
+	ok := "title: x\nsteps:\n  - title: a\n    commands:\n      - run: pi get pods -o wide\n        capture: {IP: '(10\\.\\S+)', POD: '^(\\S+)'}\n" +
+		"      - sh: 'for i in $(seq 3); do wget -qO- {{.IP}}:9898 | grep hostname; done'\n        pod: '{{.POD}}'\n        within: 30s\n" +
+		"      - sh: echo hi > /tmp/x && cat /tmp/x\n        pod: nginx\n        capture: {HI: '(hi)'}\n"
+	sc, err := Parse([]byte(ok), "x.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := sc.Steps[0].Commands[1]
+	if c.Kind() != "sh" || c.Pod != "{{.POD}}" || !strings.Contains(c.Sh, "| grep hostname") {
+		t.Errorf("sh command read as %+v (kind %s)", c, c.Kind())
+	}
+	for _, tc := range []struct{ name, cmd, want string }{
+		{"no pod", "      - sh: ls\n", "command 1: sh: `ls` needs pod: (the pod the shell line runs in, as pi exec POD -- sh -c LINE)"},
+		{"pod without sh", "      - run: pi get pods\n        pod: nginx\n", `command 1: pod: "nginx" goes with sh:`},
+		{"sh and run", "      - sh: ls\n        pod: nginx\n        run: pi get pods\n", "command 1: say exactly one of run:, http:, write: or sh:"},
+		{"bad pod name", "      - sh: ls\n        pod: Nginx_1\n", `command 1: pod: "Nginx_1" is not a pod name`},
+		{"variable in sh", "      - sh: 'wget -qO- {{.IP}}'\n        pod: nginx\n", "command 1: sh: \"wget -qO- {{.IP}}\" uses {{.IP}}, which no earlier command captures"},
+		{"variable in pod", "      - sh: ls\n        pod: '{{.POD}}'\n", "command 1: pod: \"{{.POD}}\" uses {{.POD}}, which no earlier command captures"},
+		{"sh in cleanup", "      - pi get pods\ncleanup:\n  - sh: ls\n    pod: nginx\n", "cleanup 1: cleanup commands are plain pi command lines"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte("title: x\nsteps:\n  - title: a\n    commands:\n"+tc.cmd), "x.yaml", nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestLint: a file with several problems gets all of them at once, each naming the file, the line where
+// known, the step by number and title, and the field; the built-in files pass.
+func TestLint(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "01-broken.yaml")
+	yml := `title: Broken
+steps:
+  - title: Start
+    commands:
+      - pi run web --image=nginx
+      - run: pi get pods -o wide
+        captur:
+          IP: '(10\.\S+)'
+  - title: Look
+    commands:
+      - pi get pods | grep web
+      - pi exec web -- curl -s {{.IP}}
+      - sh: wget -qO- localhost
+    checks:
+      - mach: Welcome
+      - run: pi get svc
+        within: 2m
+        atLeast: 2
+cleanup:
+  - pi delete pod web
+`
+	if err := os.WriteFile(file, []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := Lint(file)
+	if err == nil {
+		t.Fatal("Lint passed a broken file")
+	}
+	want := []string{
+		file + `:7: step 1 ("Start"), command 2: unknown field "captur" (did you mean capture:?)`,
+		file + `:15: step 2 ("Look"), check 1: unknown field "mach" (did you mean match:?)`,
+		file + ": step 2 (\"Look\"), command 1: run: `pi get pods | grep web` uses shell syntax (|); scenario commands run pi directly, without a shell: use a check's match:, or an sh: action to run a shell line inside a pod",
+		file + `: step 2 ("Look"), command 2: run: "pi exec web -- curl -s {{.IP}}" uses {{.IP}}, which no earlier command captures`,
+		file + ": step 2 (\"Look\"), command 3: sh: `wget -qO- localhost` needs pod: (the pod the shell line runs in, as pi exec POD -- sh -c LINE)",
+		file + `: step 2 ("Look"), check 1: a check of the step's output needs match:, noMatch: or distinct:`,
+		file + `: step 2 ("Look"), check 2: atLeast: goes with distinct:`,
+	}
+	if got := strings.Split(err.Error(), "\n"); !reflect.DeepEqual(got, want) {
+		t.Errorf("Lint:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
+	}
+
+	if err := Lint(filepath.Join(dir, "nope.yaml")); err == nil || !strings.Contains(err.Error(), "nope.yaml") {
+		t.Errorf("Lint of a missing file: %v", err)
+	}
+	files, _ := filepath.Glob("*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no built-in scenario files next to the test")
+	}
+	for _, f := range files {
+		if err := Lint(f); err != nil {
+			t.Errorf("Lint(%s): %v", f, err)
 		}
 	}
 }
