@@ -5,54 +5,18 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 )
 
 // RunHeadless plays scenarios one after another against the lab in opt, writing a transcript to w as a
-// terminal session would show it. It stops at the first failure and returns it (a *StepError naming the
-// scenario, step and check); a scenario's cleanup runs whatever happened.
+// terminal session would show it, ending with the summary line. It stops at the first failure and returns
+// it (a *StepError naming the scenario, step and check); a scenario's cleanup runs whatever happened.
+// RunSuite does the same with more choices.
 func RunHeadless(ctx context.Context, w io.Writer, list []*Scenario, opt Options) error {
-	for _, sc := range list {
-		if err := runOneHeadless(ctx, w, sc, opt); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func runOneHeadless(ctx context.Context, w io.Writer, sc *Scenario, opt Options) (err error) {
-	t := &transcript{w: w, sc: sc, bol: true}
-	opt.Sink = t.event
-	r, err := NewRunner(sc, opt)
+	rep, err := RunSuite(ctx, w, list, opt, SuiteOptions{})
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	fmt.Fprintf(w, "=== scenario %s: %s\n", sc.Name, sc.Title)
-	start := time.Now()
-	defer func() {
-		// Cleanup runs even after Ctrl-C, so the next scenario (or the learner) finds the account as it was.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
-		defer cancel()
-		if cerr := r.Cleanup(cctx); cerr != nil && err == nil {
-			err = cerr
-		}
-		t.newline()
-		if err != nil {
-			fmt.Fprintf(w, "=== FAIL %s (%s)\n", sc.Name, time.Since(start).Round(time.Second))
-		} else {
-			fmt.Fprintf(w, "=== PASS %s (%s)\n", sc.Name, time.Since(start).Round(time.Second))
-		}
-	}()
-	if err := r.Prepare(ctx); err != nil {
-		return err
-	}
-	for i := range sc.Steps {
-		if err := r.RunStep(ctx, i); err != nil {
-			return err
-		}
-	}
-	return nil
+	return rep.Err()
 }
 
 // transcript turns events into a terminal session: "$ pi get pods" and what it printed.
@@ -78,6 +42,19 @@ func (t *transcript) newline() {
 
 func (t *transcript) event(ev Event) {
 	switch ev.Kind {
+	case ScenarioStarted:
+		t.newline()
+		t.print(fmt.Sprintf("=== scenario %s: %s\n", t.sc.Name, t.sc.Title))
+	case ScenarioFinished:
+		t.newline()
+		verdict := "PASS"
+		if ev.Err != nil {
+			verdict = "FAIL"
+		}
+		t.print(fmt.Sprintf("=== %s %s (%s)\n", verdict, t.sc.Name, ev.Text))
+	case StepSkipped:
+		t.newline()
+		t.print(fmt.Sprintf("--- step %d/%d: %s: skipped, %v\n", ev.Step+1, len(t.sc.Steps), ev.Text, ev.Err))
 	case StepStarted:
 		t.newline()
 		switch ev.Step {

@@ -21,9 +21,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pilab/pi/lab/api"
 	"github.com/pilab/pi/lab/client"
 	"github.com/pilab/pi/lab/daemon"
 	"github.com/pilab/pi/net/netns"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Options say which lab a Runner plays against and where its events go.
@@ -39,6 +41,9 @@ type Options struct {
 	Sink func(Event)
 	// CommandTimeout bounds one command (one attempt of a within: command); 0 means 3 minutes.
 	CommandTimeout time.Duration
+	// Parse reads a pi command line (without "pi") as pi's flag parser does, to know which objects a
+	// command makes or changes; nil: ParseCommandLine.
+	Parse func(args []string) (ParsedCommand, error)
 }
 
 // EventKind tells what an Event reports.
@@ -52,6 +57,10 @@ const (
 	CheckFinished                    // Index: check; Text: the check described; Err: nil when it passed
 	StepFinished                     // Err: nil when every command and check of the step passed
 	Notice                           // Text: the runner's own remark (a retry, a skipped cleanup command)
+	// The suite's own (RunSuite), around a runner's:
+	ScenarioStarted  // Text: the scenario's title
+	ScenarioFinished // Err: the scenario's first failure
+	StepSkipped      // Text: the step's title; a step not run after a failure
 )
 
 // Steps that are not the scenario's own.
@@ -68,6 +77,10 @@ type Event struct {
 	Index    int
 	Text     string
 	Err      error
+	// Time is when it happened (set by the runner).
+	Time time.Time
+	// Account is the account the scenario plays in (set by RunSuite).
+	Account string
 }
 
 // StepError says which scenario, step and command or check failed, and how.
@@ -104,6 +117,7 @@ type Runner struct {
 	info   daemon.Info
 	pool   netip.Prefix
 	ownDir bool
+	g      *guard
 
 	mu   sync.Mutex
 	vars map[string]string
@@ -121,7 +135,8 @@ func NewRunner(sc *Scenario, opt Options) (*Runner, error) {
 	if opt.CommandTimeout == 0 {
 		opt.CommandTimeout = 3 * time.Minute
 	}
-	return &Runner{sc: sc, opt: opt, cl: client.New(opt.Socket, opt.Account), vars: map[string]string{}}, nil
+	cl := client.New(opt.Socket, opt.Account)
+	return &Runner{sc: sc, opt: opt, cl: cl, g: newGuard(cl, cl.Account, opt.Parse), vars: map[string]string{}}, nil
 }
 
 // Scenario is the scenario the runner plays.
@@ -144,6 +159,7 @@ func (r *Runner) Vars() map[string]string {
 func (r *Runner) emit(ev Event) {
 	if r.opt.Sink != nil {
 		ev.Scenario = r.sc.Name
+		ev.Time = time.Now()
 		r.opt.Sink(ev)
 	}
 }
@@ -243,19 +259,40 @@ func (r *Runner) RunStep(ctx context.Context, i int) (err error) {
 	return nil
 }
 
-// Cleanup runs the cleanup: section; commands naming a variable never captured are skipped. It runs them
-// all and returns what failed.
-func (r *Runner) Cleanup(ctx context.Context) error {
-	if len(r.sc.Cleanup) == 0 {
+// Cleanup runs the cleanup: section, then deletes what the run made and the section left. It never deletes
+// an object the run did not make: a cleanup command naming one is skipped with a notice, and so is one
+// naming a variable never captured. It runs them all and returns what failed.
+func (r *Runner) Cleanup(ctx context.Context) (err error) {
+	now, serr := r.g.snapshot(ctx)
+	if serr != nil {
+		return &StepError{Scenario: r.sc.Name, Step: -1, Err: serr}
+	}
+	left := r.g.leftover(now)
+	if len(r.sc.Cleanup) == 0 && len(left) == 0 {
 		return nil
 	}
 	r.emit(Event{Kind: StepStarted, Step: CleanupStep, Text: "cleanup"})
 	var errs []error
 	for j, c := range r.sc.Cleanup {
-		if _, err := Expand(c.Run, r.Vars()); err != nil {
+		line, err := Expand(c.Run, r.Vars())
+		if err != nil {
 			var mv *MissingVarError
 			if errors.As(err, &mv) {
 				r.emit(Event{Kind: Notice, Step: CleanupStep, Text: fmt.Sprintf("skipped `%s`: {{.%s}} was never captured", c.Run, mv.Name)})
+				continue
+			}
+		}
+		if args, err := SplitWords(line); err == nil && len(args) > 0 {
+			eff, err := r.g.effectsOf(ctx, args[1:], r.opt.WorkDir)
+			if err == nil {
+				err = r.g.check(ctx, eff)
+			}
+			var no *NotOwnedError
+			if errors.As(err, &no) {
+				r.emit(Event{Kind: Notice, Step: CleanupStep, Text: fmt.Sprintf("skipped `%s`: %s in account %q was not made by this run; it stays", line, no.Ref, no.Account)})
+				continue
+			} else if err != nil {
+				errs = append(errs, fmt.Errorf("`%s`: %w", line, err))
 				continue
 			}
 		}
@@ -264,12 +301,38 @@ func (r *Runner) Cleanup(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("`%s`: %v: %s", r.Display(c), res.Err, quoteOutput(res.Output())))
 		}
 	}
-	var err error
+	if err := r.sweep(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		err = &StepError{Scenario: r.sc.Name, Step: -1, Err: errors.Join(errs...)}
 	}
 	r.emit(Event{Kind: StepFinished, Step: CleanupStep, Err: err})
 	return err
+}
+
+// sweep deletes what the run made and its cleanup section left, checking each object's UID first: a
+// learner may have made an object of the same name since.
+func (r *Runner) sweep(ctx context.Context) error {
+	now, err := r.g.snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, uid := range r.g.leftover(now) {
+		ref := now[uid]
+		if got, err := r.g.lookup(ctx, ref); err != nil || got != uid {
+			continue
+		}
+		k, _ := api.LookupKind(ref.Kind)
+		line := fmt.Sprintf("pi delete %s %s --ignore-not-found", k.Singular, ref.Name)
+		r.emit(Event{Kind: Notice, Step: CleanupStep, Text: fmt.Sprintf("%s was made by this run and is still there", ref)})
+		res := r.runLine(ctx, CleanupStep, -1, line, true, r.opt.CommandTimeout)
+		if res.Err != nil {
+			errs = append(errs, fmt.Errorf("`%s`: %v: %s", line, res.Err, quoteOutput(res.Output())))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Display is a command as the learner would type it, with the variables known so far filled in.
@@ -290,6 +353,8 @@ func (r *Runner) Display(c Command) string {
 			content = "(" + err.Error() + ")\n"
 		}
 		return "cat <<EOF > " + c.Write + "\n" + content + "EOF"
+	case "sh":
+		return "pi exec " + exp(c.Pod) + " -- sh -c " + shQuote(exp(c.Sh))
 	}
 	return exp(c.Run)
 }
@@ -302,7 +367,113 @@ func (r *Runner) describe(c Check) string {
 	return d
 }
 
+// runCommand runs a command of a step. A pi command line is looked at first: one that would make an object
+// the learner holds, or change one the run did not make, stops here. On a step re-run, a command whose
+// objects this run made are all still there is not run again: its output of then is replayed (a second
+// `pi create fip` would hold a second address).
 func (r *Runner) runCommand(ctx context.Context, step, idx int, c Command) (Result, error) {
+	if c.Kind() != "run" {
+		return r.retryCommand(ctx, step, idx, c)
+	}
+	key := [2]int{step, idx}
+	if res, done, err := r.replay(ctx, step, idx, c); done || err != nil {
+		return res, err
+	}
+	refuse := func(err error) (Result, error) {
+		r.emit(Event{Kind: CommandStarted, Step: step, Index: idx, Text: r.Display(c)})
+		r.emit(Event{Kind: CommandFinished, Step: step, Index: idx, Err: err})
+		return Result{Err: err}, err
+	}
+	line, err := Expand(c.Run, r.Vars())
+	if err != nil {
+		return refuse(err)
+	}
+	args, err := SplitWords(line)
+	if err != nil || len(args) == 0 {
+		return refuse(fmt.Errorf("%q is not a pi command line", line))
+	}
+	eff, err := r.g.effectsOf(ctx, args[1:], r.opt.WorkDir)
+	if err == nil {
+		err = r.g.check(ctx, eff)
+	}
+	if err != nil {
+		return refuse(err)
+	}
+	before, err := r.g.snapshot(ctx)
+	if err != nil {
+		return refuse(err)
+	}
+	res, err := r.retryCommand(ctx, step, idx, c)
+	// What appeared is the run's even when the command failed half-way: the cleanup deletes it.
+	after, serr := r.g.snapshot(ctx)
+	if serr != nil {
+		if err == nil {
+			err = serr
+		}
+		return res, err
+	}
+	r.g.record(key, before, after, res)
+	return res, err
+}
+
+// replay serves a step re-run: done when command (step, idx) made objects before that all still exist.
+// Objects it made of which only some are left are deleted, so that the command can make them again.
+func (r *Runner) replay(ctx context.Context, step, idx int, c Command) (Result, bool, error) {
+	made, res := r.g.madeBy([2]int{step, idx})
+	if len(made) == 0 {
+		return Result{}, false, nil
+	}
+	now, err := r.g.snapshot(ctx)
+	if err != nil {
+		return Result{Err: err}, false, err
+	}
+	var there []types.UID
+	var names []string
+	for _, uid := range made {
+		if ref, ok := now[uid]; ok {
+			there = append(there, uid)
+			names = append(names, ref.String())
+		}
+	}
+	switch {
+	case len(there) == len(made):
+		r.emit(Event{Kind: CommandStarted, Step: step, Index: idx, Text: r.Display(c)})
+		r.emit(Event{Kind: Notice, Step: step, Index: idx, Text: fmt.Sprintf("not run again: this run made %s already; its output then:", strings.Join(names, ", "))})
+		r.emit(Event{Kind: Output, Step: step, Index: idx, Text: res.Output()})
+		r.emit(Event{Kind: CommandFinished, Step: step, Index: idx})
+		vars, err := Capture(c, res.Stdout)
+		r.setVars(step, idx, vars)
+		return res, true, err
+	case len(there) > 0:
+		for _, uid := range there {
+			ref := now[uid]
+			if got, err := r.g.lookup(ctx, ref); err != nil || got != uid {
+				continue
+			}
+			k, _ := api.LookupKind(ref.Kind)
+			line := fmt.Sprintf("pi delete %s %s --ignore-not-found", k.Singular, ref.Name)
+			r.emit(Event{Kind: Notice, Step: step, Index: idx, Text: fmt.Sprintf("%s is left of this command's last run; deleted so it runs again", ref)})
+			if res := r.runLine(ctx, step, -1, line, true, r.opt.CommandTimeout); res.Err != nil {
+				err := fmt.Errorf("`%s`: %v: %s", line, res.Err, quoteOutput(res.Output()))
+				return Result{Err: err}, false, err
+			}
+		}
+	}
+	return Result{}, false, nil
+}
+
+func (r *Runner) setVars(step, idx int, vars map[string]string) {
+	r.mu.Lock()
+	for k, v := range vars {
+		r.vars[k] = v
+	}
+	r.mu.Unlock()
+	for _, k := range slices.Sorted(maps.Keys(vars)) {
+		r.emit(Event{Kind: Notice, Step: step, Index: idx, Text: fmt.Sprintf("%s=%s", k, vars[k])})
+	}
+}
+
+func (r *Runner) retryCommand(ctx context.Context, step, idx int, c Command) (Result, error) {
 	deadline := time.Now().Add(time.Duration(c.Within))
 	for attempt := 1; ; attempt++ {
 		res, vars, err := r.attempt(ctx, step, idx, c, c.Within == 0)
@@ -311,14 +482,7 @@ func (r *Runner) runCommand(ctx context.Context, step, idx int, c Command) (Resu
 				// The output was held back while retrying; the learner sees the last attempt's.
 				r.emitCommand(step, idx, c, res)
 			}
-			r.mu.Lock()
-			for k, v := range vars {
-				r.vars[k] = v
-			}
-			r.mu.Unlock()
-			for _, k := range slices.Sorted(maps.Keys(vars)) {
-				r.emit(Event{Kind: Notice, Step: step, Index: idx, Text: fmt.Sprintf("%s=%s", k, vars[k])})
-			}
+			r.setVars(step, idx, vars)
 			return res, err
 		}
 		r.emit(Event{Kind: Notice, Step: step, Index: idx, Text: fmt.Sprintf("`%s`, attempt %d: %v; trying again", r.Display(c), attempt, shortErr(err))})
@@ -347,6 +511,17 @@ func (r *Runner) attempt(ctx context.Context, step, idx int, c Command, stream b
 		if stream {
 			r.emit(Event{Kind: Output, Step: step, Index: idx, Text: res.Output()})
 			r.emit(Event{Kind: CommandFinished, Step: step, Index: idx, Err: res.Err})
+		}
+	case "sh":
+		pod, err := Expand(c.Pod, r.Vars())
+		if err == nil {
+			var line string
+			if line, err = Expand(c.Sh, r.Vars()); err == nil {
+				res = r.runArgs(ctx, step, idx, r.Display(c), []string{"pi", "exec", pod, "--", "sh", "-c", line}, stream, r.opt.CommandTimeout)
+			}
+		}
+		if err != nil {
+			return Result{Err: err}, nil, err
 		}
 	default:
 		res = r.runLine(ctx, step, idx, c.Run, stream, r.opt.CommandTimeout)
@@ -402,8 +577,13 @@ func (r *Runner) runLine(ctx context.Context, step, idx int, line string, stream
 	if len(args) == 0 || args[0] != "pi" {
 		return Result{Err: fmt.Errorf("%q is not a pi command line", line)}
 	}
+	return r.runArgs(ctx, step, idx, expanded, args, stream, timeout)
+}
+
+// runArgs runs pi with args (args[0] is "pi"); display is the line the learner sees.
+func (r *Runner) runArgs(ctx context.Context, step, idx int, display string, args []string, stream bool, timeout time.Duration) Result {
 	if stream {
-		r.emit(Event{Kind: CommandStarted, Step: step, Index: idx, Text: expanded})
+		r.emit(Event{Kind: CommandStarted, Step: step, Index: idx, Text: display})
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -428,7 +608,7 @@ func (r *Runner) runLine(ctx context.Context, step, idx int, line string, stream
 	} else {
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	}
-	err = cmd.Run()
+	err := cmd.Run()
 	if ctx.Err() == context.DeadlineExceeded {
 		err = fmt.Errorf("no end after %s", timeout)
 	}
@@ -537,4 +717,14 @@ func durationString(d Duration) string {
 		s = strings.TrimSuffix(s, "0s")
 	}
 	return s
+}
+
+// shQuote quotes s for sh when it needs it, for the line the learner reads.
+func shQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(c rune) bool {
+		return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("-_./:=,@%+", c))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

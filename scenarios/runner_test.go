@@ -3,8 +3,11 @@ package scenarios
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"encoding/xml"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +18,8 @@ import (
 	"testing"
 	"testing/fstest"
 	"time"
+
+	"github.com/jstemmer/go-junit-report/v2/junit"
 )
 
 // fakeLab is a daemon socket answering what a Runner asks the API (info, images) and a pi binary that is a
@@ -34,16 +39,53 @@ func fakeLab(t *testing.T, script string) Options {
 		case "/x/images":
 			fmt.Fprint(w, `[{"Name":"nginx"}]`)
 		default:
-			http.NotFound(w, r)
+			serveObjects(w, r, filepath.Join(dir, "objs"))
 		}
 	})}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
+	if err := os.MkdirAll(filepath.Join(dir, "objs", "accounts"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "objs", "accounts", "alice"), []byte("uid-alice"), 0o644)
 	exe := filepath.Join(dir, "pi")
 	if err := os.WriteFile(exe, []byte("#!/bin/sh\n"+script), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return Options{Socket: sock, Lab: "t1", Account: "alice", Exe: exe, WorkDir: dir, CommandTimeout: 10 * time.Second}
+}
+
+// serveObjects answers the API's lists and gets from a directory the fake pi writes: objs/PLURAL/NAME
+// holds the object's UID.
+func serveObjects(w http.ResponseWriter, r *http.Request, objs string) {
+	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/v1/"), "/")
+	item := func(plural, name string) (string, bool) {
+		uid, err := os.ReadFile(filepath.Join(objs, plural, name))
+		if err != nil {
+			return "", false
+		}
+		return fmt.Sprintf(`{"metadata":{"name":%q,"uid":%q}}`, name, strings.TrimSpace(string(uid))), true
+	}
+	switch {
+	case r.Method == "GET" && len(parts) == 1:
+		ents, _ := os.ReadDir(filepath.Join(objs, parts[0]))
+		var items []string
+		for _, e := range ents {
+			if it, ok := item(parts[0], e.Name()); ok {
+				items = append(items, it)
+			}
+		}
+		fmt.Fprintf(w, `{"items":[%s]}`, strings.Join(items, ","))
+	case r.Method == "GET" && len(parts) == 2:
+		if it, ok := item(parts[0], parts[1]); ok {
+			fmt.Fprint(w, it)
+			return
+		}
+		w.WriteHeader(http.StatusNotFound)
+		fmt.Fprintf(w, `{"error":"%s %s not found","reason":"NotFound"}`, parts[0], parts[1])
+	default:
+		http.NotFound(w, r)
+	}
 }
 
 const fakePi = `
@@ -205,5 +247,289 @@ func TestHTTPOnlyInsideTheLab(t *testing.T) {
 		if res.Err == nil || !(strings.Contains(res.Err.Error(), "refusing") || strings.Contains(res.Err.Error(), "not an http://")) {
 			t.Errorf("httpGet(%s) = %v, want a refusal before any packet", u, res.Err)
 		}
+	}
+}
+
+// fakePiObjects makes and deletes objects where serveObjects finds them.
+const fakePiObjects = `
+objs=$(dirname $PI_SOCKET)/objs
+echo "$*" >> calls.log
+case "$1 $2" in
+  "create fip")
+    mkdir -p $objs/fips; n=$(ls $objs/fips | wc -l); ip=198.18.0.$((n+10))
+    echo "uid-fip-$n" > $objs/fips/$ip; echo $ip ;;
+  "run "*)
+    mkdir -p $objs/pods
+    [ -e $objs/pods/$2 ] && { echo "pod \"$2\" already exists" >&2; exit 1; }
+    echo "uid-$2-$$" > $objs/pods/$2; echo "pod \"$2\" created" ;;
+  "delete fip"|"delete pod")
+    d=pods; [ $2 = fip ] && d=fips; shift 2
+    for n in "$@"; do case $n in -*) ;; *) rm -f $objs/$d/$n && echo "deleted $n" ;; esac; done ;;
+  "get pods") ls $objs/pods ;;
+  *) echo "unknown command $1" >&2; exit 2 ;;
+esac
+`
+
+func TestStepRerunKeepsItsFIP(t *testing.T) {
+	opt := fakeLab(t, fakePiObjects)
+	sc := mustParse(t, `
+title: t
+steps:
+  - title: Allocate a Floating IP
+    commands:
+      - run: pi create fip
+        capture: {FIP: '(?m)^(\d+\.\d+\.\d+\.\d+)$'}
+      - pi run web
+cleanup:
+  - pi delete pod web --ignore-not-found
+`, nil)
+	var notices []string
+	opt.Sink = func(ev Event) {
+		if ev.Kind == Notice {
+			notices = append(notices, ev.Text)
+		}
+	}
+	r, _ := NewRunner(sc, opt)
+	ctx := context.Background()
+	if err := r.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// enter, enter: the second run finds the FIP and the pod this run made, and makes neither again.
+	for i := 0; i < 2; i++ {
+		if err := r.RunStep(ctx, 0); err != nil {
+			t.Fatalf("run %d: %v", i+1, err)
+		}
+		if got := r.Vars()["FIP"]; got != "198.18.0.10" {
+			t.Fatalf("run %d: FIP=%q, want 198.18.0.10", i+1, got)
+		}
+	}
+	if err := r.Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	calls, _ := os.ReadFile(filepath.Join(opt.WorkDir, "calls.log"))
+	want := "create fip\nrun web\ndelete pod web --ignore-not-found\ndelete fip 198.18.0.10 --ignore-not-found\n"
+	if string(calls) != want {
+		t.Errorf("pi was called with\n%s\nwant\n%s", calls, want)
+	}
+	if !strings.Contains(strings.Join(notices, "\n"), `not run again: this run made fip "198.18.0.10" already`) {
+		t.Errorf("notices %q do not say the FIP was kept", notices)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(opt.WorkDir, "objs", "fips")); len(ents) != 0 {
+		t.Errorf("%d FIPs left after the cleanup", len(ents))
+	}
+}
+
+func TestLearnersPodLeftAlone(t *testing.T) {
+	opt := fakeLab(t, fakePiObjects)
+	pods := filepath.Join(opt.WorkDir, "objs", "pods")
+	os.MkdirAll(pods, 0o755)
+	os.WriteFile(filepath.Join(pods, "nginx"), []byte("uid-learners-nginx"), 0o644)
+	sc := mustParse(t, `
+title: t
+steps:
+  - title: Make web
+    commands: [pi run web]
+  - title: Make nginx
+    commands: [pi run nginx]
+  - title: Delete nginx
+    commands: [pi delete pod nginx]
+cleanup:
+  - pi delete pod nginx web --ignore-not-found
+`, nil)
+	var out bytes.Buffer
+	rep, err := RunSuite(context.Background(), &out, []*Scenario{sc}, opt, SuiteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `scenario "test", step 2 "Make nginx", command 1 ` + "`pi run nginx`" + `: pod "nginx" already exists in account "alice" and was not made by this scenario; delete it, or run with --account NEW to play in a throwaway account`
+	if err := rep.Err(); err == nil || err.Error() != want {
+		t.Errorf("error\n%v\nwant\n%s", err, want)
+	}
+	if data, _ := os.ReadFile(filepath.Join(pods, "nginx")); string(data) != "uid-learners-nginx" {
+		t.Errorf("the learner's nginx is %q after the run", data)
+	}
+	if _, err := os.Stat(filepath.Join(pods, "web")); err == nil {
+		t.Errorf("the run's pod web is left")
+	}
+	calls, _ := os.ReadFile(filepath.Join(opt.WorkDir, "calls.log"))
+	if want := "run web\ndelete pod web --ignore-not-found\n"; string(calls) != want {
+		t.Errorf("pi was called with\n%s\nwant\n%s", calls, want)
+	}
+	if !strings.HasSuffix(out.String(), "\n1 passed, 1 failed, 1 skipped\n") {
+		t.Errorf("transcript does not end with the summary:\n%s", out.String())
+	}
+
+	// A step that deletes an object the run did not make stops before it.
+	sc = mustParse(t, "title: t\nsteps:\n  - title: Delete nginx\n    commands: [pi delete pod nginx]\n", nil)
+	rep, _ = RunSuite(context.Background(), io.Discard, []*Scenario{sc}, opt, SuiteOptions{})
+	if err := rep.Err(); err == nil || !strings.Contains(err.Error(), `this step would delete pod "nginx" in account "alice", which this scenario did not make`) {
+		t.Errorf("error %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(pods, "nginx")); err != nil {
+		t.Errorf("the learner's nginx was deleted")
+	}
+}
+
+func TestSummaryLine(t *testing.T) {
+	rep := &Report{Scenarios: []*ScenarioResult{
+		{Steps: []StepResult{{Status: Passed}, {Status: Passed}, {Status: Failed}}},
+		{Steps: []StepResult{{Status: Passed}}},
+	}}
+	if got := rep.Summary(); got != "3 passed, 1 failed" {
+		t.Errorf("Summary() = %q", got)
+	}
+	rep.Scenarios[0].Steps = append(rep.Scenarios[0].Steps, StepResult{Status: Skipped}, StepResult{Status: Skipped})
+	if got := rep.Summary(); got != "3 passed, 1 failed, 2 skipped" {
+		t.Errorf("Summary() = %q", got)
+	}
+}
+
+const failing = `
+title: Fails
+steps:
+  - title: One
+    commands: [pi create fip]
+  - title: Two
+    commands: ['pi exec nginx -- curl -s 10.244.0.9']
+    checks:
+      - name: httpd answers
+        match: It works!
+  - title: Three
+    commands: [pi create fip]
+`
+
+const passing = `
+title: Passes
+steps:
+  - title: One
+    commands: [pi create fip]
+    checks: [{match: '198\.18'}]
+`
+
+func parseNamed(t *testing.T, name, y string) *Scenario {
+	t.Helper()
+	sc, err := Parse([]byte(y), name+".yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sc
+}
+
+func TestKeepGoingAndJUnit(t *testing.T) {
+	opt := fakeLab(t, fakePi)
+	list := []*Scenario{parseNamed(t, "fails", failing), parseNamed(t, "passes", passing)}
+
+	// Without --keep-going the scenario after the failure is skipped.
+	var out bytes.Buffer
+	rep, err := RunSuite(context.Background(), &out, list, opt, SuiteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rep.Summary(); got != "1 passed, 1 failed, 2 skipped" {
+		t.Errorf("without keep-going: %s\n%s", got, out.String())
+	}
+	if !strings.Contains(out.String(), "=== SKIP passes: an earlier scenario failed") {
+		t.Errorf("transcript does not say passes was skipped:\n%s", out.String())
+	}
+
+	out.Reset()
+	rep, err = RunSuite(context.Background(), &out, list, opt, SuiteOptions{KeepGoing: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rep.Summary(); got != "2 passed, 1 failed, 1 skipped" {
+		t.Errorf("with keep-going: %s\n%s", got, out.String())
+	}
+	if rep.Err() == nil {
+		t.Errorf("a run with a failed step has no error")
+	}
+	var xmlOut bytes.Buffer
+	if err := rep.WriteJUnit(&xmlOut); err != nil {
+		t.Fatal(err)
+	}
+	// Parsed back with the writer's own types.
+	var back junit.Testsuites
+	if err := xml.Unmarshal(xmlOut.Bytes(), &back); err != nil {
+		t.Fatalf("the JUnit XML does not parse: %v\n%s", err, xmlOut.String())
+	}
+	if back.Tests != 4 || back.Failures != 1 || back.Skipped != 1 || len(back.Suites) != 2 {
+		t.Fatalf("testsuites: %d tests, %d failures, %d skipped, %d suites\n%s", back.Tests, back.Failures, back.Skipped, len(back.Suites), xmlOut.String())
+	}
+	f := back.Suites[0]
+	if f.Name != "fails" || f.Tests != 3 || f.Failures != 1 || f.Skipped != 1 || f.Timestamp == "" {
+		t.Errorf("suite 0: %+v", f)
+	}
+	names := []string{f.Testcases[0].Name, f.Testcases[1].Name, f.Testcases[2].Name}
+	if strings.Join(names, "|") != "step 1: One|step 2: Two|step 3: Three" {
+		t.Errorf("testcases %q", names)
+	}
+	fail := f.Testcases[1].Failure
+	if fail == nil || fail.Type != "check" || fail.Message != `check 1 (httpd answers): expected output matching /It works!/, got "exec curl -s 10.244.0.9 as alice in t1 via pi.sock\n"` {
+		t.Errorf("failure %+v", fail)
+	}
+	if fail != nil && fail.Data != "expected: output matching /It works!/\ngot: \"exec curl -s 10.244.0.9 as alice in t1 via pi.sock\\n\"\n" {
+		t.Errorf("failure text %q", fail.Data)
+	}
+	if out := f.Testcases[1].SystemOut; out == nil || !strings.Contains(out.Data, "$ pi exec nginx -- curl -s 10.244.0.9\n") {
+		t.Errorf("the failed step's output is not in the report: %+v", out)
+	}
+	if f.Testcases[2].Skipped == nil || f.Testcases[0].Failure != nil || f.Testcases[0].Time == "" {
+		t.Errorf("testcases 1 and 3: %+v %+v", f.Testcases[0], f.Testcases[2])
+	}
+	if p := back.Suites[1]; p.Name != "passes" || p.Tests != 1 || p.Failures != 0 || p.Testcases[0].Failure != nil {
+		t.Errorf("suite 1: %+v", p)
+	}
+}
+
+func TestJSONEvents(t *testing.T) {
+	opt := fakeLab(t, fakePi)
+	var out bytes.Buffer
+	if _, err := RunSuite(context.Background(), &out, []*Scenario{parseNamed(t, "fails", failing)}, opt, SuiteOptions{JSON: true}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var kinds []string
+	var failed JSONEvent
+	for _, l := range lines {
+		var ev JSONEvent
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		kinds = append(kinds, ev.Kind)
+		if ev.Kind == "check_finished" {
+			failed = ev
+		}
+	}
+	if kinds[0] != "scenario_started" || kinds[len(kinds)-1] != "summary" || kinds[len(kinds)-2] != "scenario_finished" {
+		t.Errorf("kinds %q", kinds)
+	}
+	if failed.Step != 2 || failed.Expected != "output matching /It works!/" || !strings.Contains(failed.Got, "exec curl") {
+		t.Errorf("check event %+v", failed)
+	}
+	if !strings.HasSuffix(lines[len(lines)-1], `"passed":1,"failed":1,"skipped":1,`+lines[len(lines)-1][strings.Index(lines[len(lines)-1], `"seconds"`):]) {
+		t.Errorf("summary %s", lines[len(lines)-1])
+	}
+}
+
+func TestShCommand(t *testing.T) {
+	opt := fakeLab(t, fakePi)
+	sc := mustParse(t, "title: t\nsteps:\n  - title: Sh\n    commands:\n      - sh: 'for i in 1 2; do echo $i; done | wc -l'\n        pod: nginx\n", nil)
+	var started []string
+	opt.Sink = func(ev Event) {
+		if ev.Kind == CommandStarted {
+			started = append(started, ev.Text)
+		}
+	}
+	r, _ := NewRunner(sc, opt)
+	r.Prepare(context.Background())
+	if err := r.RunStep(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	calls, _ := os.ReadFile(filepath.Join(opt.WorkDir, "calls.log"))
+	if string(calls) != "exec nginx -- sh -c for i in 1 2; do echo $i; done | wc -l\n" {
+		t.Errorf("pi was called with %q", calls)
+	}
+	if len(started) != 1 || started[0] != `pi exec nginx -- sh -c 'for i in 1 2; do echo $i; done | wc -l'` {
+		t.Errorf("shown as %q", started)
 	}
 }
