@@ -9,8 +9,9 @@ import (
 )
 
 // Print writes the bill as an aligned table, kubectl style: one row per line,
-// then a TOTAL row per account and an overall TOTAL row (their END is the bill's
-// time). Line costs are shown to 6 decimals (9 when wide), totals to the cent;
+// then, when the bill covers several accounts, a TOTAL row per account, and last
+// the overall TOTAL row (their END is the bill's time). A bill of one account
+// has the one TOTAL row: its account subtotal would repeat it. Line costs are shown to 6 decimals (9 when wide), totals to the cent;
 // totals are rounded from exact sums, so they can differ by a cent from adding
 // the rounded figures above them. wide adds the UID and RATE columns.
 // Warnings, if any, follow the table.
@@ -65,6 +66,9 @@ func (b Bill) Print(w io.Writer, wide bool) {
 		accounts = append(accounts, a)
 	}
 	sort.Strings(accounts)
+	if len(accounts) < 2 {
+		accounts = nil
+	}
 	for _, a := range accounts {
 		name := a
 		if name == "" {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -13,7 +14,11 @@ import (
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 
 func goldenBill() Bill {
-	u := []Usage{
+	return Compute(DefaultPrices(), goldenUsage(), t0.Add(40*24*time.Hour))
+}
+
+func goldenUsage() []Usage {
+	return []Usage{
 		{Account: "alice", Kind: KindPod, Name: "web", UID: "p-1", Size: "S1", Start: t0, End: t0.Add(5 * time.Second)},
 		{Account: "alice", Kind: KindPod, Name: "web", UID: "p-1", Size: "S1", Start: t0.Add(time.Minute)},
 		{Account: "alice", Kind: KindService, Name: "web", UID: "s-1", Start: t0, End: t0.Add(10 * time.Minute)},
@@ -21,7 +26,6 @@ func goldenBill() Bill {
 		{Account: "bob", Kind: KindPod, Name: "db", UID: "p-2", Size: "M1", Start: t0.Add(time.Hour), End: t0.Add(3*time.Hour + 12*time.Second)},
 		{Account: "bob", Kind: KindPod, Name: "cache", UID: "p-3", Size: "Z9", Start: t0},
 	}
-	return Compute(DefaultPrices(), u, t0.Add(40*24*time.Hour))
 }
 
 func checkGolden(t *testing.T, name string, got []byte) {
@@ -52,6 +56,24 @@ func TestPrintGolden(t *testing.T) {
 	out.Reset()
 	Compute(DefaultPrices(), nil, t0).Print(&out, false)
 	checkGolden(t, "bill-empty.golden", out.Bytes())
+}
+
+// `pi bill` shows one account: its lines and one TOTAL row, not its subtotal and then the same overall
+// total again.
+func TestPrintOneAccountOneTotal(t *testing.T) {
+	var alice []Usage
+	for _, u := range goldenUsage() {
+		if u.Account == "alice" {
+			alice = append(alice, u)
+		}
+	}
+	b := Compute(DefaultPrices(), alice, t0.Add(40*24*time.Hour))
+	var out bytes.Buffer
+	b.Print(&out, false)
+	if n := strings.Count(out.String(), "TOTAL"); n != 1 {
+		t.Errorf("a bill of one account has %d TOTAL rows, want 1:\n%s", n, out.String())
+	}
+	checkGolden(t, "bill-one-account.golden", out.Bytes())
 }
 
 func TestDefaultPriceFileGolden(t *testing.T) {
