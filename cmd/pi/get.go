@@ -161,13 +161,13 @@ func runGet(ctx context.Context, o getOptions, args []string) error {
 		if printed && (o.output == "" || o.output == "wide") && len(objs) > 0 {
 			fmt.Println()
 		}
+		if o.watch {
+			return watch(ctx, cl, k, o, pc, objs)
+		}
 		if err := printers.Print(os.Stdout, k, objs, o.output, pc); err != nil {
 			return err
 		}
 		printed = printed || len(objs) > 0
-		if o.watch {
-			return watch(ctx, cl, k, o, pc, objs)
-		}
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%s", strings.Join(errs, "\nerror: "))
@@ -195,9 +195,21 @@ func sortObjects(k api.Kind, objs []metav1.Object) {
 	})
 }
 
-// watch prints each change as a row (kubectl -w) until Ctrl-C. The stream starts with the objects there
-// are; those already printed (same resourceVersion) are skipped.
+// watch prints the objects there are, then each change as a row (kubectl -w) until Ctrl-C. The stream
+// starts with the objects there are; those already printed (same resourceVersion) are skipped. In a table,
+// every row goes through the one printers.Table that printed the header, so watched rows keep the columns
+// of the first batch (widened, never narrowed, by a longer cell), as kubectl's do.
 func watch(ctx context.Context, cl *client.Client, k api.Kind, o getOptions, pc printers.Context, printed []metav1.Object) error {
+	pc.Wide = o.output == "wide"
+	t := printers.NewTable(os.Stdout)
+	table := o.output == "" || o.output == "wide"
+	if table && len(printed) > 0 {
+		printers.WriteTable(t, k, printed, pc)
+	} else if !table {
+		if err := printers.Print(os.Stdout, k, printed, o.output, pc); err != nil {
+			return err
+		}
+	}
 	events, err := cl.Watch(ctx, k, client.ListOptions{LabelSelector: o.selector, AllAccounts: o.allAccounts})
 	if err != nil {
 		return err
@@ -206,7 +218,6 @@ func watch(ctx context.Context, cl *client.Client, k api.Kind, o getOptions, pc 
 	for _, obj := range printed {
 		shown[api.AccountOf(obj)+"/"+obj.GetName()] = obj.GetResourceVersion()
 	}
-	pc.Wide = o.output == "wide"
 	needHeader := len(printed) == 0
 	for ev := range events {
 		obj, err := api.Decode(k, ev.Object)
@@ -219,7 +230,6 @@ func watch(ctx context.Context, cl *client.Client, k api.Kind, o getOptions, pc 
 		}
 		switch o.output {
 		case "", "wide":
-			t := printers.NewTable(os.Stdout)
 			if needHeader {
 				t.Row(printers.Header(k, pc)...)
 				needHeader = false

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pilab/pi/lab/api"
 	appsv1 "k8s.io/api/apps/v1"
@@ -29,15 +30,39 @@ func Age(t metav1.Time) string {
 	return duration.HumanDuration(Now().Sub(t.Time))
 }
 
-// Table writes rows aligned as kubectl does (3 spaces between columns).
+// Table writes rows aligned as kubectl does (3 spaces between columns). A Table remembers the widest cell
+// it has seen in each column, across Flushes, and pads later rows to it: rows printed after the first batch
+// (get -w) line up with the header above them, as kubectl's do (its tabwriter fork, liggitt/tabwriter,
+// with the RememberWidths flag). text/tabwriter alone forgets the widths at every Flush.
 type Table struct {
-	tw *tabwriter.Writer
+	tw     *tabwriter.Writer
+	widths []int
 }
 
 func NewTable(w io.Writer) *Table { return &Table{tw: tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)} }
 
-func (t *Table) Row(cells ...string) { fmt.Fprintln(t.tw, strings.Join(cells, "\t")) }
-func (t *Table) Flush()              { t.tw.Flush() }
+// Row writes one row. Every cell but the last is padded to its column's remembered width; a wider cell
+// widens the column for the rows after it. Padding to a width the current batch reaches anyway changes
+// nothing, so a table printed in one Flush is exactly what text/tabwriter prints.
+func (t *Table) Row(cells ...string) {
+	padded := make([]string, len(cells))
+	for i, c := range cells {
+		n := utf8.RuneCountInString(c)
+		if i >= len(t.widths) {
+			t.widths = append(t.widths, 0)
+		}
+		if n > t.widths[i] {
+			t.widths[i] = n
+		}
+		if i < len(cells)-1 && n < t.widths[i] {
+			c += strings.Repeat(" ", t.widths[i]-n)
+		}
+		padded[i] = c
+	}
+	fmt.Fprintln(t.tw, strings.Join(padded, "\t"))
+}
+
+func (t *Table) Flush() { t.tw.Flush() }
 
 // Context carries what some columns need besides the object.
 type Context struct {
@@ -281,6 +306,16 @@ func podRow(p *corev1.Pod, c Context) []string {
 	return r
 }
 
+// WriteTable writes the header and a row per object to t and flushes it. get -w keeps t to print the
+// changes that follow in the same columns.
+func WriteTable(t *Table, k api.Kind, objs []metav1.Object, c Context) {
+	t.Row(Header(k, c)...)
+	for _, o := range objs {
+		t.Row(Row(o, c)...)
+	}
+	t.Flush()
+}
+
 // Print writes objects in a kubectl output format: "" (table), wide, yaml, json, name.
 func Print(w io.Writer, k api.Kind, objs []metav1.Object, format string, c Context) error {
 	switch format {
@@ -289,12 +324,7 @@ func Print(w io.Writer, k api.Kind, objs []metav1.Object, format string, c Conte
 		if len(objs) == 0 {
 			return nil
 		}
-		t := NewTable(w)
-		t.Row(Header(k, c)...)
-		for _, o := range objs {
-			t.Row(Row(o, c)...)
-		}
-		t.Flush()
+		WriteTable(NewTable(w), k, objs, c)
 	case "name":
 		for _, o := range objs {
 			fmt.Fprintf(w, "%s/%s\n", k.Singular, o.GetName())
