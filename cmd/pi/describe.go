@@ -68,6 +68,11 @@ func mapString(m map[string]string, sep string) string {
 
 func describe(ctx context.Context, cl *client.Client, w io.Writer, o metav1.Object) error {
 	d := describer{tw: tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)}
+	if f, ok := o.(*api.FloatingIP); ok {
+		describeFIP(ctx, cl, d, f)
+		d.tw.Flush()
+		return describeEvents(ctx, cl, w, o)
+	}
 	d.line(0, "Name", o.GetName())
 	if api.KindOf(o).Namespaced {
 		d.line(0, "Namespace", api.Namespace)
@@ -131,6 +136,41 @@ func describe(ctx context.Context, cl *client.Client, w io.Writer, o metav1.Obje
 	}
 	d.tw.Flush()
 	return describeEvents(ctx, cl, w, o)
+}
+
+// describeFIP is `pi describe fip ADDRESS`: what a learner asks of a Floating IP — whose it is, what it
+// is called, since when it is charged, and which Services answer on it (with the ports they take on it,
+// since several Services share one address on different ports). Namespace, labels and annotations are
+// left out: a FIP has none a user sets.
+func describeFIP(ctx context.Context, cl *client.Client, d describer, f *api.FloatingIP) {
+	d.line(0, "Name", f.Name)
+	d.line(0, "Account", api.AccountOf(f))
+	// The object's name is its address; said again under its own heading, as a cloud console does.
+	d.line(0, "Address", f.Name)
+	d.line(0, "Display Name", orNoneString(f.Spec.DisplayName))
+	created := f.CreationTimestamp
+	d.line(0, "Created", fmt.Sprintf("%s (%s ago)", created.UTC().Format("Mon, 02 Jan 2006 15:04:05 -0700"), printers.Age(created)))
+	if len(f.Status.Services) == 0 {
+		d.line(0, "Services", "<none>")
+		return
+	}
+	svcKind, _ := api.LookupKind("Service")
+	var rows []string
+	for _, name := range f.Status.Services {
+		ports := ""
+		if o, err := cl.Get(ctx, svcKind, name); err == nil {
+			ports = printers.ServicePorts(o.(*corev1.Service))
+		}
+		rows = append(rows, strings.TrimSpace(name+"  "+ports))
+	}
+	d.line(0, "Services", strings.Join(rows, "\n\t"))
+}
+
+func orNoneString(s string) string {
+	if s == "" {
+		return "<none>"
+	}
+	return s
 }
 
 func describePod(d describer, p *corev1.Pod) {
