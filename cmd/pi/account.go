@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/pilab/pi/lab/api"
 	"github.com/pilab/pi/lab/billing"
+	"github.com/pilab/pi/lab/client"
 	"github.com/spf13/cobra"
 )
 
@@ -36,28 +38,104 @@ func newAccountCmd() *cobra.Command {
 		Short: "Delete an account; refuses while it holds objects, unless --all",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl := g.client()
-			k, _ := api.LookupKind("Account")
-			if err := cl.Delete(cmd.Context(), k, args[0], all); err != nil {
-				return err
-			}
-			deadline := time.Now().Add(3 * time.Minute)
-			for {
-				if _, err := cl.Get(cmd.Context(), k, args[0]); err != nil {
-					break
-				}
-				if time.Now().After(deadline) {
-					return fmt.Errorf("timed out waiting for account %q to be deleted", args[0])
-				}
-				time.Sleep(200 * time.Millisecond)
-			}
-			fmt.Printf("account %q deleted\n", args[0])
-			return nil
+			return deleteAccount(cmd.Context(), g.client(), args[0], all, true, 3*time.Minute, false)
 		},
 	}
 	del.Flags().BoolVar(&all, "all", false, "delete everything the account holds, then the account")
 	cmd.AddCommand(create, del)
 	return cmd
+}
+
+// deleteAccount deletes one account, with everything in it when cascade is set (the server refuses an
+// account that holds objects otherwise, saying so), and, when wait is set, returns once the account is
+// gone: its pods, network and router take a moment to go. It prints `account "NAME" deleted`.
+func deleteAccount(ctx context.Context, cl *client.Client, name string, cascade, wait bool, timeout time.Duration, ignoreNotFound bool) error {
+	k, _ := api.LookupKind("Account")
+	var uid string
+	if o, err := cl.Get(ctx, k, name); err == nil {
+		uid = string(o.GetUID())
+	}
+	if err := cl.Delete(ctx, k, name, cascade); err != nil {
+		if ignoreNotFound && client.IsNotFound(err) {
+			return nil
+		}
+		return err
+	}
+	deadline := time.Now().Add(timeout)
+	for wait {
+		o, err := cl.Get(ctx, k, name)
+		// Gone, or already another account of the same name: this one is deleted.
+		if client.IsNotFound(err) || (err == nil && string(o.GetUID()) != uid) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("waiting for account %q to be deleted: %w", name, err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %s waiting for account %q to be deleted; it is still being emptied (see pi get pods --account %s)", timeout, name, name)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	fmt.Printf("account %q deleted\n", name)
+	return nil
+}
+
+// withDeleteAll gives the delete verb's --all its second meaning. For a type alone, `pi delete pods --all`
+// is kubectl's "every pod", and runDelete does that. With names, kubectl refuses --all; but the README's
+// `pi delete account alice --all` names one account and means what `pi account delete alice --all` does:
+// the account with everything in it. So: accounts named with --all are deleted with their contents; any
+// other type named with --all, or --all with -l, gets kubectl's own error rather than --all being dropped
+// without a word (before, `pi delete pod web --all` deleted web alone and `pi delete account alice --all`
+// refused a non-empty alice). It wraps the command's RunE because the flags live in create.go's
+// newDeleteCmd; the rest goes to runDelete unchanged.
+func withDeleteAll(del *cobra.Command) *cobra.Command {
+	del.Example += "\n  pi delete account alice --all      # the account with everything in it"
+	next := del.RunE
+	del.RunE = func(cmd *cobra.Command, args []string) error {
+		f := cmd.Flags()
+		all, _ := f.GetBool("all")
+		files, _ := f.GetStringSlice("filename")
+		if !all || len(files) > 0 || len(args) == 0 {
+			return next(cmd, args)
+		}
+		if sel, _ := f.GetString("selector"); sel != "" {
+			return fmt.Errorf("cannot set --all and --selector at the same time")
+		}
+		kn, name, slash := strings.Cut(args[0], "/")
+		k, ok := api.LookupKind(kn)
+		names := args[1:]
+		if slash {
+			names = append([]string{name}, names...)
+		}
+		if !ok || len(names) == 0 {
+			return next(cmd, args)
+		}
+		if k.Name != "Account" {
+			if slash {
+				return fmt.Errorf("selectors and the all flag cannot be used when passing resource/name arguments")
+			}
+			return fmt.Errorf("name cannot be provided when a selector is specified (--all deletes every %s; to delete %s %q, leave --all out)", k.Singular, k.Singular, names[0])
+		}
+		wait, _ := f.GetBool("wait")
+		timeout, _ := f.GetDuration("timeout")
+		ignore, _ := f.GetBool("ignore-not-found")
+		cl := g.client()
+		var errs []string
+		for _, n := range names {
+			if err := deleteAccount(cmd.Context(), cl, n, true, wait, timeout, ignore); err != nil {
+				errs = append(errs, err.Error())
+			}
+		}
+		if len(errs) > 0 {
+			return fmt.Errorf("%s", strings.Join(errs, "\nerror: "))
+		}
+		return nil
+	}
+	return del
 }
 
 // piConfig is ~/.pi/config.

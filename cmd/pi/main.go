@@ -102,7 +102,7 @@ pods on containerd, Services, Floating IPs. Start the lab with "pi up", then use
 		c.GroupID = "lab"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newCreateCmd(), newApplyCmd(), newGetCmd(), newDeleteCmd(), newRunCmd(), newDescribeCmd(), newExposeCmd(), newScaleCmd(), newSetCmd(), newRolloutCmd(), newWaitCmd()} {
+	for _, c := range []*cobra.Command{newCreateCmd(), newApplyCmd(), newGetCmd(), withDeleteAll(newDeleteCmd()), newRunCmd(), newDescribeCmd(), newExposeCmd(), newScaleCmd(), newSetCmd(), newRolloutCmd(), newWaitCmd()} {
 		c.GroupID = "basic"
 		root.AddCommand(c)
 	}
