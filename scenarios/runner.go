@@ -594,21 +594,36 @@ func (r *Runner) runArgs(ctx context.Context, step, idx int, display string, arg
 	// A pod's process may keep the pipes open after pi exits; do not wait for it forever.
 	cmd.WaitDelay = 2 * time.Second
 	var stdout, stderr bytes.Buffer
+	flush := func() {}
 	if stream {
-		// exec copies stdout and stderr on two goroutines; the sink sees one chunk at a time.
+		// exec copies stdout and stderr on two goroutines; the sink sees whole lines, one at a time (a table
+		// printer writes cell by cell, which would make an event of every cell).
 		var mu sync.Mutex
+		var partial []byte
 		live := writerFunc(func(p []byte) (int, error) {
 			mu.Lock()
 			defer mu.Unlock()
-			r.emit(Event{Kind: Output, Step: step, Index: idx, Text: string(p)})
+			partial = append(partial, p...)
+			if i := bytes.LastIndexByte(partial, '\n'); i >= 0 {
+				r.emit(Event{Kind: Output, Step: step, Index: idx, Text: string(partial[:i+1])})
+				partial = append(partial[:0], partial[i+1:]...)
+			}
 			return len(p), nil
 		})
+		flush = func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(partial) > 0 {
+				r.emit(Event{Kind: Output, Step: step, Index: idx, Text: string(partial)})
+			}
+		}
 		cmd.Stdout = io.MultiWriter(&stdout, live)
 		cmd.Stderr = io.MultiWriter(&stderr, live)
 	} else {
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	}
 	err := cmd.Run()
+	flush()
 	if ctx.Err() == context.DeadlineExceeded {
 		err = fmt.Errorf("no end after %s", timeout)
 	}
