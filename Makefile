@@ -3,7 +3,7 @@
 
 GO        ?= go
 BIN       := bin/pi
-PKGS_DEB  := containerd runc nftables mmdebstrap iproute2
+PKGS_DEB  := containerd runc nftables mmdebstrap iproute2 bash-completion
 # iperf3 only for make bench: the throughput benchmarks measure with it.
 BENCH_DEB := iperf3
 GOFLAGS   ?=
