@@ -4,6 +4,7 @@ package validate
 
 import (
 	"fmt"
+	klabels "k8s.io/apimachinery/pkg/labels"
 	"net"
 	"reflect"
 	"strings"
@@ -142,7 +143,7 @@ func selected(sel *metav1.LabelSelector, t *corev1.PodTemplateSpec, p *field.Pat
 		s, err := metav1.LabelSelectorAsSelector(sel)
 		if err != nil {
 			errs = append(errs, field.Invalid(p.Child("selector"), sel, err.Error()))
-		} else if !s.Matches(labelSet(t.Labels)) {
+		} else if !s.Matches(klabels.Set(t.Labels)) {
 			errs = append(errs, field.Invalid(p.Child("template", "metadata", "labels"), t.Labels, "`selector` does not match template `labels`"))
 		}
 	}
@@ -151,11 +152,6 @@ func selected(sel *metav1.LabelSelector, t *corev1.PodTemplateSpec, p *field.Pat
 	errs = append(errs, podSpec(&t.Spec, p.Child("template", "spec"))...)
 	return errs
 }
-
-type labelSet map[string]string
-
-func (l labelSet) Has(k string) bool   { _, ok := l[k]; return ok }
-func (l labelSet) Get(k string) string { return l[k] }
 
 // Pod validates a pod as Pi runs it.
 func Pod(pod *corev1.Pod) field.ErrorList {
