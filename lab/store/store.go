@@ -56,9 +56,21 @@ var rvKey = []byte("resourceVersion")
 type Store struct {
 	db *bolt.DB
 
+	// writeMu makes "commit, then tell watchers" one step, so watchers and the history hear of changes in
+	// resourceVersion order (bolt serializes the commits, but the notifications after them could overtake
+	// each other).
+	writeMu sync.Mutex
+
 	mu     sync.Mutex
 	nextID int
 	subs   map[int]*sub
+	// history holds the most recent events with their resourceVersions (oldest first, at most
+	// historySize), so a watch can resume from a resourceVersion a client saw; evictedRV is the newest
+	// resourceVersion no longer in it (at Open: the store's resourceVersion then, as older events were
+	// never kept).
+	history     []Event
+	historySize int
+	evictedRV   uint64
 	// Now is the clock used for timestamps; tests replace it.
 	Now func() time.Time
 }
@@ -67,8 +79,24 @@ type sub struct {
 	kind    string
 	account string
 	ch      chan api.WatchEvent
+	// rvch replaces ch for watchers that asked for resourceVersions (WatchFrom).
+	rvch    chan Event
 	dropped bool
 }
+
+// Event is a change with the resourceVersion the store gave it. For a deletion that is the
+// resourceVersion of the deletion itself, not the one inside the deleted object.
+type Event struct {
+	api.WatchEvent
+	ResourceVersion uint64
+}
+
+// DefaultHistory is how many recent events a store keeps for watches that resume from a resourceVersion.
+const DefaultHistory = 8192
+
+// ErrExpired says a resourceVersion is older than the history the store keeps; the client must list again
+// (Kubernetes' 410 Gone, reason Expired).
+var ErrExpired = errors.New("too old resource version")
 
 // Open opens (creating if needed) the store at path.
 func Open(path string) (*Store, error) {
@@ -96,13 +124,18 @@ func Open(path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("init state %s: %w", path, err)
 	}
-	return &Store{db: db, subs: map[int]*sub{}, Now: time.Now}, nil
+	var rv uint64
+	db.View(func(tx *bolt.Tx) error {
+		rv = currentRV(tx)
+		return nil
+	})
+	return &Store{db: db, subs: map[int]*sub{}, Now: time.Now, historySize: DefaultHistory, evictedRV: rv}, nil
 }
 
 func (s *Store) Close() error {
 	s.mu.Lock()
 	for id, sb := range s.subs {
-		close(sb.ch)
+		sb.close()
 		delete(s.subs, id)
 	}
 	s.mu.Unlock()
@@ -116,12 +149,16 @@ func key(k api.Kind, account, name string) []byte {
 	return []byte(account + "/" + name)
 }
 
+func currentRV(tx *bolt.Tx) uint64 {
+	if v := tx.Bucket(metaBucket).Get(rvKey); v != nil {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
 func nextRV(tx *bolt.Tx) string {
 	b := tx.Bucket(metaBucket)
-	var rv uint64
-	if v := b.Get(rvKey); v != nil {
-		rv = binary.BigEndian.Uint64(v)
-	}
+	rv := currentRV(tx)
 	rv++
 	var buf [8]byte
 	binary.BigEndian.PutUint64(buf[:], rv)
@@ -157,6 +194,9 @@ func (s *Store) CreateAll(objs []metav1.Object) error {
 		}
 		o.SetCreationTimestamp(now)
 	}
+	rvs := make([]uint64, len(objs))
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		for i, o := range objs {
 			k := api.KindOf(o)
@@ -167,6 +207,7 @@ func (s *Store) CreateAll(objs []metav1.Object) error {
 				return &Error{Err: ErrAlreadyExists, Kind: k, Name: o.GetName()}
 			}
 			o.SetResourceVersion(nextRV(tx))
+			rvs[i], _ = strconv.ParseUint(o.GetResourceVersion(), 10, 64)
 			data, err := json.Marshal(o)
 			if err != nil {
 				return err
@@ -184,8 +225,8 @@ func (s *Store) CreateAll(objs []metav1.Object) error {
 		}
 		return err
 	}
-	for _, ev := range events {
-		s.notify(ev)
+	for i, ev := range events {
+		s.notify(ev, rvs[i])
 	}
 	return nil
 }
@@ -197,6 +238,8 @@ func (s *Store) Update(o metav1.Object) error {
 	account := accountFor(k, o)
 	api.SetTypeMeta(o)
 	var data []byte
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket([]byte(k.Plural))
 		kk := key(k, account, o.GetName())
@@ -233,7 +276,8 @@ func (s *Store) Update(o metav1.Object) error {
 	if err != nil {
 		return err
 	}
-	s.notify(api.WatchEvent{Type: api.Modified, Kind: k.Name, Account: account, Object: data})
+	rv, _ := strconv.ParseUint(o.GetResourceVersion(), 10, 64)
+	s.notify(api.WatchEvent{Type: api.Modified, Kind: k.Name, Account: account, Object: data}, rv)
 	return nil
 }
 
@@ -277,6 +321,9 @@ func (s *Store) List(k api.Kind, account string) ([]metav1.Object, error) {
 // then Delete) is the callers' protocol.
 func (s *Store) Delete(k api.Kind, account, name string) error {
 	var data []byte
+	var rv uint64
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket([]byte(k.Plural))
 		kk := key(k, account, name)
@@ -285,13 +332,13 @@ func (s *Store) Delete(k api.Kind, account, name string) error {
 			return &Error{Err: ErrNotFound, Kind: k, Name: name}
 		}
 		data = append([]byte(nil), data...)
-		nextRV(tx)
+		rv, _ = strconv.ParseUint(nextRV(tx), 10, 64)
 		return b.Delete(kk)
 	})
 	if err != nil {
 		return err
 	}
-	s.notify(api.WatchEvent{Type: api.Deleted, Kind: k.Name, Account: account, Object: data})
+	s.notify(api.WatchEvent{Type: api.Deleted, Kind: k.Name, Account: account, Object: data}, rv)
 	return nil
 }
 
@@ -335,28 +382,146 @@ func (s *Store) Watch(ctx context.Context, kind, account string) <-chan api.Watc
 		s.mu.Lock()
 		if _, ok := s.subs[id]; ok {
 			delete(s.subs, id)
-			close(sb.ch)
+			sb.close()
 		}
 		s.mu.Unlock()
 	}()
 	return sb.ch
 }
 
-func (s *Store) notify(ev api.WatchEvent) {
+func (sb *sub) close() {
+	if sb.rvch != nil {
+		close(sb.rvch)
+		return
+	}
+	close(sb.ch)
+}
+
+func (sb *sub) matches(ev api.WatchEvent) bool {
+	if sb.kind != "" && sb.kind != ev.Kind {
+		return false
+	}
+	return sb.account == "" || ev.Account == "" || sb.account == ev.Account
+}
+
+// WatchFrom streams the changes of one kind ("" = all kinds) in one account ("" = all) that come after
+// resourceVersion rv, until ctx ends: first the ones the store still remembers, then the new ones, each
+// once and in resourceVersion order. An rv older than the history the store keeps is ErrExpired (list
+// again, then watch from the list's resourceVersion); an rv newer than the store's streams from now. A
+// watcher that falls too far behind is dropped (its channel closes), as with Watch.
+func (s *Store) WatchFrom(ctx context.Context, kind, account string, rv uint64) (<-chan Event, error) {
+	s.mu.Lock()
+	if rv < s.evictedRV {
+		oldest := s.evictedRV
+		s.mu.Unlock()
+		return nil, fmt.Errorf("%w: %d (the oldest the lab still has is %d)", ErrExpired, rv, oldest)
+	}
+	var replay []Event
+	for _, ev := range s.history {
+		if ev.ResourceVersion > rv && (&sub{kind: kind, account: account}).matches(ev.WatchEvent) {
+			replay = append(replay, ev)
+		}
+	}
+	size := 4096
+	if len(replay)+1024 > size {
+		size = len(replay) + 1024
+	}
+	sb := &sub{kind: kind, account: account, rvch: make(chan Event, size)}
+	for _, ev := range replay {
+		sb.rvch <- ev
+	}
+	id := s.nextID
+	s.nextID++
+	s.subs[id] = sb
+	s.mu.Unlock()
+	go func() {
+		<-ctx.Done()
+		s.mu.Lock()
+		if _, ok := s.subs[id]; ok {
+			delete(s.subs, id)
+			sb.close()
+		}
+		s.mu.Unlock()
+	}()
+	return sb.rvch, nil
+}
+
+// ResourceVersion is the store's current resourceVersion: that of the latest change.
+func (s *Store) ResourceVersion() (uint64, error) {
+	var rv uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		rv = currentRV(tx)
+		return nil
+	})
+	return rv, err
+}
+
+// ListAt is List together with the resourceVersion the list is consistent with (read in the same
+// transaction): a watch from it misses nothing and repeats nothing.
+func (s *Store) ListAt(k api.Kind, account string) ([]metav1.Object, uint64, error) {
+	var out []metav1.Object
+	var rv uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		rv = currentRV(tx)
+		c := tx.Bucket([]byte(k.Plural)).Cursor()
+		var prefix []byte
+		if k.Namespaced && account != "" {
+			prefix = []byte(account + "/")
+		}
+		for kk, v := c.Seek(prefix); kk != nil && bytes.HasPrefix(kk, prefix); kk, v = c.Next() {
+			o, err := api.Decode(k, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, o)
+		}
+		return nil
+	})
+	return out, rv, err
+}
+
+// SetHistorySize changes how many recent events the store keeps for WatchFrom (tests make it small).
+func (s *Store) SetHistorySize(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.historySize = n
+	s.trimHistory()
+}
+
+func (s *Store) trimHistory() {
+	if over := len(s.history) - s.historySize; over > 0 {
+		s.evictedRV = s.history[over-1].ResourceVersion
+		s.history = append(s.history[:0:0], s.history[over:]...)
+	}
+}
+
+func (s *Store) notify(ev api.WatchEvent, rv uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rev := Event{WatchEvent: ev, ResourceVersion: rv}
+	s.history = append(s.history, rev)
+	// Trim in batches, so appending stays cheap: the history holds between historySize and 1.25x of it.
+	if len(s.history) > s.historySize+s.historySize/4 {
+		s.trimHistory()
+	}
 	for id, sb := range s.subs {
-		if sb.kind != "" && sb.kind != ev.Kind {
+		if !sb.matches(ev) {
 			continue
 		}
-		if sb.account != "" && ev.Account != "" && sb.account != ev.Account {
+		if sb.rvch != nil {
+			select {
+			case sb.rvch <- rev:
+			default:
+				delete(s.subs, id)
+				sb.close()
+			}
 			continue
 		}
 		select {
 		case sb.ch <- ev:
 		default:
 			delete(s.subs, id)
-			close(sb.ch)
+			sb.close()
 		}
 	}
 }
