@@ -169,7 +169,7 @@ func TestBuildFailure(t *testing.T) {
 	defer unlock()
 	r := recipe{Name: "broken", Variant: "extract", Packages: []string{"pilab-no-such-package"}}
 	var progress bytes.Buffer
-	err = s.buildOne(ctx, r, hostSources(), false, &progress, "")
+	err = s.buildOne(ctx, r, hostSources(), false, &progress, 0, 0)
 	var merr *mmdebstrapError
 	if !errors.As(err, &merr) || !strings.Contains(err.Error(), "pilab-no-such-package") {
 		t.Fatalf("error = %v; want an mmdebstrap error naming the package", err)
@@ -256,7 +256,7 @@ func TestConcurrentBuildsShareCache(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if !strings.Contains(progress[0].String()+progress[1].String(), "waiting for another image build") {
+	if !strings.Contains(progress[0].String()+progress[1].String(), "waiting for the image build lock held by lab ") {
 		t.Errorf("no build waited for the other:\n%s\n%s", progress[0].String(), progress[1].String())
 	}
 	for _, s := range stores {

@@ -11,6 +11,7 @@ type recipe struct {
 	Name     string
 	Variant  string   // mmdebstrap --variant
 	Packages []string // mmdebstrap --include
+	HookDirs []string // mmdebstrap --hook-dir
 	Hooks    []hook
 	Files    []file
 	Drop     []string // extra paths (and everything below) left out of the image
@@ -86,6 +87,7 @@ func recipes() []recipe {
 		{
 			Name:     "httpd",
 			Variant:  "essential",
+			HookDirs: []string{mergedUsrHooks},
 			Packages: []string{"apache2", "curl"},
 			Files: []file{
 				{Path: "/var/www/html/index.html", Mode: 0o644, Data: "<html><body><h1>It works!</h1></body></html>\n"},
@@ -106,6 +108,7 @@ func recipes() []recipe {
 		{
 			Name:     "nginx",
 			Variant:  "essential",
+			HookDirs: []string{mergedUsrHooks},
 			Packages: []string{"nginx-light", "curl"},
 			Files: []file{
 				{Path: "/var/log/nginx/access.log", Link: "/dev/stdout"},
