@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -194,9 +195,16 @@ func testBuildCancel(t *testing.T, minMem int64) {
 	wd := SharedWorkDir(t)
 	s := New(sup.Client(), sup.Lab(), wd)
 	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(4*time.Second, cancel)
+	defer cancel()
+	// Cancel 2 s into mmdebstrap, not 4 s after Build was called: other tests' builds (go test runs packages
+	// in parallel) may hold the shared build lock for longer than that, and a cancel while waiting for the
+	// lock is another path ("gave up waiting for the image build lock").
 	start := time.Now()
-	err := s.Build(ctx, []string{"nginx"}, true, nil)
+	started := &onLine{marker: "nginx: building with mmdebstrap", fn: func() {
+		start = time.Now()
+		time.AfterFunc(2*time.Second, cancel)
+	}}
+	err := s.Build(ctx, []string{"nginx"}, true, started)
 	if err == nil || !strings.Contains(err.Error(), "interrupted") {
 		t.Fatalf("Build after cancel = %v", err)
 	}
@@ -274,4 +282,20 @@ func RequireBuild(t testing.TB) {
 	if _, err := exec.LookPath("mmdebstrap"); err != nil {
 		netnstest.Missing(t, "mmdebstrap not installed (apt-get install mmdebstrap)")
 	}
+}
+
+// onLine calls fn once, when a progress line holding marker is written.
+type onLine struct {
+	marker string
+	fn     func()
+	once   sync.Once
+}
+
+func (o *onLine) Write(p []byte) (int, error) {
+	for _, l := range strings.Split(string(p), "\n") {
+		if strings.Contains(l, o.marker) {
+			o.once.Do(o.fn)
+		}
+	}
+	return len(p), nil
 }
