@@ -333,6 +333,30 @@ func (s *Store) clearTmp() {
 func (s *Store) cacheDir(kind string) string { return filepath.Join(s.workDir, "apt", kind) }
 func (s *Store) tmpDir() string              { return filepath.Join(s.workDir, "tmp") }
 
+// listsStamp is touched after a build whose apt-get update succeeded.
+func (s *Store) listsStamp() string { return filepath.Join(s.workDir, "apt", "lists.updated") }
+
+// listsFreshFor is how long package lists a build updated are used without
+// asking the mirror again: the other images of one `pi image build`, or a
+// rebuild moments later, skip apt-get update (0.6-0.8 s each here, more on a
+// slow link). A failed build removes the stamp, so a mirror that moved on
+// within it costs one failed build, whose error says to try again.
+var listsFreshFor = 10 * time.Minute
+
+func (s *Store) listsFresh() bool {
+	st, err := os.Stat(s.listsStamp())
+	return err == nil && time.Since(st.ModTime()) < listsFreshFor
+}
+
+func touch(path string) {
+	now := time.Now()
+	if err := os.Chtimes(path, now, now); errors.Is(err, os.ErrNotExist) {
+		if f, err := os.Create(path); err == nil {
+			f.Close()
+		}
+	}
+}
+
 // plan is a recipe resolved against this machine: mmdebstrap arguments,
 // extra files and the hash of all of it.
 type plan struct {
@@ -427,7 +451,8 @@ func (s *Store) buildOne(ctx context.Context, r recipe, sources []string, force 
 
 	tr := newBuildTracker(progress, Progress{Step: step, Steps: steps, Image: r.Name})
 	tr.Phase(PhaseSetup)
-	layer, wait, err := s.runMmdebstrap(ctx, p, sources, tr)
+	update := !s.listsFresh()
+	layer, wait, err := s.runMmdebstrap(ctx, p, sources, tr, update)
 	if err != nil {
 		return fmt.Errorf("build %s: %w", r.Name, err)
 	}
@@ -444,6 +469,12 @@ func (s *Store) buildOne(ctx context.Context, r recipe, sources []string, force 
 	ierr := s.ImportRootfs(ctx, ref, counted, r.Config, labels)
 	layer.Close()
 	werr := wait()
+	if werr != nil || ierr != nil {
+		// Whatever failed, the next build asks the mirror again.
+		os.Remove(s.listsStamp())
+	} else if update {
+		touch(s.listsStamp())
+	}
 	// A failed mmdebstrap explains a failed import; otherwise the importer's
 	// error is the cause and the tar side only saw a closed pipe.
 	var merr *mmdebstrapError
@@ -469,28 +500,31 @@ func (s *Store) buildOne(ctx context.Context, r recipe, sources []string, force 
 // filtered layer stream. The stream only ends cleanly (EOF) once mmdebstrap
 // has exited successfully, so a failed build can never become an image.
 // wait must be called after the layer has been consumed or closed.
-func (s *Store) runMmdebstrap(ctx context.Context, p *plan, sources []string, tr *buildTracker) (io.ReadCloser, func() error, error) {
+func (s *Store) runMmdebstrap(ctx context.Context, p *plan, sources []string, tr *buildTracker, update bool) (io.ReadCloser, func() error, error) {
 	args := append([]string{}, commonOpts...)
 	args = append(args, p.args...)
+	if !update {
+		args = append(args, "--skip=update")
+	}
 	// The persistent apt cache, shared by all images and labs of the work dir:
-	// its debs and package lists are bind-mounted into the chroot before apt
-	// runs, so apt reads and downloads them in place, and unmounted again
-	// before mmdebstrap's cleanup would empty them. (Copying them in and out,
-	// mmdebstrap's sync-in/sync-out, cost a second or more per build, growing
-	// with the cache.) The mounts live in mmdebstrap's private mount
-	// namespace (see below): they go with it however it ends. The build lock
-	// keeps two apt runs out of one cache.
+	// debs and package lists are synced in before apt runs and out again
+	// before mmdebstrap's cleanup empties them. Not bind mounts, which would
+	// save the copies (about a second): when a build fails or is cancelled,
+	// mmdebstrap removes its temp dir with the mounts still in place, and its
+	// rm --one-file-system goes through a bind mount of the same file system
+	// (the build dir is on disk when memory is short), emptying the cache.
 	outStage := "customize"
 	if p.Variant == "extract" {
 		outStage = "extract" // no customize stage in extract mode
 	} else {
-		args = append(args, "--skip=essential/unlink") // the essential debs stay in the cache
+		args = append(args, "--skip=essential/unlink") // keep essential debs for sync-out
 	}
 	args = append(args,
-		`--setup-hook=mkdir -p "$1/var/cache/apt/archives" "$1/var/lib/apt/lists" && `+
-			`mount --bind `+s.cacheDir("archives")+` "$1/var/cache/apt/archives" && `+
-			`mount --bind `+s.cacheDir("lists")+` "$1/var/lib/apt/lists"`,
-		"--"+outStage+`-hook=umount "$1/var/cache/apt/archives" "$1/var/lib/apt/lists"`,
+		`--setup-hook=mkdir -p "$1/var/cache/apt/archives" "$1/var/lib/apt/lists"`,
+		"--setup-hook=sync-in "+s.cacheDir("archives")+" /var/cache/apt/archives/",
+		"--setup-hook=sync-in "+s.cacheDir("lists")+" /var/lib/apt/lists/",
+		"--"+outStage+"-hook=sync-out /var/cache/apt/archives "+s.cacheDir("archives"),
+		"--"+outStage+"-hook=sync-out /var/lib/apt/lists "+s.cacheDir("lists"),
 	)
 	args = append(args, Suite, "-")
 	args = append(args, sources...)
@@ -562,7 +596,7 @@ func (s *Store) runMmdebstrap(ctx context.Context, p *plan, sources []string, tr
 			if ferr != nil {
 				msg += " after a broken tar stream (" + ferr.Error() + ")"
 			}
-			waitErr = &mmdebstrapError{msg + "; last output:\n" + lastLines(stderr.String(), 25) + "\nis the Debian mirror reachable? try: apt-get update"}
+			waitErr = &mmdebstrapError{msg + "; last output:\n" + lastLines(stderr.String(), 25) + "\nis the Debian mirror reachable (try: apt-get update)? The next build fetches fresh package lists."}
 		case ferr != nil:
 			waitErr = fmt.Errorf("process rootfs tar from mmdebstrap: %w", ferr)
 		}

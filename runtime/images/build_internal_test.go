@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -204,7 +205,19 @@ func testBuildCancel(t *testing.T, minMem int64) {
 		start = time.Now()
 		time.AfterFunc(2*time.Second, cancel)
 	}}
+	// The first build fills the shared apt cache; a cancelled build must not take anything out of it.
+	if err := s.Build(context.Background(), []string{"nginx"}, true, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(context.Background(), "nginx"); err != nil {
+		t.Fatal(err)
+	}
+	debs := func() int { m, _ := filepath.Glob(filepath.Join(s.cacheDir("archives"), "*.deb")); return len(m) }
+	before := debs()
 	err := s.Build(ctx, []string{"nginx"}, true, started)
+	if after := debs(); after < before {
+		t.Errorf("the cancelled build took debs out of the shared apt cache: %d before, %d after", before, after)
+	}
 	if err == nil || !strings.Contains(err.Error(), "interrupted") {
 		t.Fatalf("Build after cancel = %v", err)
 	}

@@ -123,6 +123,7 @@ type buildTracker struct {
 	seenPlan map[string]bool
 
 	lastEmit time.Time
+	lastLine string
 	dirty    bool
 	partial  []byte // an unfinished line of mmdebstrap output
 }
@@ -298,7 +299,10 @@ func (t *buildTracker) maybeEmit(force bool) {
 		return
 	}
 	t.lastEmit, t.dirty = now, false
-	fmt.Fprintln(t.out, t.current().String())
+	if line := t.current().String(); line != t.lastLine {
+		t.lastLine = line
+		fmt.Fprintln(t.out, line)
+	}
 }
 
 // Breakdown ends the build's timing and says where the time went:

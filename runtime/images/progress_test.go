@@ -274,3 +274,25 @@ func TestSeedLists(t *testing.T) {
 		t.Error("seedLists overwrote a filled lists cache")
 	}
 }
+
+// TestListsStamp: package lists a build updated moments ago are fresh, old ones are not, and none are without a stamp.
+func TestListsStamp(t *testing.T) {
+	s := New(nil, "lab", t.TempDir())
+	os.MkdirAll(filepath.Dir(s.listsStamp()), 0o755)
+	if s.listsFresh() {
+		t.Error("fresh without a stamp")
+	}
+	touch(s.listsStamp())
+	if !s.listsFresh() {
+		t.Error("not fresh right after an update")
+	}
+	old := time.Now().Add(-listsFreshFor - time.Second)
+	os.Chtimes(s.listsStamp(), old, old)
+	if s.listsFresh() {
+		t.Error("fresh after listsFreshFor")
+	}
+	touch(s.listsStamp())
+	if !s.listsFresh() {
+		t.Error("touch did not renew the stamp")
+	}
+}
