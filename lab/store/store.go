@@ -298,22 +298,7 @@ func (s *Store) Get(k api.Kind, account, name string) (metav1.Object, error) {
 
 // List reads every object of a kind in an account ("" = every account).
 func (s *Store) List(k api.Kind, account string) ([]metav1.Object, error) {
-	var out []metav1.Object
-	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket([]byte(k.Plural)).Cursor()
-		var prefix []byte
-		if k.Namespaced && account != "" {
-			prefix = []byte(account + "/")
-		}
-		for kk, v := c.Seek(prefix); kk != nil && bytes.HasPrefix(kk, prefix); kk, v = c.Next() {
-			o, err := api.Decode(k, v)
-			if err != nil {
-				return err
-			}
-			out = append(out, o)
-		}
-		return nil
-	})
+	out, _, err := s.ListAt(k, account)
 	return out, err
 }
 
