@@ -212,7 +212,9 @@ func serviceAddresses(t *testing.T, cl *client.Client) map[string]string {
 	return out
 }
 
-// killDaemon sends SIGKILL to the lab's daemon and waits until it is gone.
+// killDaemon sends SIGKILL to the lab's daemon and waits until it is gone: until its lock on state.db is
+// free. A zombie's /proc state is not enough: in a process with many threads the group leader shows Z
+// while the other threads still exit, and the files (and the lock) go with the last of them.
 func killDaemon(t *testing.T, lab string) {
 	t.Helper()
 	data, err := os.ReadFile("/run/pilab/" + lab + "/pi.pid")
@@ -223,13 +225,19 @@ func killDaemon(t *testing.T, lab string) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatalf("kill -9 %d: %v", pid, err)
 	}
-	for i := 0; i < 500 && syscall.Kill(pid, 0) == nil; i++ {
-		// A zombie until its parent (pi up's child, re-parented to init) is reaped; /proc tells.
-		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || strings.Contains(string(st), ") Z ") {
-			break
+	db, err := os.Open("/var/lib/pilab/" + lab + "/state.db")
+	if err != nil {
+		t.Fatalf("state.db: %v", err)
+	}
+	defer db.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for syscall.Flock(int(db.Fd()), syscall.LOCK_SH|syscall.LOCK_NB) != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon (pid %d) still holds state.db 30 s after kill -9", pid)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	syscall.Flock(int(db.Fd()), syscall.LOCK_UN)
 }
 
 // checkAfterCrash waits up to a minute for the restarted lab to converge, then fails with every broken
