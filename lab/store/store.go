@@ -358,10 +358,16 @@ var ErrUnchanged = errors.New("unchanged")
 func (s *Store) Watch(ctx context.Context, kind, account string) <-chan api.WatchEvent {
 	sb := &sub{kind: kind, account: account, ch: make(chan api.WatchEvent, 4096)}
 	s.mu.Lock()
+	s.subscribeLocked(ctx, sb)
+	s.mu.Unlock()
+	return sb.ch
+}
+
+// subscribeLocked adds a watcher until ctx ends (or it is dropped for falling behind). The caller holds s.mu.
+func (s *Store) subscribeLocked(ctx context.Context, sb *sub) {
 	id := s.nextID
 	s.nextID++
 	s.subs[id] = sb
-	s.mu.Unlock()
 	go func() {
 		<-ctx.Done()
 		s.mu.Lock()
@@ -371,7 +377,6 @@ func (s *Store) Watch(ctx context.Context, kind, account string) <-chan api.Watc
 		}
 		s.mu.Unlock()
 	}()
-	return sb.ch
 }
 
 func (sb *sub) close() {
@@ -415,19 +420,8 @@ func (s *Store) WatchFrom(ctx context.Context, kind, account string, rv uint64) 
 	for _, ev := range replay {
 		sb.rvch <- ev
 	}
-	id := s.nextID
-	s.nextID++
-	s.subs[id] = sb
+	s.subscribeLocked(ctx, sb)
 	s.mu.Unlock()
-	go func() {
-		<-ctx.Done()
-		s.mu.Lock()
-		if _, ok := s.subs[id]; ok {
-			delete(s.subs, id)
-			sb.close()
-		}
-		s.mu.Unlock()
-	}()
 	return sb.rvch, nil
 }
 
