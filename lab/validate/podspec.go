@@ -165,13 +165,8 @@ func container(c *corev1.Container, cp *field.Path, podPorts map[string]string) 
 		for _, msg := range validation.IsValidPortNum(int(port.ContainerPort)) {
 			errs = append(errs, field.Invalid(pp.Child("containerPort"), port.ContainerPort, msg))
 		}
-		proto := port.Protocol
-		if proto == "" {
-			proto = corev1.ProtocolTCP
-		}
-		if proto != corev1.ProtocolTCP && proto != corev1.ProtocolUDP {
-			errs = append(errs, field.NotSupported(pp.Child("protocol"), port.Protocol, []string{"TCP", "UDP"}))
-		}
+		proto, perrs := protocol(port.Protocol, pp.Child("protocol"))
+		errs = append(errs, perrs...)
 		if port.Name != "" {
 			for _, msg := range validation.IsValidPortName(port.Name) {
 				errs = append(errs, field.Invalid(pp.Child("name"), port.Name, msg))

@@ -215,13 +215,8 @@ func Service(svc *corev1.Service) field.ErrorList {
 		for _, msg := range validation.IsValidPortNum(int(port.Port)) {
 			errs = append(errs, field.Invalid(pp.Child("port"), port.Port, msg))
 		}
-		proto := port.Protocol
-		if proto == "" {
-			proto = corev1.ProtocolTCP
-		}
-		if proto != corev1.ProtocolTCP && proto != corev1.ProtocolUDP {
-			errs = append(errs, field.NotSupported(pp.Child("protocol"), port.Protocol, []string{"TCP", "UDP"}))
-		}
+		proto, perrs := protocol(port.Protocol, pp.Child("protocol"))
+		errs = append(errs, perrs...)
 		k := fmt.Sprintf("%d/%s", port.Port, proto)
 		if seen[k] {
 			errs = append(errs, field.Duplicate(pp, k))
@@ -291,4 +286,15 @@ func serviceUnsupported(s *corev1.ServiceSpec, p *field.Path) field.ErrorList {
 		handled["allocateLoadBalancerNodePorts"] = true
 	}
 	return append(errs, unset(reflect.ValueOf(s).Elem(), p, handled, serviceWhy)...)
+}
+
+// protocol is a port's protocol with Kubernetes' default (TCP); Pi serves TCP and UDP.
+func protocol(proto corev1.Protocol, p *field.Path) (corev1.Protocol, field.ErrorList) {
+	if proto == "" {
+		return corev1.ProtocolTCP, nil
+	}
+	if proto != corev1.ProtocolTCP && proto != corev1.ProtocolUDP {
+		return proto, field.ErrorList{field.NotSupported(p, proto, []string{"TCP", "UDP"})}
+	}
+	return proto, nil
 }
