@@ -110,22 +110,23 @@ var (
 	kindReplicaSet, _ = api.LookupKind("ReplicaSet")
 )
 
-// checkAccount makes sure a namespaced object goes into an account that exists and is not being deleted.
-func (r *Registry) checkAccount(account string) error {
+// checkAccount makes sure a namespaced object goes into an account that exists and is not being deleted,
+// and returns that account.
+func (r *Registry) checkAccount(account string) (*api.Account, error) {
 	if account == "" {
-		return Invalid("no account given")
+		return nil, Invalid("no account given")
 	}
 	acct, err := r.store.Get(kindAccount, "", account)
 	if store.IsNotFound(err) {
-		return &store.Error{Err: store.ErrNotFound, Kind: kindAccount, Name: account}
+		return nil, &store.Error{Err: store.ErrNotFound, Kind: kindAccount, Name: account}
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if acct.GetDeletionTimestamp() != nil {
-		return Invalid("account %q is being deleted", account)
+		return nil, Invalid("account %q is being deleted", account)
 	}
-	return nil
+	return acct.(*api.Account), nil
 }
 
 // prepare readies an object for admission: identity fields are the lab's to give.
@@ -177,7 +178,7 @@ func (r *Registry) CreateSet(ctx context.Context, account string, objs []metav1.
 func (r *Registry) admitNew(ctx context.Context, v *view, account string, o metav1.Object) error {
 	k := api.KindOf(o)
 	if k.Namespaced {
-		if err := r.checkAccount(account); err != nil {
+		if _, err := r.checkAccount(account); err != nil {
 			return err
 		}
 	} else {
@@ -267,14 +268,11 @@ func (r *Registry) AllocateFIPs(account string, count int) ([]*api.FloatingIP, e
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := r.checkAccount(account); err != nil {
-		return nil, err
-	}
-	acct, err := r.store.Get(kindAccount, "", account)
+	acct, err := r.checkAccount(account)
 	if err != nil {
 		return nil, err
 	}
-	quota := r.fipQuota(acct.(*api.Account))
+	quota := r.fipQuota(acct)
 	held, err := r.store.List(kindFIP, account)
 	if err != nil {
 		return nil, err
