@@ -122,6 +122,8 @@ type resource struct {
 	hasStore bool
 	// newList makes the typed list of the kind.
 	newList func() kruntime.Object
+	// subresources are served under the object's path: status, scale, and the pod's streams.
+	subresources []string
 }
 
 func storeKind(name string) api.Kind {
@@ -134,9 +136,10 @@ func storeKind(name string) api.Kind {
 
 var resources = []*resource{
 	{gv: corev1.SchemeGroupVersion, name: "pods", singular: "pod", kind: "Pod", short: []string{"po"}, namespaced: true, categories: []string{"all"},
-		store: storeKind("Pod"), hasStore: true, newList: func() kruntime.Object { return &corev1.PodList{} }},
+		store: storeKind("Pod"), hasStore: true, newList: func() kruntime.Object { return &corev1.PodList{} },
+		subresources: []string{"status", "exec", "attach", "portforward", "log"}},
 	{gv: corev1.SchemeGroupVersion, name: "services", singular: "service", kind: "Service", short: []string{"svc"}, namespaced: true, categories: []string{"all"},
-		store: storeKind("Service"), hasStore: true, newList: func() kruntime.Object { return &corev1.ServiceList{} }},
+		store: storeKind("Service"), hasStore: true, newList: func() kruntime.Object { return &corev1.ServiceList{} }, subresources: []string{"status"}},
 	{gv: corev1.SchemeGroupVersion, name: "endpoints", singular: "endpoints", kind: "Endpoints", short: []string{"ep"}, namespaced: true,
 		store: storeKind("Endpoints"), hasStore: true, newList: func() kruntime.Object { return &corev1.EndpointsList{} }},
 	{gv: corev1.SchemeGroupVersion, name: "events", singular: "event", kind: "Event", short: []string{"ev"}, namespaced: true,
@@ -144,19 +147,31 @@ var resources = []*resource{
 	{gv: corev1.SchemeGroupVersion, name: "namespaces", singular: "namespace", kind: "Namespace", short: []string{"ns"},
 		newList: func() kruntime.Object { return &corev1.NamespaceList{} }},
 	{gv: appsv1.SchemeGroupVersion, name: "deployments", singular: "deployment", kind: "Deployment", short: []string{"deploy"}, namespaced: true, categories: []string{"all"},
-		store: storeKind("Deployment"), hasStore: true, newList: func() kruntime.Object { return &appsv1.DeploymentList{} }},
+		store: storeKind("Deployment"), hasStore: true, newList: func() kruntime.Object { return &appsv1.DeploymentList{} },
+		subresources: []string{"status", "scale"}},
 	{gv: appsv1.SchemeGroupVersion, name: "replicasets", singular: "replicaset", kind: "ReplicaSet", short: []string{"rs"}, namespaced: true, categories: []string{"all"},
-		store: storeKind("ReplicaSet"), hasStore: true, newList: func() kruntime.Object { return &appsv1.ReplicaSetList{} }},
+		store: storeKind("ReplicaSet"), hasStore: true, newList: func() kruntime.Object { return &appsv1.ReplicaSetList{} },
+		subresources: []string{"status", "scale"}},
 	// "fips" is a short name too: pilab's CLI and scripts say `get fips`, and kubectl matches short names
 	// exactly, not their plurals.
 	{gv: PilabGroupVersion, name: "floatingips", singular: "floatingip", kind: "FloatingIP", short: []string{"fip", "fips"}, namespaced: true,
-		store: storeKind("FloatingIP"), hasStore: true, newList: func() kruntime.Object { return &FloatingIPList{} }},
+		store: storeKind("FloatingIP"), hasStore: true, newList: func() kruntime.Object { return &FloatingIPList{} }, subresources: []string{"status"}},
 	{gv: PilabGroupVersion, name: "accounts", singular: "account", kind: "Account", short: []string{"acct"},
-		store: storeKind("Account"), hasStore: true, newList: func() kruntime.Object { return &AccountList{} }},
+		store: storeKind("Account"), hasStore: true, newList: func() kruntime.Object { return &AccountList{} }, subresources: []string{"status"}},
 }
 
 // readVerbs are the verbs this slice serves; the write verbs come with the registry's REST handlers.
 var readVerbs = metav1.Verbs{"get", "list", "watch"}
+
+// hasSubresource reports whether the resource serves subresource sub.
+func (r *resource) hasSubresource(sub string) bool {
+	for _, s := range r.subresources {
+		if s == sub {
+			return true
+		}
+	}
+	return false
+}
 
 func (r *resource) groupResource() schema.GroupResource {
 	return schema.GroupResource{Group: r.gv.Group, Resource: r.name}
@@ -209,11 +224,16 @@ func (k *kubeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		k.writeJSON(w, http.StatusOK, k.version())
 		return
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		k.writeStatus(w, r, apierrors.NewMethodNotSupported(schema.GroupResource{}, strings.ToLower(r.Method)))
+	if strings.HasPrefix(p, "/openapi/") {
+		k.serveOpenAPI(w, r) // kube_openapi.go
 		return
 	}
 	parts := strings.Split(strings.TrimPrefix(p, "/"), "/")
+	discovery := p == "/api" || p == "/apis" || (parts[0] == "api" && len(parts) == 2) || (parts[0] == "apis" && len(parts) <= 3)
+	if discovery && r.Method != http.MethodGet && r.Method != http.MethodHead {
+		k.writeStatus(w, r, apierrors.NewMethodNotSupported(schema.GroupResource{}, strings.ToLower(r.Method)))
+		return
+	}
 	switch {
 	case p == "/api":
 		if wantsAggregated(r) {

@@ -29,8 +29,10 @@ type readRequest struct {
 	// namespace is "" for every namespace (and for cluster-scoped resources).
 	namespace string
 	name      string
-	watch     bool
-	account   string
+	// sub is the subresource: "status", "scale", "exec", "log", ...; "" for the object itself.
+	sub     string
+	watch   bool
+	account string
 	// admin is a request for no one in particular (no impersonation): it sees every account object.
 	admin  bool
 	labels labels.Selector
@@ -70,10 +72,12 @@ func (k *kubeAPI) serveGroupVersion(w http.ResponseWriter, r *http.Request, gv s
 		if len(rest) >= 4 {
 			req.name = rest[3]
 		}
-		// status is the object itself, as far as reading goes.
-		if len(rest) == 5 && rest[4] != "status" {
-			notFound()
-			return
+		if len(rest) == 5 {
+			req.sub = rest[4]
+			if !req.res.hasSubresource(req.sub) {
+				notFound()
+				return
+			}
 		}
 	case len(rest) <= 2:
 		req.res = findResource(gv, rest[0])
@@ -94,6 +98,14 @@ func (k *kubeAPI) serveGroupVersion(w http.ResponseWriter, r *http.Request, gv s
 	}
 	if err := k.parseRead(r, req); err != nil {
 		k.writeStatus(w, r, err)
+		return
+	}
+	if h, ok := podStreams[req.sub]; ok && req.res.kind == "Pod" {
+		h(k, w, r, req) // exec, attach, portforward, log: kube_stream.go
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		k.serveWrite(w, r, req) // kube_write.go
 		return
 	}
 	switch {

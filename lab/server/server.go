@@ -115,7 +115,7 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/x/", http.StripPrefix("/x", s.Backend.Extra()))
 	kube := s.KubeHandler() // the Kubernetes API (kube.go); the /v1 and /x dialect below stays for pi and the TUI
-	for _, p := range []string{"/api", "/api/", "/apis", "/apis/", "/version", "/healthz", "/readyz"} {
+	for _, p := range []string{"/api", "/api/", "/apis", "/apis/", "/version", "/healthz", "/readyz", "/livez", "/openapi/"} {
 		mux.Handle(p, kube)
 	}
 	mux.HandleFunc("GET /v1/watch/{plural}", s.watch)
