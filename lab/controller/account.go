@@ -99,6 +99,12 @@ func (m *Manager) finishAccountDeletion(ctx context.Context, acct *api.Account) 
 // DeleteObject starts deleting one object the way its kind is deleted: graceful kinds get a
 // deletionTimestamp and their controller finishes; the rest go at once.
 func (m *Manager) DeleteObject(ctx context.Context, account string, k api.Kind, o metav1.Object) error {
+	return m.DeleteObjectGrace(ctx, account, k, o, nil)
+}
+
+// DeleteObjectGrace is DeleteObject with a grace period for a pod's containers to stop (nil: the pod's
+// terminationGracePeriodSeconds); it is recorded as the pod's deletionGracePeriodSeconds.
+func (m *Manager) DeleteObjectGrace(ctx context.Context, account string, k api.Kind, o metav1.Object, grace *int64) error {
 	// Objects a controller holds with a finalizer go the graceful way too; the controller lets go when done.
 	graceful := len(o.GetFinalizers()) > 0
 	switch k.Name {
@@ -115,6 +121,9 @@ func (m *Manager) DeleteObject(ctx context.Context, account string, k api.Kind, 
 			}
 			now := metav1.Now()
 			o.SetDeletionTimestamp(&now)
+			if grace != nil {
+				o.SetDeletionGracePeriodSeconds(grace)
+			}
 			return nil
 		})
 		return err

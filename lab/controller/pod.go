@@ -376,6 +376,10 @@ func (m *Manager) finishPodDeletion(ctx context.Context, pod *corev1.Pod) error 
 	if pod.Spec.TerminationGracePeriodSeconds != nil {
 		grace = time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
 	}
+	if pod.DeletionGracePeriodSeconds != nil {
+		// The delete request's own grace period (kubectl delete --grace-period) wins.
+		grace = time.Duration(*pod.DeletionGracePeriodSeconds) * time.Second
+	}
 	for _, c := range pod.Spec.Containers {
 		if err := m.Runtime.StopContainer(ctx, string(pod.UID), c.Name, grace); err != nil {
 			m.Log.Warn("stop container", "pod", pod.Name, "container", c.Name, "err", err)

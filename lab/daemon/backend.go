@@ -44,7 +44,7 @@ func (d *Daemon) Delete(ctx context.Context, account string, k api.Kind, name st
 			return server.Invalid("fip %q is used by service %s; delete the service first", name, joinNames(users))
 		}
 	}
-	return d.ctrl.DeleteObject(ctx, account, k, o)
+	return d.ctrl.DeleteObjectGrace(ctx, account, k, o, opts.GracePeriodSeconds)
 }
 
 func (d *Daemon) fipUsers(account, ip string) []string {

@@ -12,9 +12,11 @@ package registry
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"reflect"
 	"strings"
 	"sync"
 
@@ -194,6 +196,21 @@ func (r *Registry) admitNew(ctx context.Context, v *view, account string, o meta
 // Update admits a replacement of a stored object and stores it. The caller's resourceVersion, when set,
 // must be the stored one (409 Conflict otherwise); generation counts changes of the desired state.
 func (r *Registry) Update(ctx context.Context, account string, o metav1.Object) error {
+	return r.UpdateWith(ctx, account, o, UpdateOptions{})
+}
+
+// UpdateOptions are an update's options.
+type UpdateOptions struct {
+	// DryRun admits without storing: the object is what the update would store.
+	DryRun bool
+	// Status replaces the object's status only (the status subresource); spec and metadata stay.
+	Status bool
+}
+
+// UpdateWith is Update with options. An object being deleted takes metadata changes only (labels,
+// annotations, finalizers), as in Kubernetes; once its last finalizer is gone and no controller finishes
+// its kind, it is removed.
+func (r *Registry) UpdateWith(ctx context.Context, account string, o metav1.Object, opts UpdateOptions) error {
 	k := api.KindOf(o)
 	if !k.Namespaced {
 		account = ""
@@ -206,20 +223,96 @@ func (r *Registry) Update(ctx context.Context, account string, o metav1.Object) 
 	if err != nil {
 		return err
 	}
-	if old.GetDeletionTimestamp() != nil {
-		return Invalid("%s %q is being deleted", k.Singular, o.GetName())
+	if rv := o.GetResourceVersion(); rv != "" && rv != old.GetResourceVersion() {
+		return &store.Error{Err: store.ErrConflict, Kind: k, Name: o.GetName()}
 	}
-	if err := r.admit(ctx, &view{store: r.store}, account, o, old); err != nil {
-		return err
-	}
-	o.SetGeneration(old.GetGeneration())
-	if api.SpecOf(o) != api.SpecOf(old) {
-		o.SetGeneration(old.GetGeneration() + 1)
+	if opts.Status {
+		// The stored object with the new status, written into the caller's object.
+		if err := withStatusOf(old, o); err != nil {
+			return err
+		}
+		if err := replaceWith(o, old); err != nil {
+			return err
+		}
+	} else if old.GetDeletionTimestamp() != nil {
+		if api.SpecOf(o) != api.SpecOf(old) {
+			return Invalid("%s %q is being deleted: only its metadata (labels, annotations, finalizers) may change", k.Singular, o.GetName())
+		}
+		if len(o.GetFinalizers()) == 0 && !controllerFinished(k) {
+			if opts.DryRun {
+				return nil
+			}
+			return r.store.Delete(k, account, o.GetName())
+		}
+	} else {
+		if err := r.admit(ctx, &view{store: r.store}, account, o, old); err != nil {
+			return err
+		}
+		o.SetGeneration(old.GetGeneration())
+		if api.SpecOf(o) != api.SpecOf(old) {
+			o.SetGeneration(old.GetGeneration() + 1)
+		}
 	}
 	if o.GetResourceVersion() == "" {
 		o.SetResourceVersion(old.GetResourceVersion())
 	}
+	if opts.DryRun {
+		return nil
+	}
 	return r.store.Update(o)
+}
+
+// replaceWith makes o a copy of from (objects of one kind).
+func replaceWith(o, from metav1.Object) error {
+	data, err := json.Marshal(from)
+	if err != nil {
+		return err
+	}
+	v := reflect.ValueOf(o).Elem()
+	v.Set(reflect.Zero(v.Type()))
+	return json.Unmarshal(data, o)
+}
+
+// controllerFinished reports whether a controller removes objects of kind k once they are deleted (it
+// stops containers, drives a cascade, tears a network down); other kinds go when their finalizers do.
+func controllerFinished(k api.Kind) bool {
+	switch k.Name {
+	case "Pod", "Deployment", "ReplicaSet", "Account":
+		return true
+	}
+	return false
+}
+
+// withStatusOf copies the status of from into to (objects of one kind), through JSON: every kind's status
+// is its "status" field.
+func withStatusOf(to, from metav1.Object) error {
+	src, err := json.Marshal(from)
+	if err != nil {
+		return err
+	}
+	var st struct {
+		Status json.RawMessage `json:"status"`
+	}
+	if err := json.Unmarshal(src, &st); err != nil {
+		return err
+	}
+	dst, err := json.Marshal(to)
+	if err != nil {
+		return err
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(dst, &m); err != nil {
+		return err
+	}
+	if len(st.Status) == 0 {
+		delete(m, "status")
+	} else {
+		m["status"] = st.Status
+	}
+	if dst, err = json.Marshal(m); err != nil {
+		return err
+	}
+	return json.Unmarshal(dst, to)
 }
 
 // AssignPodIP gives a pod its address from its account's network and stores it before anything is built

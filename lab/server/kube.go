@@ -21,6 +21,7 @@ import (
 	"github.com/pilab/pi/lab/store"
 	apidiscoveryv2 "k8s.io/api/apidiscovery/v2"
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -98,6 +99,7 @@ func newScheme() *kruntime.Scheme {
 	}
 	must(corev1.AddToScheme(s))
 	must(appsv1.AddToScheme(s))
+	must(autoscalingv1.AddToScheme(s)) // Scale, the scale subresource's kind
 	metav1.AddToGroupVersion(s, schema.GroupVersion{Version: "v1"})
 	must(metav1.AddMetaToScheme(s))
 	s.AddKnownTypeWithName(PilabGroupVersion.WithKind("FloatingIP"), &FloatingIPObject{})
@@ -160,8 +162,18 @@ var resources = []*resource{
 		store: storeKind("Account"), hasStore: true, newList: func() kruntime.Object { return &AccountList{} }, subresources: []string{"status"}},
 }
 
-// readVerbs are the verbs this slice serves; the write verbs come with the registry's REST handlers.
-var readVerbs = metav1.Verbs{"get", "list", "watch"}
+// verbs are the verbs a resource serves, as discovery lists them.
+func (r *resource) verbs() metav1.Verbs {
+	switch {
+	case r.kind == "Namespace":
+		// Each account has one namespace, made with it.
+		return metav1.Verbs{"get", "list", "watch"}
+	case r.kind == "FloatingIP":
+		// Addresses are allocated from the lab's pool (`pi create fip`), not created from manifests.
+		return metav1.Verbs{"delete", "deletecollection", "get", "list", "patch", "update", "watch"}
+	}
+	return metav1.Verbs{"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"}
+}
 
 // hasSubresource reports whether the resource serves subresource sub.
 func (r *resource) hasSubresource(sub string) bool {
@@ -291,7 +303,7 @@ func resourceList(gv schema.GroupVersion) *metav1.APIResourceList {
 			continue
 		}
 		l.APIResources = append(l.APIResources, metav1.APIResource{Name: r.name, SingularName: r.singular, Namespaced: r.namespaced,
-			Kind: r.kind, Verbs: readVerbs, ShortNames: r.short, Categories: r.categories})
+			Kind: r.kind, Verbs: r.verbs(), ShortNames: r.short, Categories: r.categories})
 	}
 	return l
 }
@@ -326,7 +338,7 @@ func (k *kubeAPI) writeAggregated(w http.ResponseWriter, core bool) {
 			}
 			v.Resources = append(v.Resources, apidiscoveryv2.APIResourceDiscovery{Resource: r.name, SingularResource: r.singular,
 				ResponseKind: &metav1.GroupVersionKind{Group: gv.Group, Version: gv.Version, Kind: r.kind},
-				Scope:        scope, Verbs: readVerbs, ShortNames: r.short, Categories: r.categories})
+				Scope:        scope, Verbs: r.verbs(), ShortNames: r.short, Categories: r.categories})
 		}
 		l.Items = append(l.Items, apidiscoveryv2.APIGroupDiscovery{ObjectMeta: metav1.ObjectMeta{Name: gv.Group},
 			Versions: []apidiscoveryv2.APIVersionDiscovery{v}})

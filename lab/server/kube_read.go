@@ -109,6 +109,8 @@ func (k *kubeAPI) serveGroupVersion(w http.ResponseWriter, r *http.Request, gv s
 		return
 	}
 	switch {
+	case req.sub == "scale" && !req.watch:
+		k.getScale(w, r, req)
 	case req.watch:
 		k.watch(w, r, req)
 	case req.name != "":
@@ -356,13 +358,24 @@ func (k *kubeAPI) list(w http.ResponseWriter, r *http.Request, req *readRequest)
 	for i, o := range items {
 		robjs[i] = toRuntime(o)
 	}
-	if err := meta.SetList(list, robjs); err != nil {
+	if err := setList(list, robjs, rv); err != nil {
 		k.writeStatus(w, r, apierrors.NewInternalError(fmt.Errorf("make the %s list: %w", req.res.name, err)))
 		return
 	}
-	lm, _ := meta.ListAccessor(list)
-	lm.SetResourceVersion(strconv.FormatUint(rv, 10))
 	encode(w, http.StatusOK, list)
+}
+
+// setList fills a typed list with objects, at resourceVersion rv.
+func setList(list kruntime.Object, objs []kruntime.Object, rv uint64) error {
+	if err := meta.SetList(list, objs); err != nil {
+		return err
+	}
+	lm, err := meta.ListAccessor(list)
+	if err != nil {
+		return err
+	}
+	lm.SetResourceVersion(strconv.FormatUint(rv, 10))
+	return nil
 }
 
 // watch streams metav1.WatchEvents as JSON lines: the changes after the request's resourceVersion (after

@@ -65,6 +65,8 @@ type Backend interface {
 type DeleteOptions struct {
 	// Cascade deletes an account together with everything in it.
 	Cascade bool
+	// GracePeriodSeconds is how long a pod's containers get to stop; nil: the pod's own.
+	GracePeriodSeconds *int64
 }
 
 // Server serves the API.
