@@ -175,6 +175,26 @@ func (r *resource) verbs() metav1.Verbs {
 	return metav1.Verbs{"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"}
 }
 
+// subresource is what discovery says of a subresource: the group, version and kind it answers with and
+// its verbs, as kube-apiserver lists them.
+func (r *resource) subresource(sub string) (group, version, kind string, verbs metav1.Verbs) {
+	switch sub {
+	case "status":
+		return r.gv.Group, r.gv.Version, r.kind, metav1.Verbs{"get", "patch", "update"}
+	case "scale":
+		return "autoscaling", "v1", "Scale", metav1.Verbs{"get", "patch", "update"}
+	case "exec":
+		return "", "v1", "PodExecOptions", metav1.Verbs{"create", "get"}
+	case "attach":
+		return "", "v1", "PodAttachOptions", metav1.Verbs{"create", "get"}
+	case "portforward":
+		return "", "v1", "PodPortForwardOptions", metav1.Verbs{"create", "get"}
+	case "log":
+		return "", "v1", "Pod", metav1.Verbs{"get"}
+	}
+	return r.gv.Group, r.gv.Version, r.kind, nil
+}
+
 // hasSubresource reports whether the resource serves subresource sub.
 func (r *resource) hasSubresource(sub string) bool {
 	for _, s := range r.subresources {
@@ -304,6 +324,11 @@ func resourceList(gv schema.GroupVersion) *metav1.APIResourceList {
 		}
 		l.APIResources = append(l.APIResources, metav1.APIResource{Name: r.name, SingularName: r.singular, Namespaced: r.namespaced,
 			Kind: r.kind, Verbs: r.verbs(), ShortNames: r.short, Categories: r.categories})
+		for _, sub := range r.subresources {
+			g, v, kind, verbs := r.subresource(sub)
+			l.APIResources = append(l.APIResources, metav1.APIResource{Name: r.name + "/" + sub, Namespaced: r.namespaced,
+				Group: g, Version: v, Kind: kind, Verbs: verbs})
+		}
 	}
 	return l
 }
@@ -336,9 +361,15 @@ func (k *kubeAPI) writeAggregated(w http.ResponseWriter, core bool) {
 			if r.namespaced {
 				scope = apidiscoveryv2.ScopeNamespace
 			}
+			var subs []apidiscoveryv2.APISubresourceDiscovery
+			for _, sub := range r.subresources {
+				g, ver, kind, verbs := r.subresource(sub)
+				subs = append(subs, apidiscoveryv2.APISubresourceDiscovery{Subresource: sub, Verbs: verbs,
+					ResponseKind: &metav1.GroupVersionKind{Group: g, Version: ver, Kind: kind}})
+			}
 			v.Resources = append(v.Resources, apidiscoveryv2.APIResourceDiscovery{Resource: r.name, SingularResource: r.singular,
 				ResponseKind: &metav1.GroupVersionKind{Group: gv.Group, Version: gv.Version, Kind: r.kind},
-				Scope:        scope, Verbs: r.verbs(), ShortNames: r.short, Categories: r.categories})
+				Scope:        scope, Verbs: r.verbs(), ShortNames: r.short, Categories: r.categories, Subresources: subs})
 		}
 		l.Items = append(l.Items, apidiscoveryv2.APIGroupDiscovery{ObjectMeta: metav1.ObjectMeta{Name: gv.Group},
 			Versions: []apidiscoveryv2.APIVersionDiscovery{v}})
