@@ -56,12 +56,15 @@ func (f *daemonFlags) add(fs *pflag.FlagSet) {
 	fs.MarkHidden("sequential-ips")
 	fs.IntVar(&f.cfg.MaxPods, "max-pods", 0, "pods an account may hold (test hook: a lower cap than the lab's 500)")
 	fs.MarkHidden("max-pods")
+	fs.StringVar(&f.cfg.KubeListen, "kube-listen", "", "HTTPS address for kubectl, on loopback (default: the lab's last one if free, else "+daemon.DefaultKubeListen+", else a free port)")
+	fs.StringSliceVar(&f.cfg.TLSSANs, "tls-san", nil, "more names (IPs or DNS names) for the HTTPS listener's certificate")
 }
 
 func (f *daemonFlags) raw() daemon.Config {
 	c := f.labFlags.raw()
 	c.FIPPool, c.FIPQuota, c.ImageCache, c.SequentialIPs = f.cfg.FIPPool, f.cfg.FIPQuota, f.cfg.ImageCache, f.cfg.SequentialIPs
 	c.MaxPods = f.cfg.MaxPods
+	c.KubeListen, c.TLSSANs = f.cfg.KubeListen, f.cfg.TLSSANs
 	return c
 }
 
@@ -80,6 +83,12 @@ func (f *daemonFlags) args(c daemon.Config) []string {
 	}
 	if c.MaxPods > 0 {
 		a = append(a, "--max-pods", strconv.Itoa(c.MaxPods))
+	}
+	if c.KubeListen != "" {
+		a = append(a, "--kube-listen", c.KubeListen)
+	}
+	for _, san := range c.TLSSANs {
+		a = append(a, "--tls-san", san)
 	}
 	return a
 }

@@ -98,7 +98,7 @@ pods on containerd, Services, Floating IPs. Start the lab with "pi up", then use
 	pf.StringVar(&g.account, "account", "", "the account to act as (env PI_ACCOUNT, or `pi config use-account`)")
 	root.AddGroup(&cobra.Group{ID: "lab", Title: "Lab:"}, &cobra.Group{ID: "basic", Title: "Basic commands:"},
 		&cobra.Group{ID: "app", Title: "Apps and troubleshooting:"}, &cobra.Group{ID: "pi", Title: "Pi resources:"})
-	for _, c := range []*cobra.Command{newDaemonCmd(), newUpCmd(), newDownCmd(), newResetCmd(), newImageCmd(), newInfoCmd()} {
+	for _, c := range []*cobra.Command{newDaemonCmd(), newUpCmd(), newDownCmd(), newResetCmd(), newImageCmd(), newInfoCmd(), newKubeconfigCmd()} {
 		c.GroupID = "lab"
 		root.AddCommand(c)
 	}

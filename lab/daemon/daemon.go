@@ -44,6 +44,10 @@ type Config struct {
 	MaxPods           int    // [--max-pods] test hook: a lower pods-per-account cap (0: registry.MaxPodsPerAccount)
 	ImageCache        string // [--image-cache] mmdebstrap's apt cache and built layers, shared by the labs of a machine
 	Log               io.Writer
+
+	// The HTTPS listener (listen.go).
+	KubeListen string   // [--kube-listen] the HTTPS listener's address ("": the recorded one, else DefaultKubeListen)
+	TLSSANs    []string // [--tls-san] more names of the listener for its certificate
 }
 
 // Defaults fills what is unset from the lab name.
@@ -145,6 +149,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer d.store.Close()
+	// The HTTPS listener's address goes in the lab's record, so it is taken first (listen.go).
+	kube, kubeAddr, err := d.listenKube()
+	if err != nil {
+		return err
+	}
+	defer kube.close()
+	cfg.KubeListen, d.cfg.KubeListen = kubeAddr, kubeAddr
 	// The lab's record is written while this daemon holds state.db's lock, so two starts cannot race on it.
 	if err := WriteIdentity(cfg); err != nil {
 		return err
@@ -200,9 +211,10 @@ func Run(ctx context.Context, cfg Config) error {
 		d.ctrl.Run(ctx)
 		close(ctrlDone)
 	}()
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- d.server.Serve(l) }()
-	d.log.Info("pi daemon ready", "lab", cfg.Lab, "socket", cfg.Socket, "containerd", d.sup.Address(), "pid", os.Getpid())
+	go func() { serveErr <- kube.serve(d.server.Handler()) }()
+	d.log.Info("pi daemon ready", "lab", cfg.Lab, "socket", cfg.Socket, "kube", "https://"+kubeAddr, "containerd", d.sup.Address(), "pid", os.Getpid())
 
 	select {
 	case <-ctx.Done():
@@ -211,6 +223,7 @@ func Run(ctx context.Context, cfg Config) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	d.server.Shutdown(shutdownCtx)
+	kube.shutdown(shutdownCtx)
 	stop()
 	<-ctrlDone
 	d.ctrl.Close()

@@ -25,6 +25,9 @@ type Identity struct {
 	Socket            string `json:"socket"`
 	HostNetns         string `json:"hostNetns,omitempty"`
 	ContainerdAddress string `json:"containerdAddress,omitempty"`
+	// KubeListen is the HTTPS listener's address (listen.go): `pi kubeconfig` points kubectl at it, and the
+	// next start takes it again if it is free.
+	KubeListen string `json:"kubeListen,omitempty"`
 }
 
 // IdentityFile is the name of the identity record in a lab's root and run dir.
@@ -40,7 +43,7 @@ func StateDB(root string) string { return filepath.Join(root, "state.db") }
 func WriteIdentity(cfg Config) error {
 	cfg.Defaults()
 	id := Identity{Lab: cfg.Lab, Root: abs(cfg.Root), RunDir: abs(cfg.RunDir), Socket: abs(cfg.Socket),
-		HostNetns: cfg.HostNetns, ContainerdAddress: cfg.ContainerdAddress}
+		HostNetns: cfg.HostNetns, ContainerdAddress: cfg.ContainerdAddress, KubeListen: cfg.KubeListen}
 	b, err := json.MarshalIndent(id, "", "  ")
 	if err != nil {
 		return err

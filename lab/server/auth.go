@@ -35,7 +35,9 @@ func (u *User) IsAdmin() bool { return u != nil && slices.Contains(u.Groups, Adm
 type userKey struct{}
 
 // WithUser returns ctx carrying u.
-func WithUser(ctx context.Context, u *User) context.Context { return context.WithValue(ctx, userKey{}, u) }
+func WithUser(ctx context.Context, u *User) context.Context {
+	return context.WithValue(ctx, userKey{}, u)
+}
 
 // UserFrom is the authenticated user of a request on the HTTPS listener. ok is false for a request with no
 // user: one that came over the unix socket, which only root can open.
