@@ -28,48 +28,73 @@ const (
 	PiAPIVersion = "pilab.dev/v1"
 )
 
-// Account is a tenant: its own private network, DNS, Services and Floating IPs.
+// Account is a tenant of the lab, a virtual cluster: its own private network behind its own router, DNS,
+// Services and Floating IPs, and one namespace, "default", holding its objects. Accounts are lab-wide
+// (not namespaced); the object's name is the account's name.
+// +k8s:openapi-gen=true
 type Account struct {
-	metav1.TypeMeta   `json:",inline"`
+	metav1.TypeMeta `json:",inline"`
+	// Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata
 	metav1.ObjectMeta `json:"metadata,omitempty"`
-	Spec              AccountSpec   `json:"spec,omitempty"`
-	Status            AccountStatus `json:"status,omitempty"`
+	// Spec is what the account may use.
+	Spec AccountSpec `json:"spec,omitempty"`
+	// Status is the account's network as the lab set it up. Read-only.
+	Status AccountStatus `json:"status,omitempty"`
 }
 
+// AccountSpec is what an account may use.
+// +k8s:openapi-gen=true
 type AccountSpec struct {
 	// FIPQuota is how many Floating IPs the account may hold; 0 means the lab default.
 	FIPQuota int `json:"fipQuota,omitempty"`
 }
 
+// AccountStatus is an account's network as the lab set it up.
+// +k8s:openapi-gen=true
 type AccountStatus struct {
 	// Index is a small number, stable for the account's life, that names its links and transit addresses.
-	Index    int    `json:"index"`
-	Network  string `json:"network,omitempty"`
+	Index int `json:"index"`
+	// Network is the account's pod network, a CIDR (pods get addresses from it).
+	Network string `json:"network,omitempty"`
+	// RouterIP is the address of the account's router on its pod network: the pods' default gateway.
 	RouterIP string `json:"routerIP,omitempty"`
-	DNSIP    string `json:"dnsIP,omitempty"`
+	// DNSIP is the address of the account's DNS server, which answers <svc>.default.svc.cluster.local.
+	DNSIP string `json:"dnsIP,omitempty"`
 	// WANIP is the router's Internet-side address: what servers on the Internet see as the source.
 	WANIP string `json:"wanIP,omitempty"`
-	Ready bool   `json:"ready"`
+	// Ready is true once the account's network is set up and its pods can run.
+	Ready bool `json:"ready"`
 	// Message says what went wrong while setting the network up, if anything.
 	Message string `json:"message,omitempty"`
 }
 
-// FloatingIP is an address from the lab's pool, held by an account, that exposes LoadBalancer Services.
-// Its object name is the address itself.
+// FloatingIP is an address from the lab's pool, held by an account, that exposes LoadBalancer Services:
+// a Service of type LoadBalancer with spec.loadBalancerIP set to the address answers on it.
+// Its object name is the address itself. Floating IPs are allocated with `pi create fip`, not created
+// from manifests.
+// +k8s:openapi-gen=true
 type FloatingIP struct {
-	metav1.TypeMeta   `json:",inline"`
+	metav1.TypeMeta `json:",inline"`
+	// Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata
 	metav1.ObjectMeta `json:"metadata,omitempty"`
-	Spec              FloatingIPSpec   `json:"spec,omitempty"`
-	Status            FloatingIPStatus `json:"status,omitempty"`
+	// Spec is what the account says of the address.
+	Spec FloatingIPSpec `json:"spec,omitempty"`
+	// Status is what uses the address. Read-only.
+	Status FloatingIPStatus `json:"status,omitempty"`
 }
 
+// FloatingIPSpec is what the account says of a Floating IP.
+// +k8s:openapi-gen=true
 type FloatingIPSpec struct {
-	// DisplayName is the name set with `pi name fip`.
+	// DisplayName is a name for people, set with `pi name fip`; the object's name stays the address.
 	DisplayName string `json:"displayName,omitempty"`
 }
 
+// FloatingIPStatus is what uses a Floating IP.
+// +k8s:openapi-gen=true
 type FloatingIPStatus struct {
-	// Services lists the Services that use the address.
+	// Services lists the names of the account's Services that use the address.
+	// +listType=atomic
 	Services []string `json:"services,omitempty"`
 }
 
