@@ -13,7 +13,7 @@ import (
 )
 
 // The OpenAPI documents are the same for every lab and every request: built once, on the first request
-// for one (about a tenth of a second: kubectl asks for them only for explain and before its writes).
+// for one (about 50 ms; each document is then encoded once, on its first request, and cached by the handlers).
 var (
 	openAPIOnce    sync.Once
 	openAPIService *openapi.Service
