@@ -81,6 +81,7 @@ func (r *Runtime) StartContainer(ctx context.Context, o ContainerOptions) error 
 	if err := r.validate(o); err != nil {
 		return err
 	}
+	r.startStamper() // log line times (logstamp.go)
 	ctx = r.nsctx(ctx)
 	pod, c := o.Pod, o.Container
 	uid := string(pod.UID)

@@ -2,6 +2,7 @@ package pods
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,6 +19,12 @@ type LogOptions struct {
 	Follow   bool // keep writing new output, across restarts, until ctx ends
 	Tail     int  // last N lines only; -1 = all
 	Previous bool // the attempt before the current one
+	// Timestamps starts each line with the time it was written (RFC 3339, nanoseconds), as kubelet does.
+	Timestamps bool
+	// Since drops the lines written before it (zero: none dropped).
+	Since time.Time
+	// LimitBytes stops after this many bytes of output (0: no limit).
+	LimitBytes int64
 }
 
 // followPoll is how often a followed log is checked for new output.
@@ -62,10 +69,32 @@ func (r *Runtime) Logs(ctx context.Context, podUID, container string, o LogOptio
 	if err != nil {
 		return fmt.Errorf("logs of container %s of pod %s: %w", container, podUID, err)
 	}
-	defer func() { f.Close() }()
-	if _, err := f.Seek(tailOffset(f, o.Tail), io.SeekStart); err != nil {
+	start := tailOffset(f, o.Tail)
+	if _, err := f.Seek(start, io.SeekStart); err != nil {
 		return fmt.Errorf("logs of container %s of pod %s: %w", container, podUID, err)
 	}
+	r.startStamper()
+	var lw *limitWriter
+	if o.LimitBytes > 0 {
+		lw = &limitWriter{w: w, left: o.LimitBytes}
+		w = lw
+	}
+	var sw *stampWriter
+	if o.Timestamps || !o.Since.IsZero() {
+		sw = newStampWriter(w, logPath(sdir, container, cur), start, o)
+		w = sw
+	}
+	err = r.followLog(ctx, w, sw, f, sdir, container, cur, o)
+	if lw != nil && errors.Is(err, errLimit) {
+		return nil
+	}
+	return err
+}
+
+// followLog copies f to w, and with o.Follow what comes after, across restarts.
+func (r *Runtime) followLog(ctx context.Context, w io.Writer, sw *stampWriter, f *os.File, sdir, container string, cur int, o LogOptions) error {
+	dir := filepath.Dir(logPath(sdir, container, 0))
+	defer func() { f.Close() }()
 	if _, err := copyFlush(w, f); err != nil {
 		return err
 	}
@@ -100,6 +129,9 @@ func (r *Runtime) Logs(ctx context.Context, podUID, container string, o LogOptio
 		}
 		f.Close()
 		f, cur = nf, next
+		if sw != nil {
+			sw.reset(logPath(sdir, container, next), 0)
+		}
 		if _, err := copyFlush(w, f); err != nil {
 			return err
 		}
