@@ -44,6 +44,12 @@ func newEnv(t testing.TB) *testEnv {
 			t.Errorf("cleanup: %v", err)
 		}
 	})
+	// A new netns copies ip_forward from the machine's (devconf_inherit_init_net 0), which another
+	// test or a lab may have switched on: start from a host that does not forward, so the tests see the
+	// lab switch it on and its last cleanup switch it back.
+	if err := setSysctls(hostPath, []sysctl{{key: ipForwardKey, value: "0"}}); err != nil {
+		t.Fatal(err)
+	}
 	return addLab(t, lab, hostName, hostPath)
 }
 
