@@ -12,7 +12,7 @@ import (
 )
 
 // CollectGarbage removes what belongs to no stored pod: containers and sandboxes of pods deleted while the
-// daemon was down, and pod network namespaces nobody owns.
+// daemon was down, shims whose container containerd no longer has, and pod network namespaces nobody owns.
 func (m *Manager) CollectGarbage(ctx context.Context) error {
 	objs, err := m.Store.List(kindPod, "")
 	if err != nil {
@@ -41,6 +41,13 @@ func (m *Manager) CollectGarbage(ctx context.Context) error {
 			}
 			m.Runtime.RemoveSandbox(c.PodUID)
 		}
+	}
+	orphans, err := m.Runtime.RemoveOrphanShims(ctx)
+	for _, o := range orphans {
+		m.Log.Info("removed a shim containerd no longer knows", "shim", o)
+	}
+	if err != nil {
+		m.Log.Warn("remove orphan shims", "err", err)
 	}
 	accounts, err := m.Store.List(kindAccount, "")
 	if err != nil {

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/oci"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -207,7 +209,15 @@ func TestRecoversLeftoverShimBundle(t *testing.T) {
 // kills it.
 func startFakeShim(t *testing.T, ns, id string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-namespace", ns, "-id", id, "-address", "/nonexistent")
+	return startFakeShimAt(t, ns, id, "/nonexistent", "")
+}
+
+// startFakeShimAt runs a fake shim that reports to the containerd at address, in dir (its bundle, as
+// containerd starts shims) if dir is not empty.
+func startFakeShimAt(t *testing.T, ns, id, address, dir string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-namespace", ns, "-id", id, "-address", address)
+	cmd.Dir = dir
 	cmd.Args[0] = "containerd-shim-runc-v2" // as containerd names it
 	cmd.Env = append(os.Environ(), fakeShimEnv+"=1")
 	if err := cmd.Start(); err != nil {
@@ -238,4 +248,65 @@ func alive(cmd *exec.Cmd) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i > 0 && !strings.HasPrefix(s[i+1:], " Z") && syscall.Kill(cmd.Process.Pid, 0) == nil
+}
+
+// TestRemovesOrphanShims: a shim whose container containerd no longer has (a daemon killed while the pod
+// was being deleted) is stopped, with its bundle, by the start-up sweep; one whose container has no task
+// is stopped when that container is removed. Shims of known containers and of other namespaces stay.
+func TestRemovesOrphanShims(t *testing.T) {
+	e := newEnv(t)
+	state := filepath.Dir(e.sup.Address())
+	bundleOf := func(id string) string {
+		b := filepath.Join(state, runtimeV2Dir, e.ns, id)
+		if err := os.MkdirAll(filepath.Join(b, "rootfs"), 0o711); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	pod, sb := e.newPod(t, "live", ctr("app", "ticker", "up"))
+	e.start(t, pod, sb, "app", 0)
+	liveID := ContainerID(pod, "app")
+
+	orphan := startFakeShimAt(t, e.ns, "gone-c", e.sup.Address(), bundleOf("gone-c"))
+	known := startFakeShimAt(t, e.ns, liveID, e.sup.Address(), "") // as if a second shim of the live container
+	otherNS := startFakeShimAt(t, e.ns+"x", "gone-c", e.sup.Address(), "")
+	otherContainerd := startFakeShimAt(t, e.ns, "gone-c", "/run/elsewhere.sock", "")
+	// A container with no task (a start cut short) and a shim containerd lost for it.
+	ctx := e.ctx(context.Background())
+	if _, err := e.rt.client.NewContainer(ctx, "notask-c", containerd.WithSpec(&oci.Spec{}), containerd.WithContainerLabels(map[string]string{LabelPodUID: "notask-uid"})); err != nil {
+		t.Fatal(err)
+	}
+	noTask := startFakeShimAt(t, e.ns, "notask-c", e.sup.Address(), bundleOf("notask-c"))
+
+	removed, err := e.rt.RemoveOrphanShims(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) != 1 || !strings.Contains(removed[0], "container gone-c") {
+		t.Errorf("removed %q, want the shim of gone-c", removed)
+	}
+	if alive(orphan) {
+		t.Error("the orphan shim still runs")
+	}
+	if _, err := os.Stat(filepath.Join(state, runtimeV2Dir, e.ns, "gone-c")); !os.IsNotExist(err) {
+		t.Errorf("the orphan's bundle is still there: %v", err)
+	}
+	for _, c := range []*exec.Cmd{known, otherNS, otherContainerd, noTask} {
+		if !alive(c) {
+			t.Errorf("shim %v was killed", c.Args)
+		}
+	}
+	if st := e.state(t, pod, "app"); !st.Running {
+		t.Errorf("the live container is %+v after the sweep", st)
+	}
+
+	if err := e.rt.RemovePod(ctx, "notask-uid"); err != nil {
+		t.Fatal(err)
+	}
+	if alive(noTask) {
+		t.Error("removing a container without a task left the shim containerd lost")
+	}
+	if !alive(known) {
+		t.Error("removing another container killed this shim")
+	}
 }

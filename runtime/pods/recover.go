@@ -17,6 +17,7 @@ import (
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/errdefs"
+	"github.com/pilab/pi/runtime/supervisor"
 )
 
 // A start cut short (the pi daemon or containerd killed while containerd
@@ -183,4 +184,67 @@ func (r *Runtime) deleteRuncContainer(ctx context.Context, id string) error {
 		return fmt.Errorf("runc delete --force %s (root %s) of a leftover start: %v: %s", id, root, err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// RemoveOrphanShims stops every shim of the namespace whose container containerd no longer has, with
+// the container's processes, runc state and bundle: a daemon or containerd killed while a pod was being
+// deleted can leave a shim containerd lost, and nothing else would ever stop it (it runs in its own
+// process group). A container record is made before its shim starts, so a shim without one is never a
+// start in progress. It returns what it removed.
+func (r *Runtime) RemoveOrphanShims(ctx context.Context) ([]string, error) {
+	cs, err := r.listContainers(ctx, "")
+	if err != nil {
+		return nil, fmt.Errorf("list containerd containers in namespace %s: %w", r.ns, err)
+	}
+	known := make(map[string]bool, len(cs))
+	for _, c := range cs {
+		known[c.ID] = true
+	}
+	var removed []string
+	err = r.removeShims(ctx, func(s supervisor.Shim) bool {
+		if known[s.ID] {
+			return false
+		}
+		removed = append(removed, s.String())
+		return true
+	})
+	return removed, err
+}
+
+// removeOrphanShims removes the shims of containers matched by orphan (see removeShims).
+func (r *Runtime) removeOrphanShims(ctx context.Context, orphan func(id string) bool) error {
+	return r.removeShims(ctx, func(s supervisor.Shim) bool { return orphan(s.ID) })
+}
+
+// removeShims kills the namespace's shims that match, with their containers' processes, force-deletes
+// the runc containers and removes their bundles (the shim's working directory, checked to be this
+// namespace's bundle of that container before anything under it is touched).
+func (r *Runtime) removeShims(ctx context.Context, match func(supervisor.Shim) bool) error {
+	shims, err := supervisor.FindShims(r.ns, r.client.Conn().Target())
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, s := range shims {
+		if !match(s) {
+			continue
+		}
+		if err := supervisor.KillShim(s); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := r.deleteRuncContainer(ctx, s.ID); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if s.Bundle == "" || r.checkBundlePath(s.Bundle, s.ID) != nil {
+			continue // containerd removes a bundle it does not know when it next starts
+		}
+		if err := unmountUnder(s.Bundle); err != nil {
+			errs = append(errs, fmt.Errorf("bundle of %s: %w", s, err))
+		} else if err := os.RemoveAll(s.Bundle); err != nil {
+			errs = append(errs, fmt.Errorf("remove bundle of %s: %w", s, err))
+		}
+	}
+	return errors.Join(errs...)
 }

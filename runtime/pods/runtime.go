@@ -303,6 +303,10 @@ func (r *Runtime) removeContainer(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("load container %s: %w", id, err)
 	}
+	hadTask, err := r.taskExists(ctx, c)
+	if err != nil {
+		return err
+	}
 	if err := r.deleteTask(ctx, c); err != nil {
 		return err
 	}
@@ -311,7 +315,25 @@ func (r *Runtime) removeContainer(ctx context.Context, id string) error {
 	if err := c.Delete(dctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete container %s: %w", id, err)
 	}
+	if !hadTask {
+		// No task in containerd: never started, or a start cut short whose shim containerd lost.
+		return r.removeOrphanShims(ctx, func(shimID string) bool { return shimID == id })
+	}
 	return nil
+}
+
+// taskExists reports whether containerd has a task for c.
+func (r *Runtime) taskExists(ctx context.Context, c containerd.Container) (bool, error) {
+	lctx, cancel := r.call(ctx, lookupTimeout)
+	defer cancel()
+	_, err := c.Task(lctx, nil)
+	if errdefs.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("load task of container %s: %w", c.ID(), err)
+	}
+	return true, nil
 }
 
 // deleteTask kills (SIGKILL) and deletes a container's task, whatever its
