@@ -23,6 +23,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
@@ -99,6 +100,7 @@ func newScheme() *kruntime.Scheme {
 	}
 	must(corev1.AddToScheme(s))
 	must(appsv1.AddToScheme(s))
+	must(discoveryv1.AddToScheme(s))
 	must(autoscalingv1.AddToScheme(s)) // Scale, the scale subresource's kind
 	metav1.AddToGroupVersion(s, schema.GroupVersion{Version: "v1"})
 	must(metav1.AddMetaToScheme(s))
@@ -126,6 +128,9 @@ type resource struct {
 	newList func() kruntime.Object
 	// subresources are served under the object's path: status, scale, and the pod's streams.
 	subresources []string
+	// project, if set, makes the resource a read-only view of the store kind: each stored object is
+	// served as the objects project makes of it (EndpointSlices of Endpoints).
+	project func(metav1.Object) []metav1.Object
 }
 
 func storeKind(name string) api.Kind {
@@ -144,6 +149,9 @@ var resources = []*resource{
 		store: storeKind("Service"), hasStore: true, newList: func() kruntime.Object { return &corev1.ServiceList{} }, subresources: []string{"status"}},
 	{gv: corev1.SchemeGroupVersion, name: "endpoints", singular: "endpoints", kind: "Endpoints", short: []string{"ep"}, namespaced: true,
 		store: storeKind("Endpoints"), hasStore: true, newList: func() kruntime.Object { return &corev1.EndpointsList{} }},
+	{gv: discoveryv1.SchemeGroupVersion, name: "endpointslices", singular: "endpointslice", kind: "EndpointSlice", namespaced: true,
+		store: storeKind("Endpoints"), hasStore: true, newList: func() kruntime.Object { return &discoveryv1.EndpointSliceList{} },
+		project: endpointSlicesOf},
 	{gv: corev1.SchemeGroupVersion, name: "events", singular: "event", kind: "Event", short: []string{"ev"}, namespaced: true,
 		store: storeKind("Event"), hasStore: true, newList: func() kruntime.Object { return &corev1.EventList{} }},
 	{gv: corev1.SchemeGroupVersion, name: "namespaces", singular: "namespace", kind: "Namespace", short: []string{"ns"},
@@ -165,8 +173,8 @@ var resources = []*resource{
 // verbs are the verbs a resource serves, as discovery lists them.
 func (r *resource) verbs() metav1.Verbs {
 	switch {
-	case r.kind == "Namespace":
-		// Each account has one namespace, made with it.
+	case r.kind == "Namespace", r.project != nil:
+		// Each account has one namespace, made with it; a projection is made from what it shows.
 		return metav1.Verbs{"get", "list", "watch"}
 	case r.kind == "FloatingIP":
 		// Addresses are allocated from the lab's pool (`pi create fip`), not created from manifests.

@@ -14,6 +14,7 @@ import (
 	"github.com/pilab/pi/lab/api"
 	"github.com/pilab/pi/lab/store"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // readRequest is one get, list or watch, parsed from its path and query.
@@ -306,10 +308,14 @@ func (k *kubeAPI) read(req *readRequest) ([]metav1.Object, uint64, error) {
 	if err != nil {
 		return nil, 0, storeError(res, req.name, err)
 	}
-	out := objs[:0]
+	out := make([]metav1.Object, 0, len(objs))
 	for _, o := range objs {
 		// An account sees its own account object; the lab's admin (no impersonation) sees every one.
 		if res.kind == "Account" && !req.admin && o.GetName() != req.account {
+			continue
+		}
+		if res.project != nil {
+			out = append(out, res.project(k.prepare(o))...)
 			continue
 		}
 		out = append(out, k.prepare(o))
@@ -487,7 +493,10 @@ func (k *kubeAPI) watch(w http.ResponseWriter, r *http.Request, req *readRequest
 	if sendInitial == "true" {
 		// The end of the initial events: an empty object of the kind at the list's resourceVersion.
 		var b metav1.Object = &corev1.Namespace{}
-		if res.hasStore {
+		switch {
+		case res.project != nil:
+			b = &discoveryv1.EndpointSlice{}
+		case res.hasStore:
 			b = res.store.New()
 		}
 		b.SetResourceVersion(strconv.FormatUint(from, 10))
@@ -502,6 +511,10 @@ func (k *kubeAPI) watch(w http.ResponseWriter, r *http.Request, req *readRequest
 	}
 	if flusher != nil {
 		flusher.Flush()
+	}
+	var sendProjected func(string, metav1.Object, string) bool
+	if res.project != nil {
+		sendProjected = projectionWatch(req, k.node, initial, send)
 	}
 	for ev := range events {
 		if res.namespaced && !req.inNamespace() {
@@ -524,13 +537,61 @@ func (k *kubeAPI) watch(w http.ResponseWriter, r *http.Request, req *readRequest
 			o = k.prepare(o)
 		}
 		// A deletion is at its own resourceVersion, so a client resuming after it does not see it again.
-		o.SetResourceVersion(strconv.FormatUint(ev.ResourceVersion, 10))
+		rv := strconv.FormatUint(ev.ResourceVersion, 10)
+		o.SetResourceVersion(rv)
+		if res.project != nil {
+			if !sendProjected(ev.Type, o, rv) {
+				return
+			}
+			continue
+		}
 		if !req.matches(o, k.node) || (req.name != "" && o.GetName() != req.name) {
 			continue
 		}
 		if !send(ev.Type, o) {
 			return
 		}
+	}
+}
+
+// projectionWatch turns a watch of a store kind into one of its projection: every event of a stored
+// object is an event of each object projected from it, and a projected object that is no longer made
+// (an Endpoints subset gone) is DELETED. It remembers what it sent, by UID, starting from initial.
+func projectionWatch(req *readRequest, node string, initial []metav1.Object, send func(string, metav1.Object) bool) func(string, metav1.Object, string) bool {
+	sent := map[types.UID]metav1.Object{}
+	for _, o := range initial {
+		sent[o.GetUID()] = o
+	}
+	return func(typ string, src metav1.Object, rv string) bool {
+		now := map[types.UID]bool{}
+		for _, o := range req.res.project(src) {
+			now[o.GetUID()] = true
+			if !req.matches(o, node) || (req.name != "" && o.GetName() != req.name) {
+				continue
+			}
+			if typ == string(api.Deleted) {
+				delete(sent, o.GetUID())
+			} else {
+				sent[o.GetUID()] = o
+			}
+			if !send(typ, o) {
+				return false
+			}
+		}
+		if typ == string(api.Deleted) {
+			return true
+		}
+		prefix := string(src.GetUID()) + "-"
+		for uid, o := range sent {
+			if strings.HasPrefix(string(uid), prefix) && !now[uid] {
+				delete(sent, uid)
+				o.SetResourceVersion(rv)
+				if !send(string(api.Deleted), o) {
+					return false
+				}
+			}
+		}
+		return true
 	}
 }
 

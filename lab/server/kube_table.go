@@ -8,6 +8,7 @@ import (
 	"github.com/pilab/pi/lab/api"
 	"github.com/pilab/pi/lab/printers"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 )
@@ -35,6 +36,8 @@ var columns = map[string][]column{
 	"ReplicaSet": {{"Name", "string", false, ""}, {"Desired", "integer", false, "Number of desired pods."}, {"Current", "integer", false, "Number of actual replicas."}, {"Ready", "integer", false, "The number of ready replicas."}, {"Age", "string", false, ""}, {"Containers", "string", true, "Names of each container in the template."}, {"Images", "string", true, "Images referenced by each container in the template."}, {"Selector", "string", true, "Label selector for pods."}},
 	"Event": {{"Last Seen", "string", false, ""}, {"Type", "string", false, ""}, {"Reason", "string", false, ""}, {"Object", "string", false, ""},
 		{"Subobject", "string", true, ""}, {"Source", "string", true, ""}, {"Message", "string", false, ""}, {"First Seen", "string", true, ""}, {"Count", "string", true, ""}, {"Name", "string", true, ""}},
+	"EndpointSlice": {{"Name", "string", false, ""}, {"AddressType", "string", false, "The type of address carried by this EndpointSlice."},
+		{"Ports", "string", false, "The ports the endpoints of this slice expose."}, {"Endpoints", "string", false, "The addresses of the endpoints of this slice (at most three shown)."}, {"Age", "string", false, ""}},
 	"Namespace":  {{"Name", "string", false, ""}, {"Status", "string", false, "The status of the namespace"}, {"Age", "string", false, ""}},
 	"FloatingIP": {{"FIP", "string", false, "The address."}, {"Name", "string", false, "The display name set with `pi name fip`."}, {"CreatedAt", "string", false, "When the account got the address."}, {"Services", "string", false, "The LoadBalancer services that use the address."}},
 	"Account": {{"Name", "string", false, ""}, {"Network", "string", false, "The account's pod network."}, {"Pods", "integer", false, ""}, {"Services", "integer", false, ""}, {"FIPs", "integer", false, ""}, {"Age", "string", false, ""},
@@ -84,6 +87,8 @@ func (k *kubeAPI) cells(o metav1.Object, counts map[string][3]int) []string {
 	switch v := o.(type) {
 	case *corev1.Namespace:
 		return []string{v.Name, string(v.Status.Phase), printers.Age(v.CreationTimestamp)}
+	case *discoveryv1.EndpointSlice:
+		return endpointSliceCells(v)
 	case *corev1.Event:
 		base := printers.Row(v, printers.Context{Wide: true})
 		src := v.Source.Component

@@ -65,6 +65,9 @@ func (k *kubeAPI) serveWrite(w http.ResponseWriter, r *http.Request, rr *readReq
 		k.writeStatus(w, r, apierrors.NewForbidden(res.groupResource(), req.name,
 			fmt.Errorf("each account of the lab has one namespace, %q, which cannot be created, changed or deleted; for another network, create an account (`pi account create NAME`)", api.Namespace)))
 		return
+	case res.project != nil:
+		k.writeStatus(w, r, projectedWriteError(res, verb))
+		return
 	case res.namespaced && req.namespace == "":
 		// kube-apiserver serves writes under a namespace only.
 		k.writeStatus(w, r, apierrors.NewMethodNotSupported(res.groupResource(), verb))
