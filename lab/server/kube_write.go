@@ -27,6 +27,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
@@ -536,9 +537,18 @@ func (k *kubeAPI) apply(w http.ResponseWriter, r *http.Request, req *writeReques
 		} else {
 			live = toRuntime(k.prepare(api.DeepCopy(old)))
 		}
-		appliedObj := toRuntime(api.DeepCopy(applied))
+		// The applied configuration goes to the field manager as the client wrote it (unstructured, as
+		// kube-apiserver passes it): a typed copy would carry zero values (a Service port's targetPort: 0)
+		// the client never set, and they would be owned, and conflict, as if it had.
+		appliedObj := &unstructured.Unstructured{}
+		if err := json.Unmarshal(data, &appliedObj.Object); err != nil {
+			k.writeStatus(w, r, apierrors.NewBadRequest(fmt.Sprintf("the apply patch is not a JSON object: %v", err)))
+			return
+		}
+		if ns := applied.GetNamespace(); ns != "" {
+			appliedObj.SetNamespace(ns) // as checkMeta set it from the path
+		}
 		setGVK(live)
-		setGVK(appliedObj)
 		merged, err := fm.Apply(live, appliedObj, req.fieldManager, req.force)
 		if err != nil {
 			k.writeStatus(w, r, applyError(err))

@@ -320,10 +320,22 @@ func TestKubeServerSideApply(t *testing.T) {
 	if err != nil || got.Labels["app"] != "other" || got.Spec.ClusterIP == "" {
 		t.Errorf("forced apply: %v %v", err, got.GetLabels())
 	}
+	// A field the applied configuration leaves out is not claimed: after a client-side create (another
+	// manager, Update), applying the same Service without targetPort does not conflict on it.
+	code, out, _ := send(t, "POST", srv.URL+"/api/v1/namespaces/default/services?fieldManager=kubectl-client-side-apply", "application/json",
+		`{"apiVersion":"v1","kind":"Service","metadata":{"name":"csa"},"spec":{"selector":{"app":"web"},"ports":[{"port":80}]}}`)
+	if code != 201 {
+		t.Fatalf("create csa: %d %s", code, out)
+	}
+	code, out, _ = send(t, "PATCH", srv.URL+"/api/v1/namespaces/default/services/csa?fieldManager=kubectl", "application/apply-patch+yaml",
+		"apiVersion: v1\nkind: Service\nmetadata:\n  name: csa\n  labels: {tier: front}\nspec:\n  selector: {app: web}\n  ports:\n  - port: 80\n")
+	if code != 200 || !strings.Contains(out, `"tier":"front"`) {
+		t.Errorf("apply over a client-side create: %d %s", code, out)
+	}
 	// Raw apply-patch YAML, as kubectl apply --server-side sends it.
 	yml := "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: podinfo\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: podinfo}\n  template:\n    metadata:\n      labels: {app: podinfo}\n    spec:\n      containers:\n      - name: podinfo\n        image: podinfo\n"
 	u := srv.URL + "/apis/apps/v1/namespaces/default/deployments/podinfo?fieldManager=kubectl"
-	code, out, _ := send(t, "PATCH", u, "application/apply-patch+yaml", yml)
+	code, out, _ = send(t, "PATCH", u, "application/apply-patch+yaml", yml)
 	if code != 201 || !strings.Contains(out, `"replicas":2`) {
 		t.Fatalf("apply a new deployment: %d %s", code, out)
 	}
