@@ -776,7 +776,15 @@ func (k *kubeAPI) parseDeleteOptions(r *http.Request) (*metav1.DeleteOptions, er
 	if err != nil || len(data) > maxBody {
 		return nil, apierrors.NewBadRequest("the DeleteOptions body could not be read")
 	}
-	if len(strings.TrimSpace(string(data))) > 0 {
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	switch {
+	case len(strings.TrimSpace(string(data))) == 0:
+	case ct == "application/vnd.kubernetes.protobuf":
+		// client-go's typed clientsets send DeleteOptions as protobuf too.
+		if _, _, err := protobufSerializer.Decode(data, nil, opts); err != nil {
+			return nil, apierrors.NewBadRequest(fmt.Sprintf("the body is not protobuf-encoded DeleteOptions: %v", err))
+		}
+	default:
 		if _, err := sigsjson.UnmarshalStrict(data, opts); err != nil {
 			return nil, apierrors.NewBadRequest(fmt.Sprintf("the body is not DeleteOptions: %v", err))
 		}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -49,10 +50,25 @@ func kubeWriteLab(t *testing.T) (*store.Store, *httptest.Server) {
 			t.Fatal(err)
 		}
 	}
-	srv := httptest.NewServer((&Server{Store: st, Registry: reg}).KubeHandler())
+	srv := httptest.NewServer((&Server{Store: st, Registry: reg, Backend: storeDeleter{st}}).KubeHandler())
 	t.Cleanup(srv.Close)
 	return st, srv
 }
+
+// storeDeleter is the daemon's delete without controllers: the object goes from the store at once (the
+// daemon's Backend stops a pod's containers first). Streams are tested in kube_stream_test.go.
+type storeDeleter struct{ st *store.Store }
+
+func (d storeDeleter) Delete(_ context.Context, account string, k api.Kind, name string, _ metav1.Object, _ DeleteOptions) error {
+	return d.st.Delete(k, account, name)
+}
+func (storeDeleter) Exec(context.Context, ExecRequest, io.Reader, io.Writer, io.Writer, <-chan [2]uint16) (int, error) {
+	return 0, errors.New("no exec in this test")
+}
+func (storeDeleter) Logs(context.Context, LogRequest, io.Writer) error {
+	return errors.New("no logs in this test")
+}
+func (storeDeleter) Extra() http.Handler { return http.NotFoundHandler() }
 
 func jsonClientset(t *testing.T, url, as string) *kubernetes.Clientset {
 	t.Helper()
@@ -346,5 +362,27 @@ func TestKubeServerSideApply(t *testing.T) {
 	code, out, _ = send(t, "PATCH", strings.TrimSuffix(u, "?fieldManager=kubectl"), "application/apply-patch+yaml", yml)
 	if code != 400 || !strings.Contains(out, "fieldManager: Required value") {
 		t.Errorf("apply without a field manager: %d %s", code, out)
+	}
+}
+
+// TestKubeDeleteOptionsBodies: a delete's options arrive in its body, as JSON or (client-go's typed
+// clientsets) protobuf, and are honoured either way: a precondition on a wrong UID refuses the delete.
+func TestKubeDeleteOptionsBodies(t *testing.T) {
+	_, srv := kubeWriteLab(t)
+	ctx := context.Background()
+	for i, cs := range []*kubernetes.Clientset{clientset(t, srv.URL, ""), jsonClientset(t, srv.URL, "")} {
+		services := cs.CoreV1().Services("default")
+		svc, err := services.Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s%d", i)},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Port: 80}}}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wrong := types.UID("not-" + string(svc.UID))
+		if err := services.Delete(ctx, svc.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &wrong}}); !apierrors.IsConflict(err) {
+			t.Errorf("delete with a wrong UID precondition: %v, want a conflict", err)
+		}
+		if err := services.Delete(ctx, svc.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &svc.UID}}); err != nil {
+			t.Errorf("delete with the right UID: %v", err)
+		}
 	}
 }
