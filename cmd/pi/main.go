@@ -106,7 +106,7 @@ pods on containerd, Services, Floating IPs. Start the lab with "pi up", then use
 		c.GroupID = "basic"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newExecCmd(), newLogsCmd()} {
+	for _, c := range []*cobra.Command{newExecCmd(), newLogsCmd(), newTraceCmd()} {
 		c.GroupID = "app"
 		root.AddCommand(c)
 	}

@@ -204,6 +204,7 @@ func (d *Daemon) Extra() http.Handler {
 	mux.HandleFunc("POST /fips", d.allocateFIPs)
 	mux.HandleFunc("POST /fips/{ip}/name", d.nameFIP)
 	mux.HandleFunc("GET /bill", d.bill)
+	mux.HandleFunc("POST /trace", d.trace)
 	return mux
 }
 

@@ -1,0 +1,975 @@
+package daemon
+
+// POST /x/trace: `pi trace` — the daemon sends one request from inside a pod's (or the router's, or the
+// Internet side's) network namespace and reports the path the kernel saw it take. The daemon does it
+// because it is root and knows the lab's namespaces; the kernel half (trace tables, nftrace and conntrack
+// events) is net/trace. The answer is data (TraceResult), so the CLI and the TUI draw the same hops.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/nftables"
+	mdns "github.com/miekg/dns"
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/pilab/pi/lab/api"
+	"github.com/pilab/pi/lab/controller"
+	"github.com/pilab/pi/lab/server"
+	"github.com/pilab/pi/net/netns"
+	"github.com/pilab/pi/net/network"
+	"github.com/pilab/pi/net/trace"
+)
+
+// TraceRequest is the body of POST /x/trace.
+type TraceRequest struct {
+	// Account whose pods and router are meant; "" for the request's account.
+	Account string `json:"account,omitempty"`
+	// From is a pod name ("[account/]pod"), "router" (the account's router) or "internet" (the lab's
+	// Internet side, the daemon's --host-netns).
+	From string `json:"from"`
+	// Target is http://host[:port]/path, tcp://host:port or host:port.
+	Target string `json:"target"`
+}
+
+// TraceResult is what a trace observed, in path order.
+type TraceResult struct {
+	Account string `json:"account"`
+	From    string `json:"from"`
+	Target  string `json:"target"`
+	// Flow is the traced connection as the client made it (its source port was chosen to follow it).
+	Flow string     `json:"flow"`
+	DNS  *TraceDNS  `json:"dns,omitempty"`
+	Hops []TraceHop `json:"hops"`
+	// Outcome of the request: HTTPStatus for http targets, Connected for tcp targets, or Error.
+	HTTPStatus int     `json:"httpStatus,omitempty"`
+	Connected  bool    `json:"connected"`
+	Error      string  `json:"error,omitempty"`
+	Ms         float64 `json:"ms"` // connect to answer (or failure)
+	// Endpoint is where the connection ended up (after any DNAT) and AnsweredBy the pod that has it.
+	Endpoint   string `json:"endpoint,omitempty"`
+	AnsweredBy string `json:"answeredBy,omitempty"`
+	// StoppedAt says where a failed connection's trace ends.
+	StoppedAt string `json:"stoppedAt,omitempty"`
+	Summary   string `json:"summary"`
+	TraceID   string `json:"traceID"`
+	// Namespaces are the namespaces traced, in path order, and TablesLeft the trace tables found in them
+	// after the session stopped (always empty unless cleanup failed).
+	Namespaces []string `json:"namespaces"`
+	TablesLeft []string `json:"tablesLeft,omitempty"`
+}
+
+// TraceDNS is the name lookup the trace made before connecting.
+type TraceDNS struct {
+	Client string  `json:"client"` // who asked (the pod)
+	Server string  `json:"server"` // the account's DNS server, as the pod's resolv.conf names it
+	Name   string  `json:"name"`   // the fully-qualified name that answered
+	Answer string  `json:"answer"`
+	Ms     float64 `json:"ms"`
+}
+
+// TraceHop is one observation on the path.
+type TraceHop struct {
+	Netns string `json:"netns"` // "pod nginx", "router default", "internet"
+	// Kind: "route" (the client's socket and route), "rule" (a rule matched), "policy" (a base chain's
+	// policy decided), "nat" (conntrack's rewrite), "more" (later packets of the connection), "endpoint"
+	// (the pod the connection was sent to, when its namespace has no rules to trace), "silent" (the kernel
+	// reported nothing in a namespace the packet should have crossed), "error" (a listener failed).
+	Kind      string `json:"kind"`
+	Direction string `json:"direction,omitempty"` // "request" or "reply" (the first packet each way)
+	Table     string `json:"table,omitempty"`
+	Chain     string `json:"chain,omitempty"`
+	Rule      string `json:"rule,omitempty"`    // the rule, rendered
+	Comment   string `json:"comment,omitempty"` // pilab's comment on it
+	// Note says what the rule's chain is for when pilab wrote no comment (net/lb's Service chains).
+	Note    string `json:"note,omitempty"`
+	Verdict string `json:"verdict,omitempty"`
+	// Via is the gateway of a route hop ("" when the destination is on-link).
+	Via    string `json:"via,omitempty"`
+	In     string `json:"in,omitempty"`
+	Out    string `json:"out,omitempty"`
+	Packet string `json:"packet,omitempty"`
+	Text   string `json:"text"` // the whole observation in words
+	// Inferred marks a reason the lab's state suggests, not something the kernel reported.
+	Inferred bool `json:"inferred,omitempty"`
+}
+
+// traceTimeout bounds the traced request; a dropped SYN is reported as timed out after it.
+const traceTimeout = 5 * time.Second
+
+// traceSettle is how long events still arriving after the answer are waited for: the listeners run on
+// their own goroutines, and the connection's last packets (FIN, ACK) follow the answer.
+const traceSettle = 200 * time.Millisecond
+
+func (d *Daemon) trace(w http.ResponseWriter, r *http.Request) {
+	var req TraceRequest
+	if err := server.DecodeJSON(w, r, &req); err != nil {
+		server.WriteError(w, server.Invalid("trace request: %v; send {\"from\": \"POD|router|internet\", \"target\": \"http://HOST:PORT/\"}", err))
+		return
+	}
+	if req.Account == "" {
+		req.Account = server.Account(r)
+	}
+	res, err := d.runTrace(r.Context(), req)
+	if err != nil {
+		server.WriteError(w, err)
+		return
+	}
+	server.WriteJSON(w, 200, res)
+}
+
+// traceTarget is a parsed target.
+type traceTarget struct {
+	scheme string // "http" or "tcp"
+	host   string
+	port   uint16
+	url    string // for http
+}
+
+// parseTraceTarget accepts http://host[:port][/path], tcp://host:port and host:port.
+func parseTraceTarget(s string) (traceTarget, error) {
+	if s == "" {
+		return traceTarget{}, errors.New("no target; give http://HOST:PORT/, tcp://HOST:PORT or HOST:PORT")
+	}
+	if !strings.Contains(s, "://") {
+		s = "tcp://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return traceTarget{}, fmt.Errorf("target %q: %v", s, err)
+	}
+	t := traceTarget{scheme: u.Scheme, host: u.Hostname()}
+	def := ""
+	switch u.Scheme {
+	case "http":
+		def = "80"
+		t.url = u.String()
+	case "tcp":
+	default:
+		return traceTarget{}, fmt.Errorf("target %q: scheme %q not traced; use http:// or tcp://", s, u.Scheme)
+	}
+	if t.host == "" {
+		return traceTarget{}, fmt.Errorf("target %q has no host", s)
+	}
+	p := u.Port()
+	if p == "" {
+		p = def
+	}
+	if p == "" {
+		return traceTarget{}, fmt.Errorf("target %q has no port; give HOST:PORT", s)
+	}
+	n, err := strconv.ParseUint(p, 10, 16)
+	if err != nil || n == 0 {
+		return traceTarget{}, fmt.Errorf("target %q: port %q is not 1-65535", s, p)
+	}
+	t.port = uint16(n)
+	return t, nil
+}
+
+// labAddrs is what the lab knows about addresses, for deciding what a trace may target.
+type labAddrs struct {
+	account  string
+	pods     map[netip.Addr]string          // this account's pods by IP
+	others   map[netip.Addr]string          // other accounts' pods: "account/pod"
+	services map[netip.Addr]*corev1.Service // this account's ClusterIPs
+	fips     map[netip.Addr]string          // the lab's Floating IPs → account
+	lbs      map[netip.Addr]*corev1.Service // Floating IP → its LoadBalancer Service
+}
+
+// Target kinds.
+const (
+	targetPod     = "pod"
+	targetRouter  = "router"
+	targetService = "service"
+	targetFIP     = "fip"
+)
+
+// classifyTarget decides whether a trace may go to ip and what it is; the refusal says why (the lab's
+// traffic rule: a trace never leaves the lab).
+func classifyTarget(ip netip.Addr, fromInternet bool, l labAddrs) (string, error) {
+	if fromInternet {
+		if _, ok := l.fips[ip]; ok {
+			return targetFIP, nil
+		}
+		return "", server.Invalid("%s is not one of the lab's Floating IPs: from the Internet side a trace may only go to a Floating IP (pi get fips); it never leaves the lab", ip)
+	}
+	podNet := netip.MustParsePrefix(network.PodCIDR.String())
+	svcNet := netip.MustParsePrefix("10.96.0.0/12")
+	switch {
+	case podNet.Contains(ip):
+		if _, ok := l.pods[ip]; ok {
+			return targetPod, nil
+		}
+		if ip == netip.MustParseAddr(network.RouterIP.String()) || ip == netip.MustParseAddr(network.DNSIP.String()) {
+			return targetRouter, nil
+		}
+		if other, ok := l.others[ip]; ok {
+			return "", server.Invalid("no pod of account %s has address %s (pod %s of another account has it in its own network): accounts share no link, so a trace from account %s cannot reach it", l.account, ip, other, l.account)
+		}
+		return "", server.Invalid("no pod of account %s has address %s (pi get pods -o wide lists them)", l.account, ip)
+	case svcNet.Contains(ip):
+		if _, ok := l.services[ip]; ok {
+			return targetService, nil
+		}
+		return "", server.Invalid("%s is not the ClusterIP of a Service of account %s (pi get services lists them)", ip, l.account)
+	}
+	if _, ok := l.fips[ip]; ok {
+		return "", server.Invalid("%s is a Floating IP: trace it from the Internet side, with --from internet", ip)
+	}
+	return "", server.Invalid("%s is outside the lab: a trace only goes to addresses inside it (pod IPs in %s, Service IPs, the lab's Floating IPs with --from internet), never to the outside world", ip, network.PodCIDR)
+}
+
+// traceNS is one namespace of the plan.
+type traceNS struct {
+	label string
+	path  string
+	role  string // "client", "router", "internet", "endpoint"
+	ip    netip.Addr
+	// rules: the namespace has nftables tables of its own, so a packet crossing it is reported.
+	rules bool
+}
+
+func (d *Daemon) runTrace(ctx context.Context, req TraceRequest) (*TraceResult, error) {
+	tt, err := parseTraceTarget(req.Target)
+	if err != nil {
+		return nil, server.Invalid("%v", err)
+	}
+	from := req.From
+	if from == "" {
+		return nil, server.Invalid("trace: say where from: a pod name, router or internet")
+	}
+	account := req.Account
+	if a, p, ok := strings.Cut(from, "/"); ok {
+		account, from = a, p
+	}
+	fromInternet := from == "internet"
+
+	// Where the client is.
+	var client traceNS
+	switch from {
+	case "internet":
+		client = traceNS{label: "internet", path: d.hostNetnsPath(), role: "internet"}
+	case "router":
+		client = traceNS{label: "router " + account, role: "router"}
+	default:
+		o, err := d.store.Get(kindPod, account, from)
+		if err != nil {
+			return nil, server.Invalid("trace from pod %q of account %s: %v", from, account, err)
+		}
+		p := o.(*corev1.Pod)
+		ip, err := netip.ParseAddr(p.Status.PodIP)
+		if err != nil || p.Status.Phase != corev1.PodRunning {
+			return nil, server.Invalid("pod %s of account %s is not running with an address (phase %s); wait until it is Ready", from, account, p.Status.Phase)
+		}
+		client = traceNS{label: "pod " + from, path: netns.Path(controller.PodNetnsName(d.cfg.Lab, p.UID)), role: "client", ip: ip}
+	}
+
+	res := &TraceResult{Account: account, From: req.From, Target: req.Target}
+
+	// The target's address: a literal, or a name the account's DNS answers (asked from the client).
+	var dst netip.Addr
+	if a, err := netip.ParseAddr(tt.host); err == nil {
+		dst = a
+	} else if fromInternet {
+		return nil, server.Invalid("target %q is a name: the Internet side has no account DNS; give a Floating IP", tt.host)
+	}
+	l, err := d.labAddrs(account)
+	if err != nil {
+		return nil, err
+	}
+	if fromInternet {
+		if acct, ok := l.fips[dst]; ok && acct != account {
+			// The Floating IP's account is the one whose router and pods the packet crosses.
+			account, res.Account = acct, acct
+			if l, err = d.labAddrs(account); err != nil {
+				return nil, err
+			}
+		}
+	}
+	acct, err := d.store.Get(kindAccount, "", account)
+	if err != nil {
+		return nil, server.Invalid("trace: account %q: %v", account, err)
+	}
+	status := acct.(*api.Account).Status
+	if !status.Ready {
+		return nil, server.Invalid("account %s's network is not ready (%s); try again when pi get accounts shows it Ready", account, status.Message)
+	}
+	router := traceNS{label: "router " + account, path: netns.Path(d.network.RouterNetnsName(status.Index)), role: "router"}
+	if client.role == "router" {
+		client.path = router.path
+	}
+	if !dst.IsValid() {
+		dnsIP := status.DNSIP
+		if dnsIP == "" {
+			dnsIP = network.DNSIP.String()
+		}
+		dns, a, err := resolveInNetns(client.path, dnsIP, tt.host)
+		if err != nil {
+			return nil, err
+		}
+		dns.Client = strings.TrimPrefix(client.label, "pod ")
+		res.DNS, dst = dns, a
+	}
+	kind, err := classifyTarget(dst, fromInternet, l)
+	if err != nil {
+		return nil, err
+	}
+
+	// The plan: the namespaces the packet should cross, in path order.
+	plan := []traceNS{client}
+	if client.role != "router" {
+		plan = append(plan, router)
+	}
+	var selector map[string]string
+	switch kind {
+	case targetService:
+		selector = l.services[dst].Spec.Selector
+	case targetFIP:
+		if svc := l.lbs[dst]; svc != nil {
+			selector = svc.Spec.Selector
+		}
+	}
+	pods, _ := d.store.List(kindPod, account)
+	for _, o := range pods {
+		p := o.(*corev1.Pod)
+		ip, err := netip.ParseAddr(p.Status.PodIP)
+		if err != nil {
+			continue
+		}
+		match := kind == targetPod && ip == dst ||
+			len(selector) > 0 && labels.SelectorFromSet(selector).Matches(labels.Set(p.Labels))
+		if match && (client.role != "client" || ip != client.ip) {
+			plan = append(plan, traceNS{label: "pod " + p.Name, path: netns.Path(controller.PodNetnsName(d.cfg.Lab, p.UID)), role: "endpoint", ip: ip})
+		}
+	}
+	for i := range plan {
+		plan[i].rules = hasOwnTables(plan[i].path)
+		res.Namespaces = append(res.Namespaces, plan[i].label)
+	}
+
+	// The client's source port, chosen here so the trace follows the connection through every NAT.
+	sport, err := freePort(client.path)
+	if err != nil {
+		return nil, fmt.Errorf("trace: pick a source port in %s: %w", client.label, err)
+	}
+	flow := trace.Flow{Proto: unix.IPPROTO_TCP, SrcPort: sport}
+	if client.ip.IsValid() {
+		flow.Src = client.ip
+	}
+	follow := trace.Flow{Proto: unix.IPPROTO_TCP, SrcPort: sport}
+	var nss []trace.Namespace
+	for i, n := range plan {
+		ns := trace.Namespace{Name: n.label, Path: n.path}
+		if i > 0 {
+			ns.Match = &follow
+		}
+		nss = append(nss, ns)
+	}
+	sess, err := trace.Start(ctx, flow, nss)
+	if err != nil {
+		return nil, fmt.Errorf("trace: start: %w", err)
+	}
+	res.TraceID = sess.ID
+	var events []trace.Event
+	collected := make(chan struct{})
+	go func() {
+		for ev := range sess.Events {
+			events = append(events, ev)
+		}
+		close(collected)
+	}()
+
+	route := clientRoute(client, dst)
+	local, status2, reqErr, ms := doRequest(ctx, client.path, tt, dst, sport)
+	res.Ms = ms
+	if local.IsValid() {
+		res.Flow = fmt.Sprintf("tcp %s → %s", local, netip.AddrPortFrom(dst, tt.port))
+	} else {
+		res.Flow = fmt.Sprintf("tcp *:%d → %s", sport, netip.AddrPortFrom(dst, tt.port))
+	}
+	time.Sleep(traceSettle)
+	stopErr := sess.Stop()
+	<-collected
+	for _, n := range plan {
+		if left, err := tablesLeft(n.path); err == nil {
+			res.TablesLeft = append(res.TablesLeft, left...)
+		}
+	}
+	if stopErr != nil {
+		return nil, fmt.Errorf("trace %s: %w", sess.ID, stopErr)
+	}
+
+	names := map[netip.Addr]string{}
+	for ip, n := range l.pods {
+		names[ip] = n
+	}
+	hops, endpoint := buildHops(plan, route, sport, events, names)
+	res.Hops = hops
+	switch {
+	case endpoint.IsValid():
+		res.Endpoint = endpoint.String()
+	case kind == targetPod:
+		res.Endpoint = netip.AddrPortFrom(dst, tt.port).String()
+	}
+	if endpoint.IsValid() {
+		res.AnsweredBy = names[endpoint.Addr()]
+	} else if kind == targetPod {
+		res.AnsweredBy = names[dst]
+	}
+	if reqErr != nil {
+		res.Error = reqErr.Error()
+		res.StoppedAt = stoppedAt(hops)
+		if errors.Is(reqErr, errRefused) && res.AnsweredBy != "" && !strings.Contains(res.StoppedAt, "reject") {
+			// No rule on the way refused it: the reset came from the destination's own kernel.
+			res.StoppedAt = fmt.Sprintf("pod %s: nothing listens on %s there (inferred: no rule on the way refused it, so the pod's kernel answered with a reset)", res.AnsweredBy, res.Endpoint)
+			res.AnsweredBy = ""
+		}
+	} else {
+		res.Connected = true
+		res.HTTPStatus = status2
+	}
+	res.Summary = summary(res)
+	return res, nil
+}
+
+// labAddrs gathers the addresses of the lab as its store has them.
+func (d *Daemon) labAddrs(account string) (labAddrs, error) {
+	l := labAddrs{account: account, pods: map[netip.Addr]string{}, others: map[netip.Addr]string{},
+		services: map[netip.Addr]*corev1.Service{}, fips: map[netip.Addr]string{}, lbs: map[netip.Addr]*corev1.Service{}}
+	pods, err := d.store.List(kindPod, "")
+	if err != nil {
+		return l, fmt.Errorf("trace: list pods: %w", err)
+	}
+	for _, o := range pods {
+		p := o.(*corev1.Pod)
+		ip, err := netip.ParseAddr(p.Status.PodIP)
+		if err != nil {
+			continue
+		}
+		if a := api.AccountOf(p); a == account {
+			l.pods[ip] = p.Name
+		} else {
+			l.others[ip] = a + "/" + p.Name
+		}
+	}
+	svcs, err := d.store.List(kindService, "")
+	if err != nil {
+		return l, fmt.Errorf("trace: list services: %w", err)
+	}
+	for _, o := range svcs {
+		s := o.(*corev1.Service)
+		if ip, err := netip.ParseAddr(s.Spec.ClusterIP); err == nil && api.AccountOf(s) == account {
+			l.services[ip] = s
+		}
+		if ip, err := netip.ParseAddr(s.Spec.LoadBalancerIP); err == nil && s.Spec.Type == corev1.ServiceTypeLoadBalancer {
+			l.lbs[ip] = s
+		}
+	}
+	fips, err := d.store.List(kindFIP, "")
+	if err != nil {
+		return l, fmt.Errorf("trace: list fips: %w", err)
+	}
+	for _, o := range fips {
+		if ip, err := netip.ParseAddr(o.GetName()); err == nil {
+			l.fips[ip] = api.AccountOf(o)
+		}
+	}
+	return l, nil
+}
+
+// hostNetnsPath is the namespace that plays the Internet: --host-netns, or the daemon's own.
+func (d *Daemon) hostNetnsPath() string {
+	switch {
+	case d.cfg.HostNetns == "":
+		return "/proc/self/ns/net"
+	case strings.Contains(d.cfg.HostNetns, "/"):
+		return d.cfg.HostNetns
+	}
+	return netns.Path(d.cfg.HostNetns)
+}
+
+// resolveInNetns asks the account's DNS server from inside the client's namespace, with the search list
+// a pod's resolv.conf has. Only names under cluster.local are asked: the server would forward any other
+// name to the upstream resolver, and a trace never leaves the lab.
+func resolveInNetns(path string, dnsIP string, name string) (*TraceDNS, netip.Addr, error) {
+	name = strings.TrimSuffix(name, ".")
+	var cands []string
+	if strings.HasSuffix(name, ".cluster.local") {
+		cands = []string{name + "."}
+	} else {
+		for _, s := range []string{api.Namespace + ".svc.cluster.local", "svc.cluster.local", "cluster.local"} {
+			cands = append(cands, name+"."+s+".")
+		}
+	}
+	addr := net.JoinHostPort(dnsIP, "53")
+	c := &mdns.Client{Net: "udp", Timeout: 2 * time.Second}
+	var lastErr error
+	for _, fq := range cands {
+		m := new(mdns.Msg)
+		m.SetQuestion(fq, mdns.TypeA)
+		var in *mdns.Msg
+		var rtt time.Duration
+		err := netns.Do(path, func() error {
+			var err error
+			in, rtt, err = c.Exchange(m, addr)
+			return err
+		})
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		for _, rr := range in.Answer {
+			if a, ok := rr.(*mdns.A); ok {
+				ip, _ := netip.AddrFromSlice(a.A.To4())
+				return &TraceDNS{Server: addr, Name: strings.TrimSuffix(fq, "."), Answer: ip.String(),
+					Ms: float64(rtt.Microseconds()) / 1000}, ip, nil
+			}
+		}
+	}
+	if lastErr != nil {
+		return nil, netip.Addr{}, fmt.Errorf("trace: resolve %q at the account's DNS server %s: %w", name, addr, lastErr)
+	}
+	if !strings.HasSuffix(name, ".cluster.local") && strings.Contains(name, ".") {
+		return nil, netip.Addr{}, server.Invalid("%q is not a name inside the lab: the account's DNS has no Service of that name, and a trace never asks about or goes to names outside it", name)
+	}
+	return nil, netip.Addr{}, server.Invalid("the account's DNS server %s has no address for %q (tried %s); is there a Service of that name? (pi get services)", addr, name, strings.Join(cands, ", "))
+}
+
+// hasOwnTables reports whether a namespace has nftables tables besides trace tables.
+func hasOwnTables(path string) bool {
+	f, err := netns.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
+	if err != nil {
+		return false
+	}
+	ts, err := c.ListTables()
+	if err != nil {
+		return false
+	}
+	for _, t := range ts {
+		if !strings.HasPrefix(t.Name, trace.TablePrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// tablesLeft lists trace tables in a namespace (there should be none once a session stopped).
+func tablesLeft(path string) ([]string, error) {
+	f, err := netns.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
+	if err != nil {
+		return nil, err
+	}
+	return trace.TraceTables(c)
+}
+
+// freePort asks the kernel of the client's namespace for a free TCP port and hands it back: the trace is
+// set up for it before the connection is made from it.
+func freePort(path string) (uint16, error) {
+	var port uint16
+	err := netns.Do(path, func() error {
+		l, err := net.Listen("tcp4", "0.0.0.0:0")
+		if err != nil {
+			return err
+		}
+		port = uint16(l.Addr().(*net.TCPAddr).Port)
+		return l.Close()
+	})
+	return port, err
+}
+
+// clientRoute is the client's first hop as its namespace routes it (the kernel's route lookup).
+func clientRoute(client traceNS, dst netip.Addr) TraceHop {
+	h := TraceHop{Netns: client.label, Kind: "route"}
+	nh, err := netns.NewHandle(client.path)
+	if err != nil {
+		h.Text = fmt.Sprintf("route to %s: %v", dst, err)
+		return h
+	}
+	defer nh.Close()
+	routes, err := nh.RouteGet(dst.AsSlice())
+	if err != nil || len(routes) == 0 {
+		h.Text = fmt.Sprintf("no route to %s: %v", dst, err)
+		return h
+	}
+	rt := routes[0]
+	if l, err := nh.LinkByIndex(rt.LinkIndex); err == nil {
+		h.Out = l.Attrs().Name
+	}
+	via := "on-link"
+	if rt.Gw != nil {
+		h.Via = rt.Gw.String()
+		via = "via " + h.Via
+	}
+	src := ""
+	if rt.Src != nil {
+		src = "from " + rt.Src.String() + " "
+	}
+	h.Text = fmt.Sprintf("%sout %s %s (the namespace's route to %s)", src, h.Out, via, dst)
+	return h
+}
+
+// doRequest makes the traced request from the client's namespace, from the chosen source port.
+func doRequest(ctx context.Context, path string, tt traceTarget, dst netip.Addr, sport uint16) (local netip.AddrPort, status int, err error, ms float64) {
+	ctx, cancel := context.WithTimeout(ctx, traceTimeout)
+	defer cancel()
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var conn net.Conn
+		err := netns.Do(path, func() error {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{Port: int(sport)}}
+			var err error
+			conn, err = d.DialContext(ctx, "tcp4", netip.AddrPortFrom(dst, tt.port).String())
+			return err
+		})
+		if conn != nil {
+			local = conn.LocalAddr().(*net.TCPAddr).AddrPort()
+		}
+		return conn, err
+	}
+	start := time.Now()
+	defer func() { ms = float64(time.Since(start).Microseconds()) / 1000 }()
+	if tt.scheme == "tcp" {
+		conn, err := dial(ctx, "tcp", "")
+		if err != nil {
+			return local, 0, describeDialError(err), 0
+		}
+		conn.Close()
+		return local, 0, nil, 0
+	}
+	hc := &http.Client{Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true, Proxy: nil}}
+	r, err := http.NewRequestWithContext(ctx, "GET", tt.url, nil)
+	if err != nil {
+		return local, 0, err, 0
+	}
+	resp, err := hc.Do(r)
+	if err != nil {
+		return local, 0, describeDialError(err), 0
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	return local, resp.StatusCode, nil, 0
+}
+
+var errRefused = errors.New("connection refused")
+
+// describeDialError names a failed connection the way a learner reads it.
+func describeDialError(err error) error {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return errRefused
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("timed out after %s", traceTimeout)
+	case errors.Is(err, syscall.EHOSTUNREACH):
+		return errors.New("no route to host")
+	case errors.Is(err, syscall.ENETUNREACH):
+		return errors.New("network unreachable")
+	}
+	return err
+}
+
+// buildHops turns the session's events into hops in path order: per namespace, the rules the first
+// request packet and the first reply took, conntrack's rewrite, and how many more trace messages the
+// connection's later packets gave; a namespace the packet should have crossed but where the kernel
+// reported nothing is said so. Endpoints that DNAT did not pick are left out. It returns the endpoint DNAT
+// chose, if any.
+func buildHops(plan []traceNS, route TraceHop, sport uint16, events []trace.Event, names map[netip.Addr]string) ([]TraceHop, netip.AddrPort) {
+	byNS := map[string][]trace.Event{}
+	for _, ev := range events {
+		byNS[ev.Netns] = append(byNS[ev.Netns], ev)
+	}
+	var endpoint netip.AddrPort
+	var toEndpoint string // the interface the router forwarded the first packet out of
+	for _, n := range plan {
+		for _, ev := range byNS[n.label] {
+			if c := ev.Conntrack; c != nil {
+				if to, ok := c.DNAT(); ok && !endpoint.IsValid() {
+					endpoint = to
+				}
+			}
+		}
+	}
+	var hops []TraceHop
+	for _, n := range plan {
+		evs := byNS[n.label]
+		if n.role == "endpoint" && endpoint.IsValid() && n.ip != endpoint.Addr() {
+			continue // another endpoint of the Service: DNAT did not pick it
+		}
+		if n.label == route.Netns {
+			hops = append(hops, route)
+		}
+		// Per namespace: the first request packet's rules, conntrack's rewrite of it, then the first reply's
+		// rules (trace and conntrack events come from two listeners, so their arrival order is not the
+		// packet's).
+		var req, nat, reply []TraceHop
+		seen, more := false, 0
+		for _, g := range firstPackets(evs, sport) {
+			ev := g.ev
+			switch {
+			case ev.Trace != nil:
+				seen = true
+				switch g.dir {
+				case "request":
+					h := ruleHop(n.label, g.dir, ev)
+					if h.Out != "" {
+						toEndpoint = h.Out
+					}
+					req = append(req, h)
+				case "reply":
+					reply = append(reply, ruleHop(n.label, g.dir, ev))
+				default:
+					more++
+				}
+			case ev.Conntrack != nil:
+				seen = true
+				if h, ok := natHop(n.label, *ev.Conntrack, names); ok && len(nat) == 0 {
+					nat = append(nat, h)
+				}
+			case ev.Err != nil:
+				nat = append(nat, TraceHop{Netns: n.label, Kind: "error", Text: "trace incomplete: " + ev.Err.Error()})
+			}
+		}
+		hops = append(append(append(hops, req...), nat...), reply...)
+		if more > 0 {
+			hops = append(hops, TraceHop{Netns: n.label, Kind: "more",
+				Text: fmt.Sprintf("the connection's later packets (ACKs, data, FIN) passed here too: %d more trace messages", more)})
+		}
+		switch {
+		case seen || n.role == "client" || n.role == "internet":
+		case n.role == "endpoint" && !n.rules:
+			via := ""
+			if toEndpoint != "" {
+				via = " out of the router's " + toEndpoint
+			}
+			hops = append(hops, TraceHop{Netns: n.label, Kind: "endpoint", Text: fmt.Sprintf(
+				"to %s%s; this namespace has no nftables rules, so the kernel has nothing to report here", n.ip, via)})
+		case !n.rules:
+			hops = append(hops, TraceHop{Netns: n.label, Kind: "silent",
+				Text: "no rule to report: this namespace has no nftables rules, so the kernel traces nothing here"})
+		case n.role == "router" && route.Via == "" && route.Netns != n.label:
+			// On-link: the client sends straight to the destination's MAC; the router's bridge forwards
+			// the frames at layer 2, below the IP hooks its rules (and the trace's) sit on.
+			hops = append(hops, TraceHop{Netns: n.label, Kind: "silent", Inferred: true,
+				Text: "the kernel reported nothing here (inferred: the client reaches the address on-link, so the router's br0 bridges the frames at layer 2, where its IP rules do not see them)"})
+		default:
+			hops = append(hops, TraceHop{Netns: n.label, Kind: "silent", Inferred: true,
+				Text: "the kernel reported nothing here (inferred: the packet never reached this namespace; it was dropped or refused before)"})
+		}
+	}
+	return hops, endpoint
+}
+
+// tracedEvent is an event with the direction of the packet it is about: "request" or "reply" for the
+// first packet each way, "" for later packets.
+type tracedEvent struct {
+	ev  trace.Event
+	dir string
+}
+
+// firstPackets tags one namespace's events. The kernel's packet id is a hash of the packet buffer's
+// address, which a later packet of the connection may reuse; the headers a message carries (sent once per
+// chain walk) tell the packets apart: a NAT rewrites addresses and ports but not the TCP flags and length.
+func firstPackets(evs []trace.Event, sport uint16) []tracedEvent {
+	type pkt struct {
+		id    uint32
+		flags uint8
+		len   uint16
+	}
+	cur := map[uint32]pkt{}   // what each id's last headers said
+	dirOf := map[pkt]string{} // each packet's direction
+	first := map[string]pkt{} // the first packet each way
+	var out []tracedEvent
+	for _, ev := range evs {
+		t := ev.Trace
+		if t == nil {
+			out = append(out, tracedEvent{ev: ev})
+			continue
+		}
+		if t.HasPacket() {
+			k := pkt{t.ID, t.Packet.TCPFlags, t.Packet.Len}
+			cur[t.ID] = k
+			if _, ok := dirOf[k]; !ok {
+				switch {
+				case t.Packet.SrcPort == sport:
+					dirOf[k] = "request"
+				case t.Packet.DstPort == sport:
+					dirOf[k] = "reply"
+				default:
+					dirOf[k] = "?"
+				}
+				if d := dirOf[k]; d != "?" {
+					if _, ok := first[d]; !ok {
+						first[d] = k
+					}
+				}
+			}
+		}
+		k, ok := cur[t.ID]
+		if !ok || t.Type == trace.TypeReturn {
+			continue
+		}
+		te := tracedEvent{ev: ev}
+		if d := dirOf[k]; first[d] == k {
+			te.dir = d
+		}
+		out = append(out, te)
+	}
+	return out
+}
+
+// chainNote says what a chain of a Service table (net/lb, named <lab>-svc) is for, from the names net/lb
+// gives its chains: svc-<service>-<proto>-<port> picks an endpoint, ep-<service>-<proto>-<port>-<ip>-<port>
+// is one endpoint. pilab writes no comments on those rules; the chain names carry the meaning.
+func chainNote(table, chain string) string {
+	if !strings.HasSuffix(table, "-svc") {
+		return ""
+	}
+	switch chain {
+	case "nat-prerouting", "nat-output":
+		return "every new connection goes through the Service map"
+	case "services":
+		return "Service IP . protocol . port → that Service port's chain"
+	case "filter-prerouting", "filter-output":
+		return "rejects what is still addressed to a Service IP: no endpoint took it"
+	case "nat-postrouting":
+		return "masquerades connections a Service chain marked (clients inside the pod network)"
+	case "reject-service":
+		return "a Service IP or port with no endpoint: refused"
+	}
+	parts := strings.Split(chain, "-")
+	switch {
+	case parts[0] == "svc" && len(parts) >= 4:
+		n := len(parts)
+		return fmt.Sprintf("Service %s, port %s/%s: pick one of its endpoints", strings.Join(parts[1:n-2], "-"), parts[n-1], parts[n-2])
+	case parts[0] == "ep" && len(parts) >= 6:
+		n := len(parts)
+		if parts[n-1] == "a" { // ClientIP affinity
+			parts, n = parts[:n-1], n-1
+		}
+		return fmt.Sprintf("endpoint %s:%s of Service %s", parts[n-2], parts[n-1], strings.Join(parts[1:n-4], "-"))
+	}
+	return ""
+}
+
+// ruleHop renders one trace message.
+func ruleHop(ns, dir string, ev trace.Event) TraceHop {
+	t := ev.Trace
+	h := TraceHop{Netns: ns, Kind: "rule", Direction: dir, Table: t.Table, Chain: t.Chain, In: ev.IIFName, Out: ev.OIFName}
+	if t.HasPacket() {
+		h.Packet = t.Packet.String()
+	}
+	switch t.Type {
+	case trace.TypePolicy:
+		h.Kind = "policy"
+		h.Verdict = "policy accept"
+		if t.Policy != nil && *t.Policy == trace.NFDrop {
+			h.Verdict = "policy drop"
+		}
+		h.Rule = "end of chain"
+	default:
+		if ev.Rule != nil {
+			h.Rule, h.Comment = ev.Rule.Text, ev.Rule.Comment
+		} else if ev.RuleErr != nil {
+			h.Rule = fmt.Sprintf("handle %d (%v)", t.Handle, ev.RuleErr)
+		}
+		if t.Verdict != nil {
+			h.Verdict = t.Verdict.String()
+		}
+	}
+	if h.Comment == "" {
+		h.Note = chainNote(h.Table, h.Chain)
+	}
+	h.Text = fmt.Sprintf("%s/%s: %s → %s", h.Table, h.Chain, h.Rule, h.Verdict)
+	if h.Comment != "" {
+		h.Text += fmt.Sprintf(" (%q)", h.Comment)
+	} else if h.Note != "" {
+		h.Text += " (" + h.Note + ")"
+	}
+	return h
+}
+
+// natHop reports a conntrack entry's rewrite; ok is false when the entry has none.
+func natHop(ns string, c trace.Conntrack, names map[netip.Addr]string) (TraceHop, bool) {
+	var parts []string
+	h := TraceHop{Netns: ns, Kind: "nat", Packet: c.Orig.String()}
+	if to, ok := c.DNAT(); ok {
+		s := "dnat to " + to.String()
+		if n := names[to.Addr()]; n != "" {
+			s += " (" + n + ")"
+		}
+		parts = append(parts, s)
+	}
+	if from, ok := c.SNAT(); ok {
+		// conntrack records that the source was rewritten, not whether by snat or masquerade.
+		parts = append(parts, fmt.Sprintf("source rewritten to %s (snat/masquerade: the server answers %s)", from, from.Addr()))
+	}
+	if len(parts) == 0 {
+		return h, false
+	}
+	h.Text = "conntrack: " + strings.Join(parts, "; ")
+	return h, true
+}
+
+// stoppedAt names where a failed connection's trace ends: the rule that dropped or refused it, or the
+// last namespace the kernel reported it in.
+func stoppedAt(hops []TraceHop) string {
+	for _, h := range hops {
+		if h.Direction == "request" && (h.Verdict == "drop" || h.Verdict == "policy drop" || strings.Contains(h.Rule, "reject")) {
+			s := fmt.Sprintf("%s: %s/%s %s", h.Netns, h.Table, h.Chain, h.Rule)
+			if h.Comment != "" {
+				s += fmt.Sprintf(" (%q)", h.Comment)
+			}
+			return s
+		}
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		if hops[i].Kind == "rule" || hops[i].Kind == "policy" || hops[i].Kind == "nat" {
+			return "last seen in " + hops[i].Netns + " (no rule dropped it there)"
+		}
+	}
+	if len(hops) > 0 {
+		return "the kernel reported nothing after " + hops[0].Netns
+	}
+	return ""
+}
+
+func summary(r *TraceResult) string {
+	by := ""
+	if r.AnsweredBy != "" {
+		by = ", answered by " + r.AnsweredBy
+	} else if r.Endpoint != "" {
+		by = ", answered by " + r.Endpoint
+	}
+	switch {
+	case r.Error != "":
+		s := r.Error
+		if r.StoppedAt != "" {
+			s += "; stopped at " + r.StoppedAt
+		}
+		return s
+	case r.HTTPStatus != 0:
+		return fmt.Sprintf("HTTP %d in %.1f ms%s", r.HTTPStatus, r.Ms, by)
+	}
+	return fmt.Sprintf("connected in %.1f ms%s", r.Ms, by)
+}
