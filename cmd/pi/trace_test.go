@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -84,6 +85,24 @@ func TestTrace(t *testing.T) {
 	if len(podinfo) != 2 {
 		t.Fatalf("podinfo pods: %v, want 2", podinfo)
 	}
+
+	routers, err := netns.ListNamed(lab + "-r")
+	if err != nil || len(routers) != 2 {
+		t.Fatalf("router namespaces %v (%v), want default's and bob's", routers, err)
+	}
+	rulesets := func() string {
+		var all []string
+		for _, r := range routers {
+			// -s: without counters, which the traced requests (and any other traffic) move.
+			out, err := exec.Command("ip", "netns", "exec", r, "nft", "-s", "list", "ruleset").CombinedOutput()
+			if err != nil {
+				t.Fatalf("nft list ruleset in %s: %v\n%s", r, err, out)
+			}
+			all = append(all, string(out))
+		}
+		return strings.Join(all, "\n")
+	}
+	before := rulesets()
 
 	t.Run("pod to service", func(t *testing.T) {
 		start := time.Now()
@@ -175,6 +194,10 @@ func TestTrace(t *testing.T) {
 		}
 	})
 
+	if after := rulesets(); after != before {
+		t.Errorf("the routers' rulesets changed across the traces:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+
 	t.Run("from internet", func(t *testing.T) {
 		fip := strings.TrimSpace(mustPi(t, lab, "create", "fip"))
 		c := piCmd(lab, "create", "-f", "-")
@@ -194,6 +217,8 @@ func TestTrace(t *testing.T) {
 			time.Sleep(250 * time.Millisecond)
 		}
 		t.Logf("pi trace --from internet http://%s:8080/:\n%s", fip, out)
+		before = rulesets() // now with the LoadBalancer's rules
+		mustPi(t, lab, "trace", "--from", "internet", "http://"+fip+":8080/")
 		m := regexp.MustCompile(`(?m)^\d+ +router default +nat +conntrack: dnat to (10\.244\.\d+\.\d+):9898 \((\S+)\)`).FindStringSubmatch(out)
 		if m == nil || podinfo[m[1]] != m[2] {
 			t.Fatalf("no DNAT of the Floating IP to a named podinfo pod")
@@ -206,7 +231,28 @@ func TestTrace(t *testing.T) {
 		}
 	})
 
-	// No trace table left anywhere the traces went.
+	t.Run("from router", func(t *testing.T) {
+		b, _ := piCmd(lab, "trace", "--from", "router", "http://podinfo:9898/").CombinedOutput()
+		out := string(b)
+		t.Logf("pi trace --from router http://podinfo:9898/:\n%s", out)
+		if !regexp.MustCompile(`(?m)^DNS +router default → 10\.244\.0\.2:53 +podinfo\.default\.svc\.cluster\.local → `).MatchString(out) ||
+			!regexp.MustCompile(`(?m)^\d+ +router default +route +`).MatchString(out) {
+			t.Errorf("no DNS line or route hop from the router")
+		}
+		// The router's own connections to Service IPs are refused (its table has no nat-output): the trace
+		// names the rule that did it, and no endpoint.
+		if !regexp.MustCompile(`(?m)^connection refused; stopped at router default: \S+-svc/reject-service meta l4proto tcp reject `).MatchString(out) {
+			t.Errorf("no last line naming the reject rule")
+		}
+		if strings.Contains(out, "pod podinfo") {
+			t.Errorf("an endpoint hop for a connection no endpoint got")
+		}
+	})
+
+	// Tracing left pilab's rules as they were, and no trace table anywhere the traces went.
+	if after := rulesets(); after != before {
+		t.Errorf("the routers' rulesets changed across the traces:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
 	names, err := netns.ListNamed(lab + "-")
 	if err != nil {
 		t.Fatal(err)

@@ -240,6 +240,8 @@ type traceNS struct {
 	ip    netip.Addr
 	// rules: the namespace has nftables tables of its own, so a packet crossing it is reported.
 	rules bool
+	// direct: an endpoint that is the target itself (a pod IP), not one a Service's DNAT may pick.
+	direct bool
 }
 
 func (d *Daemon) runTrace(ctx context.Context, req TraceRequest) (*TraceResult, error) {
@@ -352,7 +354,8 @@ func (d *Daemon) runTrace(ctx context.Context, req TraceRequest) (*TraceResult, 
 		match := kind == targetPod && ip == dst ||
 			len(selector) > 0 && labels.SelectorFromSet(selector).Matches(labels.Set(p.Labels))
 		if match && (client.role != "client" || ip != client.ip) {
-			plan = append(plan, traceNS{label: "pod " + p.Name, path: netns.Path(controller.PodNetnsName(d.cfg.Lab, p.UID)), role: "endpoint", ip: ip})
+			plan = append(plan, traceNS{label: "pod " + p.Name, path: netns.Path(controller.PodNetnsName(d.cfg.Lab, p.UID)),
+				role: "endpoint", ip: ip, direct: kind == targetPod})
 		}
 	}
 	for i := range plan {
@@ -395,6 +398,9 @@ func (d *Daemon) runTrace(ctx context.Context, req TraceRequest) (*TraceResult, 
 	route := clientRoute(client, dst)
 	local, status2, reqErr, ms := doRequest(ctx, client.path, tt, dst, sport)
 	res.Ms = ms
+	if !local.IsValid() && client.ip.IsValid() {
+		local = netip.AddrPortFrom(client.ip, sport) // the dial failed; the socket was bound there
+	}
 	if local.IsValid() {
 		res.Flow = fmt.Sprintf("tcp %s → %s", local, netip.AddrPortFrom(dst, tt.port))
 	} else {
@@ -713,8 +719,8 @@ func buildHops(plan []traceNS, route TraceHop, sport uint16, events []trace.Even
 	var hops []TraceHop
 	for _, n := range plan {
 		evs := byNS[n.label]
-		if n.role == "endpoint" && endpoint.IsValid() && n.ip != endpoint.Addr() {
-			continue // another endpoint of the Service: DNAT did not pick it
+		if n.role == "endpoint" && !n.direct && (!endpoint.IsValid() || n.ip != endpoint.Addr()) {
+			continue // an endpoint of a Service that DNAT did not pick (or no DNAT happened at all)
 		}
 		if n.label == route.Netns {
 			hops = append(hops, route)
@@ -732,7 +738,7 @@ func buildHops(plan []traceNS, route TraceHop, sport uint16, events []trace.Even
 				switch g.dir {
 				case "request":
 					h := ruleHop(n.label, g.dir, ev)
-					if h.Out != "" {
+					if h.In != "" && h.Out != "" { // forwarded: where it left for the endpoint
 						toEndpoint = h.Out
 					}
 					req = append(req, h)
@@ -934,13 +940,18 @@ func natHop(ns string, c trace.Conntrack, names map[netip.Addr]string) (TraceHop
 // stoppedAt names where a failed connection's trace ends: the rule that dropped or refused it, or the
 // last namespace the kernel reported it in.
 func stoppedAt(hops []TraceHop) string {
+	// A reject rule's verdict reaches the trace as drop; a rule that only jumps to a rejecting chain
+	// names it, and comes second.
+	refused := func(h TraceHop) bool { return h.Verdict == "drop" || h.Verdict == "policy drop" }
+	jumped := func(h TraceHop) bool { return strings.Contains(h.Rule, "reject") }
 	for _, h := range hops {
-		if h.Direction == "request" && (h.Verdict == "drop" || h.Verdict == "policy drop" || strings.Contains(h.Rule, "reject")) {
-			s := fmt.Sprintf("%s: %s/%s %s", h.Netns, h.Table, h.Chain, h.Rule)
-			if h.Comment != "" {
-				s += fmt.Sprintf(" (%q)", h.Comment)
-			}
-			return s
+		if h.Direction == "request" && refused(h) {
+			return stoppedLine(h)
+		}
+	}
+	for _, h := range hops {
+		if h.Direction == "request" && jumped(h) {
+			return stoppedLine(h)
 		}
 	}
 	for i := len(hops) - 1; i >= 0; i-- {
@@ -952,6 +963,17 @@ func stoppedAt(hops []TraceHop) string {
 		return "the kernel reported nothing after " + hops[0].Netns
 	}
 	return ""
+}
+
+func stoppedLine(h TraceHop) string {
+	s := fmt.Sprintf("%s: %s/%s %s", h.Netns, h.Table, h.Chain, h.Rule)
+	switch {
+	case h.Comment != "":
+		s += fmt.Sprintf(" (%q)", h.Comment)
+	case h.Note != "":
+		s += " (" + h.Note + ")"
+	}
+	return s
 }
 
 func summary(r *TraceResult) string {

@@ -194,6 +194,7 @@ func TestBuildHops(t *testing.T) {
 		{label: "pod nginx", role: "client", ip: netip.MustParseAddr("10.244.3.7")},
 		{label: r, role: "router", rules: true},
 		{label: "pod podinfo-a", role: "endpoint", ip: netip.MustParseAddr("10.244.9.1")},
+		// The other endpoint, not picked: left out.
 		{label: "pod podinfo-b", role: "endpoint", ip: netip.MustParseAddr("10.244.9.2")},
 	}
 	route := TraceHop{Netns: "pod nginx", Kind: "route", Via: "10.244.0.1", Text: "from 10.244.3.7 out eth0 via 10.244.0.1"}
@@ -221,6 +222,17 @@ func TestBuildHops(t *testing.T) {
 		t.Errorf("endpoint %v, want 10.244.9.1:9898", ep)
 	}
 
+	// No DNAT seen (refused before it): the Service's endpoints were never reached and are left out.
+	hops, ep = buildHops(plan, route, sport, events[:2], names)
+	for _, h := range hops {
+		if strings.HasPrefix(h.Netns, "pod podinfo") {
+			t.Errorf("endpoint hop without a DNAT: %+v", h)
+		}
+	}
+	if ep.IsValid() {
+		t.Errorf("endpoint %v without a DNAT", ep)
+	}
+
 	// Nothing from the router, which has rules: the trace says so and marks the reason inferred.
 	hops, _ = buildHops(plan[:2], route, sport, nil, names)
 	if len(hops) != 2 || hops[1].Kind != "silent" || !hops[1].Inferred || !strings.Contains(hops[1].Text, "the kernel reported nothing here") {
@@ -243,6 +255,9 @@ func TestBuildHops(t *testing.T) {
 func TestStoppedAtNamesTheRefusingRule(t *testing.T) {
 	hops := []TraceHop{
 		{Netns: "pod nginx", Kind: "route"},
+		// The jump to a rejecting chain comes first, the rule that refused it second: that one is named.
+		{Netns: "router default", Kind: "rule", Direction: "request", Table: "pi-svc", Chain: "filter-output",
+			Rule: "ip daddr @service-addrs goto reject-service", Verdict: "goto reject-service"},
 		{Netns: "router default", Kind: "rule", Direction: "request", Table: "pi-router", Chain: "input",
 			Rule: `iifname "br0" meta l4proto tcp reject`, Comment: "refuse other TCP from pods fast", Verdict: "drop"},
 	}
