@@ -395,11 +395,13 @@ func (d *Daemon) runTrace(ctx context.Context, req TraceRequest) (*TraceResult, 
 		close(collected)
 	}()
 
-	route := clientRoute(client, dst)
+	route, routeSrc := clientRoute(client, dst)
 	local, status2, reqErr, ms := doRequest(ctx, client.path, tt, dst, sport)
 	res.Ms = ms
 	if !local.IsValid() && client.ip.IsValid() {
 		local = netip.AddrPortFrom(client.ip, sport) // the dial failed; the socket was bound there
+	} else if !local.IsValid() && routeSrc.IsValid() {
+		local = netip.AddrPortFrom(routeSrc, sport) // the source the route gives
 	}
 	if local.IsValid() {
 		res.Flow = fmt.Sprintf("tcp %s → %s", local, netip.AddrPortFrom(dst, tt.port))
@@ -607,18 +609,18 @@ func freePort(path string) (uint16, error) {
 }
 
 // clientRoute is the client's first hop as its namespace routes it (the kernel's route lookup).
-func clientRoute(client traceNS, dst netip.Addr) TraceHop {
-	h := TraceHop{Netns: client.label, Kind: "route"}
+func clientRoute(client traceNS, dst netip.Addr) (h TraceHop, src netip.Addr) {
+	h = TraceHop{Netns: client.label, Kind: "route"}
 	nh, err := netns.NewHandle(client.path)
 	if err != nil {
 		h.Text = fmt.Sprintf("route to %s: %v", dst, err)
-		return h
+		return h, src
 	}
 	defer nh.Close()
 	routes, err := nh.RouteGet(dst.AsSlice())
 	if err != nil || len(routes) == 0 {
 		h.Text = fmt.Sprintf("no route to %s: %v", dst, err)
-		return h
+		return h, src
 	}
 	rt := routes[0]
 	if l, err := nh.LinkByIndex(rt.LinkIndex); err == nil {
@@ -629,12 +631,13 @@ func clientRoute(client traceNS, dst netip.Addr) TraceHop {
 		h.Via = rt.Gw.String()
 		via = "via " + h.Via
 	}
-	src := ""
+	from := ""
 	if rt.Src != nil {
-		src = "from " + rt.Src.String() + " "
+		from = "from " + rt.Src.String() + " "
+		src, _ = netip.AddrFromSlice(rt.Src.To4())
 	}
-	h.Text = fmt.Sprintf("%sout %s %s (the namespace's route to %s)", src, h.Out, via, dst)
-	return h
+	h.Text = fmt.Sprintf("%sout %s %s (the namespace's route to %s)", from, h.Out, via, dst)
+	return h, src
 }
 
 // doRequest makes the traced request from the client's namespace, from the chosen source port.
@@ -802,6 +805,13 @@ func firstPackets(evs []trace.Event, sport uint16) []tracedEvent {
 		flags uint8
 		len   uint16
 	}
+	type step struct {
+		p            pkt
+		table, chain string
+		handle       uint64
+		typ          trace.TraceType
+	}
+	passed := map[step]bool{}
 	cur := map[uint32]pkt{}   // what each id's last headers said
 	dirOf := map[pkt]string{} // each packet's direction
 	first := map[string]pkt{} // the first packet each way
@@ -837,7 +847,14 @@ func firstPackets(evs []trace.Event, sport uint16) []tracedEvent {
 		}
 		te := tracedEvent{ev: ev}
 		if d := dirOf[k]; first[d] == k {
-			te.dir = d
+			// A message without headers belongs to the id's last packet as far as the headers tell; one
+			// packet does not pass the same rule twice in a namespace, so a repeat is a later packet
+			// whose headers were not sent.
+			at := step{k, t.Table, t.Chain, t.Handle, t.Type}
+			if !passed[at] {
+				passed[at] = true
+				te.dir = d
+			}
 		}
 		out = append(out, te)
 	}

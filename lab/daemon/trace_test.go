@@ -184,6 +184,8 @@ func TestBuildHops(t *testing.T) {
 			Reply: trace.Tuple{Proto: 6, Src: netip.MustParseAddr("10.244.9.1"), Dst: netip.MustParseAddr("10.244.0.1"), SrcPort: 9898, DstPort: 50423}}},
 		// Another namespace's events arrive in between.
 		traceEvent(t, r, 1, "pi-router", "forward", rule, trace.NFAccept, "", synNAT),
+		// The same rule again for id 1 without headers: not the SYN (it passed there already), a later packet.
+		traceEvent(t, r, 1, "pi-router", "forward", rule, trace.NFAccept, "", nil),
 		// The reply, arriving from the endpoint, un-NATed on its way out.
 		traceEvent(t, r, 2, "pi-router", "forward", rule, trace.NFAccept, "", synackNAT),
 		// The ACK reuses the SYN's packet id (the same buffer address): a later packet, not the SYN.
@@ -212,7 +214,7 @@ func TestBuildHops(t *testing.T) {
 		"router default | rule | request | pi-router/forward: forward rule → accept",
 		"router default | nat |  | conntrack: dnat to 10.244.9.1:9898 (podinfo-a); source rewritten to 10.244.0.1:50423 (snat/masquerade: the server answers 10.244.0.1)",
 		"router default | rule | reply | pi-router/forward: forward rule → accept",
-		"router default | more |  | the connection's later packets (ACKs, data, FIN) passed here too: 2 more trace messages",
+		"router default | more |  | the connection's later packets (ACKs, data, FIN) passed here too: 3 more trace messages",
 		"pod podinfo-a | endpoint |  | to 10.244.9.1; this namespace has no nftables rules, so the kernel has nothing to report here",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
