@@ -163,6 +163,7 @@ func TestTrace(t *testing.T) {
 			"http://10.96.255.254/": "10.96.255.254 is not the ClusterIP of a Service of account default",
 		} {
 			out, err := piCmd(lab, "trace", "nginx", target).CombinedOutput()
+			t.Logf("pi trace nginx %s: %s", target, out)
 			if err == nil || !strings.Contains(string(out), want) {
 				t.Errorf("pi trace nginx %s: %v\n%s\nwant an error saying %q", target, err, out, want)
 			}
