@@ -65,6 +65,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./lab/validate
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./lab/manifest
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./scenarios
+	$(GO) test -run '^$$' -fuzz '^FuzzKubeRequest$$' -fuzztime $(FUZZTIME) ./lab/server
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTrace$$' -fuzztime $(FUZZTIME) ./net/trace
 
 # bench: the speed and memory figures, each beside the baseline measured in the same run and its target.
 # -p 1: one package at a time, or two benchmarks share the two cores and measure each other.

@@ -37,7 +37,7 @@ func (labImages) Resolve(_ context.Context, name string) (containerd.Image, erro
 }
 
 // kubeWriteLab is kubeLab with the registry the writes go through.
-func kubeWriteLab(t *testing.T) (*store.Store, *httptest.Server) {
+func kubeWriteLab(t testing.TB) (*store.Store, *httptest.Server) {
 	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
