@@ -13,11 +13,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/containerd/console"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -245,7 +243,7 @@ func TestKubectlStream(t *testing.T) {
 
 	t.Run("kubectl exec -it", func(t *testing.T) {
 		for proto, penv := range protocols {
-			kubectlInteractive(t, proto, kc(penv, "exec", "-it", "box", "--", "sh"))
+			interactiveShell(t, "kubectl ("+proto+")", kc(penv, "exec", "-it", "box", "--", "sh"))
 		}
 	})
 
@@ -365,82 +363,5 @@ func httpGetNginx(t *testing.T, url string) {
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 || !strings.Contains(string(body), "Welcome to nginx!") {
 		t.Fatalf("GET %s: %d %q, want 200 and nginx's welcome page", url, resp.StatusCode, body)
-	}
-}
-
-// kubectlInteractive runs `kubectl exec -it ... sh` on a pty: the shell sees the terminal's size and a
-// resize, and its exit code becomes kubectl's.
-func kubectlInteractive(t *testing.T, proto string, cmd *exec.Cmd) {
-	master, slavePath, err := console.NewPty()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer master.Close()
-	if err := master.Resize(console.WinSize{Height: 30, Width: 100}); err != nil {
-		t.Fatal(err)
-	}
-	slave, err := os.OpenFile(slavePath, os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	slave.Close()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(master)
-		for sc.Scan() {
-			lines <- strings.TrimRight(sc.Text(), "\r")
-		}
-		close(lines)
-	}()
-	expect := func(want string) {
-		t.Helper()
-		deadline := time.After(20 * time.Second)
-		for {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					t.Fatalf("%s: terminal closed while waiting for %q", proto, want)
-				}
-				if strings.Contains(l, want) && !strings.Contains(l, "echo") && !strings.Contains(l, "stty") {
-					return
-				}
-			case <-deadline:
-				cmd.Process.Kill()
-				t.Fatalf("%s: no %q on the terminal", proto, want)
-			}
-		}
-	}
-	send := func(s string) {
-		if _, err := io.WriteString(master, s); err != nil {
-			t.Fatal(err)
-		}
-	}
-	time.Sleep(time.Second)
-	send("tty; stty size\n")
-	expect("/dev/pts/")
-	expect("30 100")
-	if err := master.Resize(console.WinSize{Height: 40, Width: 120}); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(500 * time.Millisecond)
-	send("stty size\n")
-	expect("40 120")
-	send("exit 7\n")
-	select {
-	case err := <-done:
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 7 {
-			t.Errorf("%s: kubectl exec -it exit: %v, want exit status 7", proto, err)
-		}
-	case <-time.After(20 * time.Second):
-		cmd.Process.Kill()
-		t.Errorf("%s: kubectl exec -it did not end after the shell exited", proto)
 	}
 }

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"os"
@@ -45,6 +45,15 @@ func TestExecInteractiveTTY(t *testing.T) {
 	mustPi(t, lab, "run", "box", "--image=busybox", "--", "sleep", "3600")
 	mustPi(t, lab, "wait", "--for=condition=Ready", "pod/box", "--timeout=60s")
 
+	interactiveShell(t, "pi", piCmd(lab, "exec", "-it", "box", "--", "sh"))
+}
+
+// interactiveShell runs cmd (`pi exec -it ... sh`, `kubectl exec -it ... sh`) on a pty as a person's
+// terminal and checks what they would: the shell has a tty of the terminal's size and follows a resize,
+// Ctrl-C interrupts the container's foreground process (not the client), and the shell's exit code
+// becomes the client's.
+func interactiveShell(t *testing.T, client string, cmd *exec.Cmd) {
+	t.Helper()
 	master, slavePath, err := console.NewPty()
 	if err != nil {
 		t.Fatal(err)
@@ -57,9 +66,14 @@ func TestExecInteractiveTTY(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := piCmd(lab, "exec", "-it", "box", "--", "sh")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	// A terminal as people have: TERM=xterm, so the client's libraries may ask it questions (bubbletea, in
+	// pi, asks for the background colour at start), which terminalLines answers as xterm does.
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, "TERM=xterm")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -67,14 +81,8 @@ func TestExecInteractiveTTY(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(master)
-		for sc.Scan() {
-			lines <- strings.TrimRight(sc.Text(), "\r")
-		}
-		close(lines)
-	}()
+	lines := terminalLines(master)
+	var seen []string
 	expect := func(want string) {
 		t.Helper()
 		deadline := time.After(20 * time.Second)
@@ -82,13 +90,16 @@ func TestExecInteractiveTTY(t *testing.T) {
 			select {
 			case l, ok := <-lines:
 				if !ok {
-					t.Fatalf("terminal closed while waiting for %q", want)
+					t.Fatalf("%s: terminal closed while waiting for %q; it showed %q", client, want, seen)
 				}
-				if strings.Contains(l, want) && !strings.Contains(l, "echo") {
+				seen = append(seen, l)
+				// The terminal echoes what is typed; the answer is a line without the command.
+				if strings.Contains(l, want) && !strings.Contains(l, "echo") && !strings.Contains(l, "stty") {
 					return
 				}
 			case <-deadline:
-				t.Fatalf("no %q on the terminal", want)
+				cmd.Process.Kill()
+				t.Fatalf("%s: no %q on the terminal; it showed %q", client, want, seen)
 			}
 		}
 	}
@@ -111,7 +122,7 @@ func TestExecInteractiveTTY(t *testing.T) {
 	expect("40 120")
 
 	// Ctrl-C stops the container's sleep (the shell would not read the next line for 100 s otherwise);
-	// pi and the shell live on.
+	// the client and the shell live on.
 	send("sleep 100\n")
 	time.Sleep(time.Second)
 	send("\x03")
@@ -123,10 +134,47 @@ func TestExecInteractiveTTY(t *testing.T) {
 	case err := <-done:
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.ExitCode() != 7 {
-			t.Fatalf("pi exec -it exit: %v, want exit status 7", err)
+			t.Fatalf("%s exec -it exit: %v, want exit status 7", client, err)
 		}
 	case <-time.After(20 * time.Second):
 		cmd.Process.Kill()
-		t.Fatal("pi exec -it did not end after the shell exited")
+		t.Fatalf("%s exec -it did not end after the shell exited", client)
 	}
+}
+
+// terminalLines reads what a program writes to the terminal master, line by line, and answers the
+// status queries a real xterm answers: the background colour (OSC 11) and the cursor position (DSR).
+// Unanswered, termenv waits 5 s for each and reads the keys typed meanwhile as the answer.
+func terminalLines(master io.ReadWriter) <-chan string {
+	lines := make(chan string, 100)
+	go func() {
+		defer close(lines)
+		var pending []byte
+		buf := make([]byte, 4096)
+		for {
+			n, err := master.Read(buf)
+			chunk := buf[:n]
+			for _, q := range []struct{ ask, answer string }{
+				{"\x1b]11;?", "\x1b]11;rgb:0000/0000/0000\x1b\\"},
+				{"\x1b[6n", "\x1b[1;1R"},
+			} {
+				for i := bytes.Count(chunk, []byte(q.ask)); i > 0; i-- {
+					io.WriteString(master, q.answer)
+				}
+			}
+			pending = append(pending, chunk...)
+			for {
+				i := bytes.IndexByte(pending, '\n')
+				if i < 0 {
+					break
+				}
+				lines <- strings.TrimRight(string(pending[:i]), "\r")
+				pending = pending[i+1:]
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return lines
 }
