@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -253,5 +254,23 @@ func TestConntrackNAT(t *testing.T) {
 	}
 	if _, ok := plain.SNAT(); ok {
 		t.Error("SNAT reported for an untranslated entry")
+	}
+}
+
+// Rules of the shapes net/lb writes: a masked source address (a prefix match) and a mark set from a
+// register read back as one operand each, not as the register's history.
+func TestRenderMaskedAndRegisterSet(t *testing.T) {
+	masked := []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: []byte{255, 255, 0, 0}, Xor: []byte{0, 0, 0, 0}},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{10, 244, 0, 0}},
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: []byte{255, 255, 255, 255}, Xor: []byte{0, 0, 64, 0}},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+	}
+	got := RenderRule(&nftables.Rule{Exprs: masked})
+	want := "ip saddr & 0xffff0000 != 10.244.0.0 meta mark set meta mark & 0xffffffff ^ 0x00004000"
+	if got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -100,8 +101,12 @@ func RenderRule(r *nftables.Rule) string {
 	// loaded lists the registers filled since the last consumer, in order: a
 	// lookup on a concatenation reads several consecutive registers.
 	var loaded []uint32
+	// load records what a register now holds; an expression that rewrites a register in place (a
+	// bitwise mask) replaces its earlier entry rather than adding a second operand.
 	load := func(reg uint32, o operand) {
 		regs[reg] = o
+		delete(imm, reg)
+		loaded = slices.DeleteFunc(loaded, func(r uint32) bool { return r == reg })
 		loaded = append(loaded, reg)
 	}
 	concat := func(sreg uint32) (string, []operand) {
@@ -130,21 +135,26 @@ func RenderRule(r *nftables.Rule) string {
 		case *expr.Meta:
 			o := metaOperand(e.Key)
 			if e.SourceRegister {
-				out = append(out, fmt.Sprintf("%s set %s", o.name, formatValue(imm[e.Register], o.kind)))
+				out = append(out, fmt.Sprintf("%s set %s", o.name, natArg(e.Register, regs, imm, o.kind)))
 				continue
 			}
 			load(e.Register, o)
 		case *expr.Ct:
 			o := ctOperand(e)
 			if e.SourceRegister {
-				out = append(out, fmt.Sprintf("%s set %s", o.name, formatValue(imm[e.Register], o.kind)))
+				out = append(out, fmt.Sprintf("%s set %s", o.name, natArg(e.Register, regs, imm, o.kind)))
 				continue
 			}
 			load(e.Register, o)
 		case *expr.Bitwise:
 			o := regs[e.SourceRegister]
 			o.name = fmt.Sprintf("%s & 0x%s", o.name, hex.EncodeToString(e.Mask))
-			o.kind = kindHex
+			if slices.ContainsFunc(e.Xor, func(b byte) bool { return b != 0 }) {
+				o.name += " ^ 0x" + hex.EncodeToString(e.Xor)
+			}
+			if o.kind != kindAddr { // a masked address still reads best as an address (a prefix)
+				o.kind = kindHex
+			}
 			load(e.DestRegister, o)
 		case *expr.Cmp:
 			o := regs[e.Register]
@@ -185,6 +195,8 @@ func RenderRule(r *nftables.Rule) string {
 			load(e.Register, operand{name: s, kind: kindU32})
 		case *expr.Immediate:
 			imm[e.Register] = e.Data
+			delete(regs, e.Register)
+			loaded = slices.DeleteFunc(loaded, func(r uint32) bool { return r == e.Register })
 		case *expr.NAT:
 			verb := "snat"
 			if e.Type == expr.NATTypeDestNAT {
