@@ -80,4 +80,3 @@ func FuzzKubeRequest(f *testing.F) {
 		}
 	})
 }
-
