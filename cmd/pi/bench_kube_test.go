@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -45,36 +44,6 @@ func kubeClientset(tb testing.TB, lab string) *kubernetes.Clientset {
 		tb.Fatalf("client-go on %s: %v", socket, err)
 	}
 	return cs
-}
-
-// forwardTCPTB is forwardTCP (kubeapi_test.go) for benchmarks: kubectl cannot dial a unix socket, so it
-// talks to 127.0.0.1:random, copied to the daemon's socket.
-func forwardTCPTB(tb testing.TB, socket string) string {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				u, err := net.Dial("unix", socket)
-				if err != nil {
-					return
-				}
-				defer u.Close()
-				go func() { io.Copy(u, c); u.(*net.UnixConn).CloseWrite() }()
-				io.Copy(c, u)
-			}()
-		}
-	}()
-	return "http://" + l.Addr().String()
 }
 
 func sleepPod(name string, labels map[string]string) *corev1.Pod {
@@ -148,7 +117,7 @@ func BenchmarkKubectlGetPods500(b *testing.B) {
 	}
 	b.Logf("%d pods created and Running in %s", pods, time.Since(created).Round(time.Second))
 
-	server := forwardTCPTB(b, filepath.Join("/run/pilab", lab, "pi.sock"))
+	server := forwardTCP(b, filepath.Join("/run/pilab", lab, "pi.sock"))
 	// HOME is kubectl's discovery cache: the first run fills it and later runs use it, as at a user's shell.
 	// KUBECONFIG names no file, so nothing of the machine's own configuration is read.
 	home := b.TempDir()

@@ -25,7 +25,7 @@ import (
 
 // forwardTCP serves 127.0.0.1:random by copying each connection to the unix socket: kubectl cannot dial a
 // unix socket, and the daemon has no TCP listener (per-account TLS is for later).
-func forwardTCP(t *testing.T, socket string) string {
+func forwardTCP(t testing.TB, socket string) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
