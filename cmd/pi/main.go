@@ -106,11 +106,11 @@ pods on containerd, Services, Floating IPs. Start the lab with "pi up", then use
 		c.GroupID = "basic"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newExecCmd(), newLogsCmd(), newTraceCmd()} {
+	for _, c := range []*cobra.Command{newExecCmd(), newLogsCmd(), newTraceCmd(), newNetworkCmd(), newRulesCmd()} {
 		c.GroupID = "app"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newAccountCmd(), newConfigCmd(), newNameCmd(), newBillCmd()} {
+	for _, c := range []*cobra.Command{newAccountCmd(), newWorkshopCmd(), newConfigCmd(), newNameCmd(), newBillCmd()} {
 		c.GroupID = "pi"
 		root.AddCommand(c)
 	}

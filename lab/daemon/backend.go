@@ -205,6 +205,8 @@ func (d *Daemon) Extra() http.Handler {
 	mux.HandleFunc("POST /fips/{ip}/name", d.nameFIP)
 	mux.HandleFunc("GET /bill", d.bill)
 	mux.HandleFunc("POST /trace", d.trace)
+	mux.HandleFunc("GET /network", d.networkView)
+	mux.HandleFunc("GET /rules", d.rulesView)
 	return mux
 }
 
