@@ -496,6 +496,15 @@ func buildNetworkView(in netInputs) NetworkView {
 		v.Router.Bridge.Ports = append(v.Router.Bridge.Ports, pv)
 	}
 
+	// Ports in the order of their pods' names, the way a learner looks them up; unowned ports last.
+	sort.SliceStable(v.Router.Bridge.Ports, func(i, j int) bool {
+		a, b := v.Router.Bridge.Ports[i], v.Router.Bridge.Ports[j]
+		if (a.Pod == "") != (b.Pod == "") {
+			return a.Pod != ""
+		}
+		return a.Pod < b.Pod
+	})
+
 	pods := append([]*corev1.Pod(nil), in.pods...)
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
 	for _, p := range pods {

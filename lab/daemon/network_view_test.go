@@ -50,9 +50,9 @@ func netFixture() netInputs {
 			Status: api.FloatingIPStatus{Services: []string{"web-lb"}}}},
 		k: kernelNet{
 			bridge: &linkInfo{name: "br0", mac: "0a:58:0a:f4:00:01", state: "up", mtu: 1400, addrs: []string{"10.244.0.1/16", "10.244.0.2/16"}},
-			ports: []linkInfo{
-				{name: "p0001", state: "up", alias: "10.244.3.1 uid-a"},
+			ports: []linkInfo{ // by name, as the kernel's names (hashes) sort
 				{name: "p0002", state: "up", alias: "10.244.7.2 uid-b"},
+				{name: "p0001", state: "up", alias: "10.244.3.1 uid-a"},
 			},
 			wan:       &linkInfo{name: "wan0", addrs: []string{"100.64.0.2/30"}},
 			hostLink:  &linkInfo{name: "ptw0", addrs: []string{"100.64.0.1/30"}},
@@ -109,7 +109,7 @@ func TestBuildNetworkView(t *testing.T) {
 // What the store and the kernel disagree on is said.
 func TestBuildNetworkViewWarnings(t *testing.T) {
 	in := netFixture()
-	in.k.ports = append(in.k.ports[:1], linkInfo{name: "p0009", alias: "10.244.9.9 uid-gone"})
+	in.k.ports = append(in.k.ports[1:], linkInfo{name: "p0009", alias: "10.244.9.9 uid-gone"})
 	delete(in.k.dispatch, "10.96.0.10 tcp 80")
 	v := buildNetworkView(in)
 	for _, want := range []string{
