@@ -228,8 +228,14 @@ func TestNetworkAndRules(t *testing.T) {
 		}
 		out := mustPi(t, lab, "rules", "pod", name)
 		t.Logf("pi rules pod %s:\n%s", name, out)
+		var port string
+		for _, p := range v.Pods {
+			if p.Name == name {
+				port = p.Port
+			}
+		}
 		for _, want := range []string{"(" + addr + ")", "chain ep-podinfo-tcp-9898-" + addr + "-9898 {", "dnat to " + addr + ":9898",
-			`comment "pod to pod"`, `comment "pods leave behind the WAN address"`} {
+			`comment "pod to pod"`, `comment "pods leave behind the WAN address"`, "attached to the router's br0 by port " + port + " "} {
 			if !strings.Contains(out, want) {
 				t.Errorf("pi rules pod %s: no %q", name, want)
 			}
@@ -244,6 +250,26 @@ func TestNetworkAndRules(t *testing.T) {
 		var rv daemon.RulesView
 		if err := json.Unmarshal([]byte(mustPi(t, lab, "rules", "pod", "nginx", "-o", "json")), &rv); err != nil || len(rv.Addresses) != 1 || rv.Addresses[0] != podIP["nginx"] {
 			t.Errorf("pi rules pod nginx -o json: %+v (%v)", rv, err)
+		}
+	})
+
+	// Another account has its own router and sees none of default's objects.
+	t.Run("other account", func(t *testing.T) {
+		mustPi(t, lab, "account", "create", "bob")
+		var bob daemon.NetworkView
+		if err := json.Unmarshal([]byte(mustPi(t, lab, "--account", "bob", "network", "-o", "json")), &bob); err != nil {
+			t.Fatal(err)
+		}
+		if bob.Account != "bob" || bob.Router.Netns == "" || bob.Router.Netns == v.Router.Netns || len(bob.Pods) != 0 ||
+			len(bob.Services) != 0 || len(bob.FIPs) != 0 || bob.Transit.HostLink == v.Transit.HostLink {
+			t.Errorf("account bob's network: %+v", bob)
+		}
+		if _, err := os.Stat(netns.Path(bob.Router.Netns)); err != nil {
+			t.Errorf("bob's router netns: %v", err)
+		}
+		b, err := piCmd(lab, "--account", "bob", "rules", "service", "podinfo").CombinedOutput()
+		if err == nil || !strings.Contains(string(b), `service "podinfo" not found in account bob`) {
+			t.Errorf("pi --account bob rules service podinfo: %v\n%s", err, b)
 		}
 	})
 

@@ -692,6 +692,10 @@ func WriteNetworkText(w io.Writer, v *NetworkView) {
 			extra = ", Floating IP " + s.FIP
 		}
 		fmt.Fprintf(w, "   %s  %s %s%s\n", s.Name, s.Type, s.ClusterIP, extra)
+		if s.ClusterIP == string(corev1.ClusterIPNone) {
+			fmt.Fprintln(w, "   └─ headless: no Service IP and no router rules; the account's DNS answers the name with the pods' addresses")
+			continue
+		}
 		for _, p := range s.Ports {
 			chain := "no dispatch entry: the router refuses it (no ready endpoint)"
 			if p.Chain != "" {

@@ -146,7 +146,10 @@ func TestBuildNetworkViewNoRouter(t *testing.T) {
 }
 
 func TestWriteNetworkText(t *testing.T) {
-	v := buildNetworkView(netFixture())
+	in := netFixture()
+	in.services = append(in.services, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "peers"},
+		Spec: corev1.ServiceSpec{ClusterIP: "None", Ports: []corev1.ServicePort{{Port: 7000}}}})
+	v := buildNetworkView(in)
 	var buf bytes.Buffer
 	WriteNetworkText(&buf, &v)
 	out := buf.String()
@@ -162,6 +165,7 @@ func TestWriteNetworkText(t *testing.T) {
 		"   web  ClusterIP 10.96.0.10\n   └─ 10.96.0.10:80/tcp → target 8080   (chain svc-web-tcp-80)\n      └─ 10.244.7.2:8080  pod web\n",
 		"   web-lb  LoadBalancer 10.96.0.11, Floating IP 198.18.0.1\n",
 		"   198.18.0.1 (shop) → service web-lb   (Internet side routes it via 100.64.0.2 dev ptw0)\n",
+		"   peers  ClusterIP None\n   └─ headless: no Service IP and no router rules",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q", want)

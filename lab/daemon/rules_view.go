@@ -24,6 +24,7 @@ import (
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/pilab/pi/lab/api"
 	"github.com/pilab/pi/lab/server"
@@ -148,6 +149,7 @@ func (d *Daemon) buildRules(account, kind, name string) (*RulesView, error) {
 		return nil, err
 	}
 	in := rulesInputs{kind: kind, name: name}
+	var podUID types.UID
 	v := &RulesView{Account: account, Kind: kind, Name: name}
 	switch kind {
 	case "service":
@@ -188,6 +190,7 @@ func (d *Daemon) buildRules(account, kind, name string) (*RulesView, error) {
 			return nil, server.Invalid("pod %s of account %s has no address yet (phase %s); wait until it runs (pi wait --for=condition=Ready pod/%s)", name, account, p.Status.Phase, name)
 		}
 		in.addrs = []netip.Addr{ip}
+		podUID = p.UID
 	default:
 		return nil, server.Invalid("pi rules: %q is not a kind of object with rules; use service NAME, fip IP or pod NAME", kind)
 	}
@@ -233,7 +236,32 @@ func (d *Daemon) buildRules(account, kind, name string) (*RulesView, error) {
 		v.Notes = append(v.Notes, fmt.Sprintf("conntrack entries of %s could not be read: %v", v.Netns, err))
 	}
 	selectRules(in, v)
+	if kind == "pod" {
+		// The pod's port on br0: the link whose alias (written by net/network) names the pod's UID.
+		if port := podPort(rpath, string(podUID)); port != "" {
+			v.Notes = append(v.Notes, fmt.Sprintf("pod %s is attached to the router's br0 by port %s (ip netns exec %s ip -d link show %s)", name, port, v.Netns, port))
+		}
+	}
 	return v, nil
+}
+
+// podPort is the name of the router link whose alias ("<ip> <uid>") names the pod; "" if none.
+func podPort(routerPath, uid string) string {
+	h, err := netns.NewHandle(routerPath)
+	if err != nil {
+		return ""
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return ""
+	}
+	for _, l := range links {
+		if _, id, ok := strings.Cut(l.Attrs().Alias, " "); ok && id == uid && uid != "" {
+			return l.Attrs().Name
+		}
+	}
+	return ""
 }
 
 // notFoundIn says which object of which account is missing, and where to look; other errors pass.
