@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -26,8 +27,9 @@ type Options struct {
 	Runner scenarios.Options
 
 	// newRunner and watcher replace the lab in tests.
-	newRunner func(sc *scenarios.Scenario, sink func(scenarios.Event)) (Runner, error)
-	watcher   Watcher
+	newRunner   func(sc *scenarios.Scenario, sink func(scenarios.Event)) (Runner, error)
+	watcher     Watcher
+	execProcess func(*exec.Cmd, tea.ExecCallback) tea.Cmd
 }
 
 // errMsg is an error for the status line.
@@ -60,7 +62,6 @@ func newApp(ctx context.Context, o Options, glamourStyle string) *App {
 	a := &App{common: c, opts: o, help: help.New()}
 	a.list = newList(c, o.Scenarios)
 	a.live = newLive(c, o.watcher)
-	a.keys.list = true
 	return a
 }
 
@@ -107,6 +108,11 @@ func (a *App) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			a.leaveIfDone()
 		}
 		return a, cmd
+	case shellMsg:
+		if a.walk != nil {
+			a.walk, cmd = a.walk.Update(msg)
+		}
+		return a, cmd
 	case watchMsg, watchEndedMsg, rewatchMsg:
 		a.live, cmd = a.live.Update(msg)
 		return a, cmd
@@ -122,7 +128,7 @@ func (a *App) leaveIfDone() {
 	a.walk.runner.Close()
 	a.walk.pipe.close(nil)
 	a.walk, a.err = nil, a.walk.doneErr
-	a.keys.list = true
+	a.SetSize(a.width, a.height)
 }
 
 func (a *App) open(sc *scenarios.Scenario) tea.Cmd {
@@ -132,17 +138,43 @@ func (a *App) open(sc *scenarios.Scenario) tea.Cmd {
 		return func() tea.Msg { return errMsg{err} }
 	}
 	a.walk = newWalk(a.common, sc, r, p)
-	a.keys.list = false
+	a.walk.shell = a.shellCommand
+	if a.opts.execProcess != nil {
+		a.walk.execProcess = a.opts.execProcess
+	}
 	a.SetSize(a.width, a.height)
 	return a.walk.Init()
+}
+
+// shellCommand is `pi exec -it POD -- sh` against the scenario's lab and account, as the runner runs its
+// commands: the same binary, the lab in the environment.
+func (a *App) shellCommand(pod string) (*exec.Cmd, error) {
+	ro := a.opts.Runner
+	exe := ro.Exe
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("find the pi binary for a shell in %s: %w", pod, err)
+		}
+	}
+	cmd := exec.Command(exe, "exec", "-it", pod, "--", "sh")
+	cmd.Args[0] = "pi"
+	cmd.Env = os.Environ()
+	for k, v := range map[string]string{"PI_SOCKET": ro.Socket, "PI_LAB": ro.Lab, "PI_ACCOUNT": ro.Account} {
+		if v != "" {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+	}
+	return cmd, nil
 }
 
 // SetSize lays out the header line, the body (walkthrough or list beside the live pane) and the footer.
 func (a *App) SetSize(w, h int) {
 	a.common.SetSize(w, h)
-	a.help.Width = w
+	a.help.Width = max(w-1, 0) // the footer's leading blank
 	body := max(h-1-lipgloss.Height(a.footer()), 0)
-	left := w * 2 / 3
+	// The live pane keeps room for an IP, a pod name cut in the middle and its status, even at 80 columns.
+	left := w - max(w/3, min(34, w/2))
 	a.list.SetSize(left, body)
 	if a.walk != nil {
 		a.walk.SetSize(left, body)
@@ -165,13 +197,24 @@ func (a *App) header() string {
 }
 
 func (a *App) footer() string {
+	var keys bindings
+	if a.walk != nil {
+		keys = a.walk.bindings()
+	} else {
+		keys = a.list.bindings()
+	}
 	var s string
 	if a.showHelp {
-		s = a.help.FullHelpView(a.keys.FullHelp())
+		s = a.help.FullHelpView(keys.FullHelp())
 	} else {
-		s = a.help.ShortHelpView(a.keys.ShortHelp())
+		s = a.help.ShortHelpView(keys.ShortHelp())
 	}
-	s = " " + s
+	// help cuts a line that does not fit only when its "…" does; cut what is left here.
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = truncate(" "+l, a.width)
+	}
+	s = strings.Join(lines, "\n")
 	if a.err != nil {
 		s = a.styles.Error.Render(truncate(" error: "+a.err.Error(), a.width)) + "\n" + s
 	}

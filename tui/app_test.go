@@ -5,7 +5,8 @@ import (
 	"encoding/json"
 	"flag"
 	"os"
-	"path/filepath"
+	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -34,6 +35,20 @@ type fakeRunner struct {
 	sink func(scenarios.Event)
 	mu   sync.Mutex
 	ran  []int
+	vars map[string]string
+}
+
+// fakeValues are what the fake's captures find.
+var fakeValues = map[string]string{"FIP": "198.18.0.7", "HTTPD_IP": "10.244.18.162", "PODINFO_IP": "10.244.9.4"}
+
+func (f *fakeRunner) Vars() map[string]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]string{}
+	for k, v := range f.vars {
+		out[k] = v
+	}
+	return out
 }
 
 func (f *fakeRunner) Prepare(ctx context.Context) error {
@@ -52,9 +67,17 @@ func (f *fakeRunner) RunStep(ctx context.Context, i int) error {
 		f.sink(scenarios.Event{Kind: scenarios.CommandStarted, Step: i, Index: j, Text: f.Display(c)})
 		f.sink(scenarios.Event{Kind: scenarios.Output, Step: i, Index: j, Text: "output of " + c.Run + "\n"})
 		f.sink(scenarios.Event{Kind: scenarios.CommandFinished, Step: i, Index: j})
+		f.mu.Lock()
+		for name := range c.Capture {
+			if f.vars == nil {
+				f.vars = map[string]string{}
+			}
+			f.vars[name] = fakeValues[name]
+		}
+		f.mu.Unlock()
 	}
 	for j, c := range st.Checks {
-		f.sink(scenarios.Event{Kind: scenarios.CheckFinished, Step: i, Index: j, Text: c.Describe()})
+		f.sink(scenarios.Event{Kind: scenarios.CheckFinished, Step: i, Index: j, Text: fillVars(c.Describe(), f.Vars())})
 	}
 	f.sink(scenarios.Event{Kind: scenarios.StepFinished, Step: i})
 	return nil
@@ -69,22 +92,27 @@ func (f *fakeRunner) Cleanup(ctx context.Context) error {
 func (f *fakeRunner) Display(c scenarios.Command) string {
 	switch c.Kind() {
 	case "http":
-		return "open " + c.HTTP
+		return "open " + fillVars(c.HTTP, f.Vars())
 	case "write":
 		return "cat <<EOF > " + c.Write + "\nEOF"
 	}
-	return c.Run
+	return fillVars(c.Run, f.Vars())
 }
 
 func (f *fakeRunner) Close() error { return nil }
 
 type harness struct {
-	t       *testing.T
-	app     *App
-	runners []*fakeRunner
+	t        *testing.T
+	app      *App
+	runners  []*fakeRunner
+	execs    []*exec.Cmd
+	shellErr error
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T) *harness { return newHarnessSize(t, 100, 30) }
+
+// newHarnessSize is the tutorial on a screen of w x h cells.
+func newHarnessSize(t *testing.T, width, height int) *harness {
 	t.Helper()
 	all, err := scenarios.Builtin()
 	if err != nil {
@@ -97,8 +125,13 @@ func newHarness(t *testing.T) *harness {
 		h.runners = append(h.runners, r)
 		return r, nil
 	}
+	// A shell is recorded and ends at once, as if the learner typed exit.
+	o.execProcess = func(c *exec.Cmd, done tea.ExecCallback) tea.Cmd {
+		h.execs = append(h.execs, c)
+		return func() tea.Msg { return done(h.shellErr) }
+	}
 	h.app = newApp(context.Background(), o, "ascii")
-	h.send(tea.WindowSizeMsg{Width: 100, Height: 30})
+	h.send(tea.WindowSizeMsg{Width: width, Height: height})
 	return h
 }
 
@@ -286,7 +319,7 @@ func TestLivePane(t *testing.T) {
 	h.send(podEvent(t, api.Modified, "nginx", "Running", "10.244.9.3"))
 	h.send(podEvent(t, api.Added, "httpd", "Running", "10.244.18.162"))
 	v := h.app.live.View()
-	if !strings.Contains(v, "nginx Running 10.244.9.3") || !strings.Contains(v, "httpd Running 10.244.18.162") {
+	if !regexp.MustCompile(`10\.244\.9\.3 +nginx +Running`).MatchString(v) || !regexp.MustCompile(`10\.244\.18\.162 +httpd +Running`).MatchString(v) {
 		t.Fatalf("live pane:\n%s", v)
 	}
 	if strings.Index(v, "httpd") > strings.Index(v, "nginx") {
@@ -299,46 +332,5 @@ func TestLivePane(t *testing.T) {
 	h.send(watchEndedMsg{kind: "services", err: errString("the pi daemon is not running")})
 	if !strings.Contains(h.app.live.View(), "the pi daemon is not running") {
 		t.Error("a watch error is not shown")
-	}
-}
-
-func TestGoldenScreens(t *testing.T) {
-	h := newHarness(t)
-	golden(t, "list", h.app.View())
-
-	h.open(0)
-	h.key("enter")
-	cmd := h.key("enter")
-	cmd()
-	h.drain()
-	h.send(podEvent(t, api.Added, "nginx", "Running", "10.244.9.3"))
-	h.send(podEvent(t, api.Added, "httpd", "Running", "10.244.18.162"))
-	golden(t, "step", h.app.View())
-}
-
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	for i, l := range strings.Split(got, "\n") {
-		if w := lipgloss.Width(l); w > 100 {
-			t.Errorf("%s: line %d is %d wide, more than the 100 columns of the screen", name, i+1, w)
-		}
-	}
-	if n := strings.Count(got, "\n") + 1; n > 30 {
-		t.Errorf("%s: %d lines, more than the 30 of the screen", name, n)
-	}
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		os.MkdirAll("testdata", 0o755)
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./tui -run Golden -update to write it)", err)
-	}
-	if string(want) != got {
-		t.Errorf("%s screen differs from %s:\n--- got\n%s\n--- want\n%s", name, path, got, want)
 	}
 }

@@ -2,6 +2,7 @@ package tui
 
 import (
 	"context"
+	"strings"
 
 	"github.com/charmbracelet/bubbles/key"
 	"github.com/charmbracelet/lipgloss"
@@ -52,42 +53,58 @@ func defaultStyles() *Styles {
 	}
 }
 
+// keyMap holds every binding. Each view says which of them it answers (list.bindings, walk.bindings), and
+// the footer shows exactly those: a key advertised is a key that does what it says there.
 type keyMap struct {
-	Run, Next, Prev, Up, Down, PageUp, PageDown, Back, Quit, Help key.Binding
-	// list is true on the scenario list, where enter starts a scenario and n/p mean nothing.
-	list bool
+	Run, Next, Prev, Up, Down, PageUp, PageDown, Shell, Back, Quit, Help key.Binding
+	// The list's: the same keys, other words.
+	Start, ListUp, ListDown key.Binding
 }
 
 func defaultKeys() *keyMap {
 	return &keyMap{
 		Run:      key.NewBinding(key.WithKeys("enter"), key.WithHelp("enter", "run step")),
-		Next:     key.NewBinding(key.WithKeys("n", "right"), key.WithHelp("n", "next step")),
-		Prev:     key.NewBinding(key.WithKeys("p", "left"), key.WithHelp("p", "previous step")),
+		Next:     key.NewBinding(key.WithKeys("n", "right"), key.WithHelp("n/→", "next step")),
+		Prev:     key.NewBinding(key.WithKeys("p", "left"), key.WithHelp("p/←", "previous step")),
 		Up:       key.NewBinding(key.WithKeys("up", "k"), key.WithHelp("↑/k", "scroll text up")),
 		Down:     key.NewBinding(key.WithKeys("down", "j"), key.WithHelp("↓/j", "scroll text down")),
-		PageUp:   key.NewBinding(key.WithKeys("pgup", "b"), key.WithHelp("pgup", "scroll output up")),
-		PageDown: key.NewBinding(key.WithKeys("pgdown", " "), key.WithHelp("pgdn", "scroll output down")),
+		PageUp:   key.NewBinding(key.WithKeys("pgup", "b"), key.WithHelp("pgup/b", "scroll output up")),
+		PageDown: key.NewBinding(key.WithKeys("pgdown", " "), key.WithHelp("pgdn/space", "scroll output down")),
+		Shell:    key.NewBinding(key.WithKeys("s"), key.WithHelp("s", "shell in the pod")),
 		Back:     key.NewBinding(key.WithKeys("esc"), key.WithHelp("esc", "clean up, back to the list")),
 		Quit:     key.NewBinding(key.WithKeys("q", "ctrl+c"), key.WithHelp("q", "quit")),
-		Help:     key.NewBinding(key.WithKeys("?"), key.WithHelp("?", "help")),
+		Help:     key.NewBinding(key.WithKeys("?"), key.WithHelp("?", "more keys")),
+		Start:    key.NewBinding(key.WithKeys("enter"), key.WithHelp("enter", "start workshop")),
+		ListUp:   key.NewBinding(key.WithKeys("up", "k"), key.WithHelp("↑/k", "up")),
+		ListDown: key.NewBinding(key.WithKeys("down", "j"), key.WithHelp("↓/j", "down")),
 	}
 }
 
-// ShortHelp and FullHelp make keyMap a help.KeyMap.
-func (k keyMap) ShortHelp() []key.Binding {
-	if k.list {
-		return []key.Binding{withHelp(k.Run, "start"), k.Up, k.Down, k.Quit, k.Help}
-	}
-	return []key.Binding{k.Run, k.Next, k.Prev, k.Help, k.Quit}
+// bindings is what a view shows in the footer: a short line, and the full help (?) in columns.
+type bindings struct {
+	short []key.Binding
+	full  [][]key.Binding
 }
 
-func (k keyMap) FullHelp() [][]key.Binding {
-	if k.list {
-		return [][]key.Binding{{withHelp(k.Run, "start the scenario"), withHelp(k.Up, "up"), withHelp(k.Down, "down")}, {k.Quit, k.Help}}
-	}
-	return [][]key.Binding{{k.Run, k.Next, k.Prev}, {k.Up, k.Down, k.PageUp, k.PageDown}, {k.Back, k.Quit, k.Help}}
-}
+func (b bindings) ShortHelp() []key.Binding  { return b.short }
+func (b bindings) FullHelp() [][]key.Binding { return b.full }
 
+// withHelp is b with another description (the same keys, enabled or not).
 func withHelp(b key.Binding, desc string) key.Binding {
-	return key.NewBinding(key.WithKeys(b.Keys()...), key.WithHelp(b.Help().Key, desc))
+	nb := key.NewBinding(key.WithKeys(b.Keys()...), key.WithHelp(b.Help().Key, desc))
+	nb.SetEnabled(b.Enabled())
+	return nb
+}
+
+// short is b for the one-line footer: its first key and a word or two.
+func short(b key.Binding, desc string) key.Binding {
+	nb := key.NewBinding(key.WithKeys(b.Keys()...), key.WithHelp(strings.SplitN(b.Help().Key, "/", 2)[0], desc))
+	nb.SetEnabled(b.Enabled())
+	return nb
+}
+
+// enabled is b, shown and answered only when on is true.
+func enabled(b key.Binding, on bool) key.Binding {
+	b.SetEnabled(on)
+	return b
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/charmbracelet/bubbles/key"
 	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/x/ansi"
 	"github.com/pilab/pi/scenarios"
 )
 
@@ -27,15 +28,15 @@ func (l *list) Update(msg tea.Msg) (*list, tea.Cmd) {
 		return l, nil
 	}
 	switch {
-	case key.Matches(km, l.keys.Up):
+	case key.Matches(km, l.keys.ListUp):
 		if l.cursor > 0 {
 			l.cursor--
 		}
-	case key.Matches(km, l.keys.Down):
+	case key.Matches(km, l.keys.ListDown):
 		if l.cursor < len(l.items)-1 {
 			l.cursor++
 		}
-	case key.Matches(km, l.keys.Run):
+	case key.Matches(km, l.keys.Start):
 		if len(l.items) > 0 {
 			sc := l.items[l.cursor]
 			return l, func() tea.Msg { return chooseMsg{sc} }
@@ -44,18 +45,30 @@ func (l *list) Update(msg tea.Msg) (*list, tea.Cmd) {
 	return l, nil
 }
 
+// bindings are the keys the list answers (Update), and the app's own.
+func (l *list) bindings() bindings {
+	k := l.keys
+	return bindings{
+		short: []key.Binding{k.Start, k.ListUp, k.ListDown, k.Help, k.Quit},
+		full:  [][]key.Binding{{k.Start, k.ListUp, k.ListDown}, {withHelp(k.Help, "hide these keys"), k.Quit}},
+	}
+}
+
 func (l *list) View() string {
 	var b strings.Builder
 	b.WriteString(l.styles.PaneTitle.Render("Workshops") + "\n\n")
+	w := max(l.width-2, 1)
+	// Two lines a workshop, the title first: both fit a pane of 80 columns' two thirds, and wrap below that.
 	for i, sc := range l.items {
-		line := fmt.Sprintf("%d. %-16s %s", i+1, sc.Name, sc.Title)
-		steps := l.styles.Dim.Render(fmt.Sprintf(" (%d steps)", len(sc.Steps)))
+		title := fmt.Sprintf("%d. %s", i+1, sc.Title)
+		about := l.styles.Dim.Render(ansi.Wrap(fmt.Sprintf("%s · %d steps", sc.Name, len(sc.Steps)), max(w-5, 1), ""))
+		about = "     " + strings.ReplaceAll(about, "\n", "\n     ")
 		if i == l.cursor {
-			b.WriteString(l.styles.Selected.Render("> "+line) + steps + "\n")
+			b.WriteString(l.styles.Selected.Render(ansi.Wrap("> "+title, w, "")) + "\n" + about + "\n")
 		} else {
-			b.WriteString("  " + line + steps + "\n")
+			b.WriteString(ansi.Wrap("  "+title, w, "") + "\n" + about + "\n")
 		}
 	}
-	b.WriteString("\n" + l.styles.Dim.Render("Each workshop runs real pi commands in your account and cleans up after itself."))
+	b.WriteString("\n" + l.styles.Dim.Render(ansi.Wrap("Each workshop runs real pi commands in your account and cleans up after itself.", w, "")))
 	return pane(l.styles, max(l.width-2, 0), max(l.height-2, 0), b.String())
 }

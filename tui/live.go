@@ -2,6 +2,7 @@ package tui
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -149,13 +150,19 @@ func (l *live) View() string {
 		return ""
 	}
 	var b strings.Builder
+	if msg := l.daemonDown(); msg != "" {
+		// Both watches fail the same way: say it once, whole, with what to run.
+		b.WriteString(msg)
+		return pane(l.styles, w, l.height-2, b.String())
+	}
+	// The address comes first: it is what the lessons are about, and a narrow pane cuts the name instead.
 	b.WriteString(l.styles.PaneTitle.Render("PODS") + "\n")
 	rows := [][]string{}
 	for _, o := range l.sorted("pods") {
 		p := o.(*corev1.Pod)
-		rows = append(rows, []string{p.Name, printers.PodStatus(p), orDash(p.Status.PodIP)})
+		rows = append(rows, []string{orDash(p.Status.PodIP), p.Name, printers.PodStatus(p)})
 	}
-	b.WriteString(l.table(rows, "no pods", l.err["pods"]))
+	b.WriteString(l.table([]string{"IP", "NAME", "STATUS"}, rows, "no pods", l.err["pods"]))
 	b.WriteString("\n" + l.styles.PaneTitle.Render("SERVICES") + "\n")
 	rows = rows[:0]
 	for _, o := range l.sorted("services") {
@@ -164,35 +171,80 @@ func (l *live) View() string {
 		if s.Spec.Type == corev1.ServiceTypeLoadBalancer && s.Spec.LoadBalancerIP != "" {
 			addr = s.Spec.LoadBalancerIP
 		}
-		rows = append(rows, []string{s.Name, orDash(addr), printers.ServicePorts(s)})
+		rows = append(rows, []string{orDash(addr), s.Name, printers.ServicePorts(s)})
 	}
-	b.WriteString(l.table(rows, "no services", l.err["services"]))
+	b.WriteString(l.table([]string{"IP", "NAME", "PORTS"}, rows, "no services", l.err["services"]))
 	return pane(l.styles, w, l.height-2, b.String())
 }
 
-// table lines up rows in columns, cutting the text to the pane.
-func (l *live) table(rows [][]string, empty string, err error) string {
+// daemonDown is the pane's whole text when the daemon does not answer: what is wrong and what to run.
+func (l *live) daemonDown() string {
+	var dd *client.DaemonDownError
+	for _, k := range liveKinds {
+		if errors.As(l.err[k], &dd) {
+			break
+		}
+	}
+	if dd == nil {
+		return ""
+	}
+	w := l.width - 2
+	return l.styles.Error.Render(ansi.Wrap("The pi daemon is not running.", w, "")) + "\n\n" +
+		ansi.Wrap("Start it in another terminal:", w, "") + "\n" +
+		l.styles.Command.Render("  pi up") + "\n\n" +
+		l.styles.Dim.Render(ansi.Wrap("This pane reconnects by itself. No answer on "+dd.Socket+".", w, ""))
+}
+
+// table lines up rows in columns under a header. The first column (the address) is never cut: when a row
+// is too wide, the name column gives up its middle (a replica's hash suffix stays), then the last column is
+// cut at the pane's edge.
+func (l *live) table(header []string, rows [][]string, empty string, err error) string {
+	w := l.width - 2
 	if err != nil {
-		return l.styles.Error.Render(truncate(err.Error(), l.width-2)) + "\n"
+		// A watch that ended is retried; the error wraps so that it is read whole.
+		return l.styles.Error.Render(ansi.Wrap(err.Error(), w, "")) + "\n" + l.styles.Dim.Render("retrying…") + "\n"
 	}
 	if len(rows) == 0 {
 		return l.styles.Dim.Render(empty) + "\n"
 	}
-	widths := make([]int, len(rows[0]))
-	for _, r := range rows {
+	widths := make([]int, len(header))
+	for _, r := range append([][]string{header}, rows...) {
 		for i, c := range r {
 			widths[i] = max(widths[i], lipgloss.Width(c))
 		}
 	}
+	// Columns 0 and 2 whole, column 1 what is left (at least 6 cells: "pod…xyz").
+	if over := widths[0] + widths[1] + widths[2] + 2 - w; over > 0 {
+		widths[1] = max(widths[1]-over, min(widths[1], 6))
+	}
 	var b strings.Builder
-	for _, r := range rows {
-		var cells []string
-		for i, c := range r {
-			cells = append(cells, c+strings.Repeat(" ", widths[i]-lipgloss.Width(c)))
+	line := func(r []string, style lipgloss.Style) {
+		cells := []string{r[0], cutMiddle(r[1], widths[1]), r[2]}
+		for i := range 2 {
+			cells[i] += strings.Repeat(" ", max(widths[i]-lipgloss.Width(cells[i]), 0))
 		}
-		b.WriteString(truncate(strings.TrimRight(strings.Join(cells, " "), " "), l.width-2) + "\n")
+		b.WriteString(style.Render(truncate(strings.TrimRight(strings.Join(cells, " "), " "), w)) + "\n")
+	}
+	line(header, l.styles.Dim)
+	for _, r := range rows {
+		line(r, lipgloss.NewStyle())
 	}
 	return b.String()
+}
+
+// cutMiddle shortens s to w cells by its middle: podinfo-7c59df8884-x7qh7 → podi…x7qh7. The last five
+// characters (a replica's own suffix) stay when there is room for a head of two, so replicas stay apart.
+func cutMiddle(s string, w int) string {
+	rs := []rune(s)
+	if len(rs) <= w || w < 3 {
+		return s
+	}
+	tail := (w - 1) / 2
+	if w-1-5 >= 2 {
+		tail = max(tail, 5)
+	}
+	head := w - 1 - tail
+	return string(rs[:head]) + "…" + string(rs[len(rs)-tail:])
 }
 
 func orDash(s string) string {

@@ -3,13 +3,14 @@ package tui
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"strings"
 	"sync"
 
 	"github.com/charmbracelet/bubbles/key"
 	"github.com/charmbracelet/bubbles/viewport"
 	tea "github.com/charmbracelet/bubbletea"
-	"github.com/charmbracelet/glamour"
+	"github.com/charmbracelet/lipgloss"
 	"github.com/charmbracelet/x/ansi"
 	"github.com/pilab/pi/scenarios"
 )
@@ -20,7 +21,15 @@ type Runner interface {
 	RunStep(ctx context.Context, i int) error
 	Cleanup(ctx context.Context) error
 	Display(c scenarios.Command) string
+	// Vars are the variables captured so far, for the text the learner reads.
+	Vars() map[string]string
 	Close() error
+}
+
+// shellMsg says the learner is back from the shell a step opened.
+type shellMsg struct {
+	pod string
+	err error
 }
 
 // eventMsg carries one runner event into Update.
@@ -122,6 +131,11 @@ type walk struct {
 	doneErr error
 	notice  string
 
+	// shell makes the command of an interactive shell in a pod (pi exec -it POD -- sh); nil: no shells.
+	shell func(pod string) (*exec.Cmd, error)
+	// execProcess hands the terminal to a command until it ends: tea.ExecProcess (tests watch it).
+	execProcess func(*exec.Cmd, tea.ExecCallback) tea.Cmd
+
 	text     viewport.Model
 	output   viewport.Model
 	rendered map[int]string // glamour output by step, for the width renderW
@@ -136,6 +150,7 @@ func newWalk(c common, sc *scenarios.Scenario, r Runner, p *pipe) *walk {
 	for i, st := range sc.Steps {
 		w.checks[i] = make([]status, len(st.Checks))
 	}
+	w.execProcess = tea.ExecProcess
 	w.text = viewport.New(0, 0)
 	w.output = viewport.New(0, 0)
 	return w
@@ -169,27 +184,122 @@ func (w *walk) Update(msg tea.Msg) (*walk, tea.Cmd) {
 		return w, w.pipe.waitEvent()
 	case tea.KeyMsg:
 		return w, w.key(msg)
+	case shellMsg:
+		if msg.err != nil {
+			w.notice = fmt.Sprintf("the shell in %s ended: %v (is the pod there and Running? the live pane lists it)", msg.pod, msg.err)
+		} else {
+			w.notice = ""
+		}
 	}
 	return w, nil
 }
 
-func (w *walk) key(msg tea.KeyMsg) tea.Cmd {
+// shellPod is the pod the current step works in, which s opens a shell in: the pod of its first sh: command
+// or pi exec line, with the variables known so far. Empty when it names none, or names it by a variable not
+// captured yet.
+func (w *walk) shellPod() string {
+	if w.cur < 0 {
+		return ""
+	}
+	vars := w.runner.Vars()
+	for _, c := range w.sc.Steps[w.cur].Commands {
+		pod := ""
+		switch c.Kind() {
+		case "sh":
+			pod = c.Pod
+		case "run":
+			args, err := scenarios.SplitWords(c.Run)
+			if err != nil || len(args) < 3 || args[1] != "exec" {
+				continue
+			}
+			for _, a := range args[2:] {
+				if a == "--" {
+					break
+				}
+				if !strings.HasPrefix(a, "-") {
+					pod = a
+					break
+				}
+			}
+		}
+		if pod == "" {
+			continue
+		}
+		if p, err := scenarios.Expand(pod, vars); err == nil && p != "" {
+			return p
+		}
+	}
+	return ""
+}
+
+// openShell hands the terminal to `pi exec -it POD -- sh` until the learner leaves it; the tutorial comes
+// back where it was. A step that is running goes on meanwhile: its events wait in the pipe.
+func (w *walk) openShell() tea.Cmd {
+	pod := w.shellPod()
+	cmd, err := w.shell(pod)
+	if err != nil {
+		w.notice = err.Error()
+		return nil
+	}
+	return w.execProcess(cmd, func(err error) tea.Msg { return shellMsg{pod: pod, err: err} })
+}
+
+// walkKeys are the walkthrough's bindings as they stand: a key that would do nothing now is disabled, so it
+// is neither shown in the footer nor answered.
+type walkKeys struct {
+	Run, Next, Prev, Up, Down, PageUp, PageDown, Shell, Back key.Binding
+}
+
+func (w *walk) walkKeys() walkKeys {
 	k := w.keys
+	run := k.Run
+	switch {
+	case w.cur == -1:
+		run = withHelp(k.Run, "begin")
+	case w.steps[w.cur] == passed || w.steps[w.cur] == failed:
+		run = withHelp(k.Run, "run step again")
+	}
+	pod := w.shellPod()
+	shell := enabled(k.Shell, pod != "" && w.shell != nil)
+	if pod != "" {
+		shell = enabled(withHelp(k.Shell, "shell in "+pod), shell.Enabled())
+	}
+	return walkKeys{
+		Run:      run,
+		Next:     enabled(k.Next, w.cur < len(w.sc.Steps)-1),
+		Prev:     enabled(k.Prev, w.cur > -1),
+		Up:       enabled(k.Up, !w.text.AtTop()),
+		Down:     enabled(k.Down, !w.text.AtBottom()),
+		PageUp:   enabled(k.PageUp, !w.output.AtTop()),
+		PageDown: enabled(k.PageDown, !w.output.AtBottom()),
+		Shell:    shell,
+		Back:     k.Back,
+	}
+}
+
+// bindings are the keys the walkthrough answers now (key), and the app's own.
+func (w *walk) bindings() bindings {
+	k, app := w.walkKeys(), w.keys
+	return bindings{
+		short: []key.Binding{short(k.Run, strings.TrimSuffix(k.Run.Help().Desc, " step")), short(k.Next, "next"), short(k.Prev, "prev"),
+			short(k.Shell, k.Shell.Help().Desc), short(k.Back, "leave"), short(app.Help, "keys"), app.Quit},
+		full: [][]key.Binding{
+			{k.Run, k.Next, k.Prev, k.Shell},
+			{k.Up, k.Down, k.PageUp, k.PageDown},
+			{k.Back, withHelp(app.Quit, "quit (cleans up)"), withHelp(app.Help, "hide these keys")},
+		},
+	}
+}
+
+func (w *walk) key(msg tea.KeyMsg) tea.Cmd {
+	k := w.walkKeys()
 	switch {
 	case key.Matches(msg, k.Run):
 		return w.runCurrent()
 	case key.Matches(msg, k.Next):
-		if w.cur < len(w.sc.Steps)-1 {
-			w.cur++
-			w.notice = ""
-			w.refresh()
-		}
+		w.goStep(w.cur + 1)
 	case key.Matches(msg, k.Prev):
-		if w.cur > -1 {
-			w.cur--
-			w.notice = ""
-			w.refresh()
-		}
+		w.goStep(w.cur - 1)
 	case key.Matches(msg, k.Up):
 		w.text.ScrollUp(1)
 	case key.Matches(msg, k.Down):
@@ -198,17 +308,26 @@ func (w *walk) key(msg tea.KeyMsg) tea.Cmd {
 		w.output.HalfPageUp()
 	case key.Matches(msg, k.PageDown):
 		w.output.HalfPageDown()
+	case key.Matches(msg, k.Shell):
+		return w.openShell()
 	case key.Matches(msg, k.Back):
 		return w.cleanup()
 	}
 	return nil
 }
 
+// goStep shows step i (-1: the intro) from its first line: the text pane of the step before may have been
+// scrolled, or sent to the bottom by its verdict.
+func (w *walk) goStep(i int) {
+	w.cur, w.notice = i, ""
+	w.refresh()
+	w.text.GotoTop()
+}
+
 func (w *walk) runCurrent() tea.Cmd {
 	switch {
 	case w.cur == -1:
-		w.cur = 0
-		w.refresh()
+		w.goStep(0)
 		return nil
 	case w.busy && !w.prepared && w.prepErr == nil:
 		w.notice = "the lab is being prepared (images); the step runs when that is done — try again in a moment"
@@ -346,11 +465,9 @@ func (w *walk) markdown(i int, md string) string {
 	if s, ok := w.rendered[i]; ok {
 		return s
 	}
-	s := md
-	if r, err := glamour.NewTermRenderer(glamour.WithStandardStyle(w.glamourStyle), glamour.WithWordWrap(max(w.text.Width-2, 20))); err == nil {
-		if out, err := r.Render(md); err == nil {
-			s = strings.Trim(out, "\n")
-		}
+	s, err := renderMarkdown(md, w.glamourStyle, max(w.text.Width, 20), lipgloss.ColorProfile())
+	if err != nil {
+		s = md
 	}
 	w.rendered[i] = s
 	return s
@@ -378,8 +495,9 @@ func (w *walk) stepText() string {
 	}
 	if len(step.Checks) > 0 {
 		b.WriteString("\n" + st.Title.Render("Checks") + "\n")
+		vars := w.runner.Vars()
 		for j, c := range step.Checks {
-			b.WriteString(w.mark(w.checks[w.cur][j]) + " " + c.Describe() + "\n")
+			b.WriteString(w.mark(w.checks[w.cur][j]) + " " + fillVars(c.Describe(), vars) + "\n")
 		}
 	}
 	b.WriteString("\n")
@@ -398,6 +516,26 @@ func (w *walk) stepText() string {
 		b.WriteString(st.Dim.Render("enter runs this step"))
 	}
 	return b.String()
+}
+
+// fillVars shows text with the values captured so far ({{.FIP}} → 198.18.0.7), and a variable not captured
+// yet by its name (<FIP>) rather than as template syntax.
+func fillVars(text string, vars map[string]string) string {
+	refs, err := scenarios.Refs(text)
+	if err != nil || len(refs) == 0 {
+		return text
+	}
+	all := make(map[string]string, len(vars)+len(refs))
+	for _, r := range refs {
+		all[r] = "<" + r + ">"
+	}
+	for k, v := range vars {
+		all[k] = v
+	}
+	if out, err := scenarios.Expand(text, all); err == nil {
+		return out
+	}
+	return text
 }
 
 func (w *walk) mark(s status) string {
@@ -429,13 +567,41 @@ func (w *walk) progress() string {
 	return n + " " + marks.String()
 }
 
+// scrollMark says where the text pane is when the step's text does not fit: how much is read, and which key
+// shows the rest. Empty when it all fits.
+func (w *walk) scrollMark() string {
+	total := w.text.TotalLineCount()
+	if total <= w.text.Height || w.text.Height == 0 {
+		return ""
+	}
+	seen := min(100, (w.text.YOffset+w.text.Height)*100/total)
+	switch {
+	case !w.text.AtBottom():
+		return fmt.Sprintf("↓ more (j) %d%%", seen)
+	default:
+		return "↑ top (k) · end"
+	}
+}
+
+// titleLine is the pane's title with the scroll mark at its right.
+func (w *walk) titleLine(title string, width int) string {
+	mark := w.scrollMark()
+	if mark == "" {
+		return w.styles.PaneTitle.Render(truncate(title, width))
+	}
+	tw := max(width-lipgloss.Width(mark)-1, 1)
+	title = truncate(title, tw)
+	gap := max(width-lipgloss.Width(title)-lipgloss.Width(mark), 1)
+	return w.styles.PaneTitle.Render(title) + strings.Repeat(" ", gap) + w.styles.Running.Render(mark)
+}
+
 func (w *walk) View() string {
 	tw, th, ow, oh := w.layout()
 	title := "Introduction"
 	if w.cur >= 0 {
 		title = fmt.Sprintf("Step %d: %s", w.cur+1, w.sc.Steps[w.cur].Title)
 	}
-	top := pane(w.styles, tw, th+1, w.styles.PaneTitle.Render(truncate(title, tw))+"\n"+w.text.View())
+	top := pane(w.styles, tw, th+1, w.titleLine(title, tw)+"\n"+w.text.View())
 	outTitle := "Output"
 	switch {
 	case w.cleaning:
