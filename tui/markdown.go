@@ -30,6 +30,9 @@ func markdownStyle(name string) gansi.StyleConfig {
 		// Without colors a heading would look like a line of text: capitals mark it, as the panes' titles.
 		up := true
 		cfg.Heading.Upper = &up
+		// and emphasis is plain text rather than *markers* that read as raw markdown. (The colored styles
+		// have italic and bold for it.)
+		cfg.Emph, cfg.Strong = gansi.StylePrimitive{}, gansi.StylePrimitive{}
 	}
 	cfg.Code.Prefix, cfg.Code.Suffix = "", ""
 	return cfg

@@ -109,6 +109,18 @@ func TestGoldenScreens(t *testing.T) {
 	}
 }
 
+// TestGoldenIntro: expose-nginx's intro, its headings set apart without "###", its text overflowing with a
+// mark that says so.
+func TestGoldenIntro(t *testing.T) {
+	h := newHarnessSize(t, 80, 24)
+	h.open(2)
+	v := h.app.View()
+	golden(t, "intro-80x24", 80, 24, v)
+	if strings.Contains(v, "#") || !strings.Contains(v, "PRIVATE NETWORK") || !strings.Contains(v, "↓ more (j)") {
+		t.Errorf("intro:\n%s", v)
+	}
+}
+
 func itoa(i int) string {
 	b, _ := json.Marshal(i)
 	return string(b)
@@ -209,7 +221,7 @@ func TestMarkdown(t *testing.T) {
 				t.Fatal(err)
 			}
 			plain := stripANSI(out)
-			if strings.Contains(plain, "#") {
+			if strings.Contains(plain, "#") || strings.Contains(plain, "**") {
 				t.Errorf("%s at %d: a heading shows its markdown:\n%s", style, width, plain)
 			}
 			lines := strings.Split(plain, "\n")
