@@ -375,6 +375,9 @@ func TestEnterTwiceRunsOnce(t *testing.T) {
 	if got := h.runners[0].ran; len(got) != 1 {
 		t.Fatalf("the runner ran steps %v, want [0]", got)
 	}
+	if w.notice != "" {
+		t.Errorf("after the step ended the notice still says %q", w.notice)
+	}
 	if !strings.Contains(h.app.footer(), "run step again") {
 		t.Errorf("after the step passed the footer says %q", h.app.footer())
 	}

@@ -410,7 +410,8 @@ func (w *walk) event(ev scenarios.Event) {
 	case scenarios.Notice:
 		line("# " + ev.Text)
 	case scenarios.StepFinished:
-		w.busy = false
+		// "a step is running; wait" and the like were about the step that just ended.
+		w.busy, w.notice = false, ""
 		switch ev.Step {
 		case scenarios.PrepareStep:
 			w.prepared, w.prepErr = ev.Err == nil, ev.Err
