@@ -42,7 +42,49 @@ func newAccountCmd() *cobra.Command {
 		},
 	}
 	del.Flags().BoolVar(&all, "all", false, "delete everything the account holds, then the account")
-	cmd.AddCommand(create, del)
+	cmd.AddCommand(create, del, newAccountTokenCmd())
+	return cmd
+}
+
+func newAccountTokenCmd() *cobra.Command {
+	var rotate, revoke bool
+	cmd := &cobra.Command{
+		Use:   "token NAME",
+		Short: "Issue a bearer token for an account (--rotate: its only one; --revoke: none)",
+		Long: `Issue a new bearer token for an account and print it: the account's credential on the lab's HTTPS
+listener (a kubeconfig's token:). It is shown this once; the lab keeps only its hash. The account's other
+tokens keep working, unless --rotate: then this is its only token and the others stop working at once,
+their open watches, logs, execs and port-forwards ended. --revoke removes every token of the account and
+prints nothing. (pi kubeconfig --account NAME makes a whole kubeconfig around a new token.)
+
+  pi account token alice              # a new token, beside alice's others
+  pi account token alice --rotate     # the old ones stop working
+  pi account token alice --revoke`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			cl := client.New(g.socketPath(), name)
+			if revoke {
+				if rotate {
+					return fmt.Errorf("--rotate and --revoke: choose one (--rotate issues a new token, --revoke leaves none)")
+				}
+				var out struct{ Revoked int }
+				if err := cl.Do(cmd.Context(), "DELETE", "/x/accounts/"+url.PathEscape(name)+"/tokens", nil, nil, &out); err != nil {
+					return fmt.Errorf("revoke the tokens of account %q: %w", name, err)
+				}
+				fmt.Fprintf(os.Stderr, "account %q: %d token(s) revoked\n", name, out.Revoked)
+				return nil
+			}
+			is, err := issueToken(cmd.Context(), cl, name, rotate)
+			if err != nil {
+				return err
+			}
+			fmt.Println(is.Token)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&rotate, "rotate", false, "make this the account's only token: the others stop working now")
+	cmd.Flags().BoolVar(&revoke, "revoke", false, "revoke every token of the account")
 	return cmd
 }
 

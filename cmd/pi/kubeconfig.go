@@ -1,9 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
+
+	"github.com/pilab/pi/lab/client"
+	"github.com/pilab/pi/lab/server"
 
 	"github.com/pilab/pi/lab/daemon"
 	"github.com/pilab/pi/lab/pki"
@@ -14,44 +20,37 @@ import (
 
 func newKubeconfigCmd() *cobra.Command {
 	var f labFlags
+	var serverURL string
 	cmd := &cobra.Command{
 		Use:   "kubeconfig",
-		Short: "Print a kubeconfig that points kubectl at the lab (admin; --account A acts as A)",
-		Long: `Print a kubeconfig for the lab's HTTPS listener: cluster "pi" with the lab's CA, user "pi-admin" with
-the admin's client certificate, context "pi" (namespace default) as the current context. With --account A
-the context "pi-A" acts as account A (kubectl's --as). The file holds the admin's key: keep it private.
+		Short: "Print a kubeconfig that points kubectl at the lab (the admin's; --account A: A's own, with a new token)",
+		Long: `Print a kubeconfig for the lab's HTTPS listener, cluster "pi" with the lab's CA.
+
+Without --account it is the admin's: user "pi-admin" with the admin's client certificate, context "pi"
+(namespace default). It holds the admin's key: keep it private. The admin acts as an account with
+kubectl --as=NAME.
+
+With --account A it is A's own, to hand to a learner: user "A" with a new bearer token of A's (shown only
+here; the lab keeps a hash), context "pi-A". A's other tokens keep working until
+` + "`pi account token A --rotate` or `--revoke`" + `. --server is the address learners dial (the listener's
+own by default; for a listener on 0.0.0.0 give this machine's name or address, and make sure the
+certificate names it: pi up --tls-san NAME).
 
   pi kubeconfig > ~/.kube/config            # or: pi kubeconfig > pi.kubeconfig; export KUBECONFIG=$PWD/pi.kubeconfig
-  kubectl get pods`,
+  kubectl get pods
+  pi kubeconfig --account alice --server https://lab.example:6443 > alice.kubeconfig`,
 		Args:    cobra.NoArgs,
 		GroupID: "lab",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			t, err := locate(cmd, f.raw(), false)
-			if err != nil {
-				return err
-			}
-			if t.Pid == 0 {
-				return fmt.Errorf("lab %q is not running; start it with `pi up --lab %s`, then ask again", t.Lab, t.Lab)
-			}
-			addr := ""
-			for _, dir := range []string{t.RunDir, t.Root} {
-				if rec, _ := daemon.ReadIdentity(dir); rec != nil && rec.Lab == t.Lab && rec.KubeListen != "" {
-					addr = rec.KubeListen
-					break
-				}
-			}
-			if addr == "" {
-				return fmt.Errorf("lab %q records no HTTPS listener (its daemon predates it, or is still starting); restart it with `pi down --lab %s; pi up --lab %s`", t.Lab, t.Lab, t.Lab)
-			}
-			p, err := pki.LoadClient(daemon.PKIDir(t.Root))
-			if err != nil {
-				return fmt.Errorf("lab %q's certificates: %w; `pi up --lab %s` makes them", t.Lab, err, t.Lab)
-			}
 			account := g.account
 			if account == "" {
 				account = os.Getenv("PI_ACCOUNT")
 			}
-			data, err := clientcmd.Write(*kubeconfig(p, addr, account))
+			kc, err := labKubeconfig(cmd, f.raw(), account, serverURL)
+			if err != nil {
+				return err
+			}
+			data, err := clientcmd.Write(*kc)
 			if err != nil {
 				return fmt.Errorf("write the kubeconfig: %w", err)
 			}
@@ -60,12 +59,79 @@ the context "pi-A" acts as account A (kubectl's --as). The file holds the admin'
 		},
 	}
 	f.add(cmd.Flags())
+	cmd.Flags().StringVar(&serverURL, "server", "", "the API server URL the kubeconfig names (default: the lab's listener)")
 	return cmd
 }
 
-// kubeconfig is a kubeconfig for the listener at addr with the lab's CA and admin certificate; a non-empty
-// account makes the context "pi-<account>" that acts as it.
-func kubeconfig(p *pki.PKI, addr, account string) *clientcmdapi.Config {
+// labKubeconfig is a kubeconfig for the running lab: the admin's (account ""), or account's own with a
+// token issued for it now.
+func labKubeconfig(cmd *cobra.Command, raw daemon.Config, account, serverURL string) (*clientcmdapi.Config, error) {
+	t, err := locate(cmd, raw, false)
+	if err != nil {
+		return nil, err
+	}
+	if t.Pid == 0 {
+		return nil, fmt.Errorf("lab %q is not running; start it with `pi up --lab %s`, then ask again", t.Lab, t.Lab)
+	}
+	addr := ""
+	for _, dir := range []string{t.RunDir, t.Root} {
+		if rec, _ := daemon.ReadIdentity(dir); rec != nil && rec.Lab == t.Lab && rec.KubeListen != "" {
+			addr = rec.KubeListen
+			break
+		}
+	}
+	if addr == "" {
+		return nil, fmt.Errorf("lab %q records no HTTPS listener (its daemon predates it, or is still starting); restart it with `pi down --lab %s; pi up --lab %s`", t.Lab, t.Lab, t.Lab)
+	}
+	p, err := pki.LoadClient(daemon.PKIDir(t.Root))
+	if err != nil {
+		return nil, fmt.Errorf("lab %q's certificates: %w; `pi up --lab %s` makes them", t.Lab, err, t.Lab)
+	}
+	kc := kubeconfig(p, addr)
+	if serverURL != "" {
+		if u, err := url.Parse(serverURL); err != nil || u.Scheme != "https" || u.Host == "" {
+			return nil, fmt.Errorf("--server %q: want https://HOST:PORT, the address learners reach the lab's listener at", serverURL)
+		}
+		kc.Clusters["pi"].Server = serverURL
+	}
+	if account == "" {
+		return kc, nil
+	}
+	is, err := issueToken(cmd.Context(), client.New(g.socketPath(), account), account, false)
+	if err != nil {
+		return nil, err
+	}
+	return accountKubeconfig(kc.Clusters["pi"], account, is.Token), nil
+}
+
+// accountKubeconfig is a kubeconfig with one context, "pi-<account>", whose user holds the account's token.
+func accountKubeconfig(cluster *clientcmdapi.Cluster, account, token string) *clientcmdapi.Config {
+	c := clientcmdapi.NewConfig()
+	c.Clusters["pi"] = cluster
+	c.AuthInfos[account] = &clientcmdapi.AuthInfo{Token: token}
+	c.Contexts["pi-"+account] = &clientcmdapi.Context{Cluster: "pi", AuthInfo: account, Namespace: "default"}
+	c.CurrentContext = "pi-" + account
+	return c
+}
+
+// issueToken asks the daemon for a new token of account's (with rotate: its only one).
+func issueToken(ctx context.Context, cl *client.Client, account string, rotate bool) (*server.Issued, error) {
+	q := url.Values{}
+	if rotate {
+		q.Set("rotate", "true")
+	}
+	var is server.Issued
+	if err := cl.Do(ctx, http.MethodPost, "/x/accounts/"+url.PathEscape(account)+"/tokens", q, nil, &is); err != nil {
+		if client.IsNotFound(err) {
+			return nil, fmt.Errorf("account %q does not exist; create it with `pi account create %s`", account, account)
+		}
+		return nil, fmt.Errorf("issue a token for account %q: %w", account, err)
+	}
+	return &is, nil
+}
+
+// kubeconfig is the admin's kubeconfig for the listener at addr: the lab's CA and admin certificate.
+func kubeconfig(p *pki.PKI, addr string) *clientcmdapi.Config {
 	host, port, err := net.SplitHostPort(addr)
 	if err == nil {
 		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
@@ -81,15 +147,7 @@ func kubeconfig(p *pki.PKI, addr, account string) *clientcmdapi.Config {
 	c.Clusters["pi"] = &clientcmdapi.Cluster{Server: "https://" + addr, CertificateAuthorityData: p.CAPEM}
 	c.AuthInfos["pi-admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: p.AdminPEM, ClientKeyData: p.AdminKey}
 	ctx := &clientcmdapi.Context{Cluster: "pi", AuthInfo: "pi-admin", Namespace: "default"}
-	name := "pi"
-	if account != "" {
-		// A user entry that impersonates: a context cannot say `as:` itself, its user can.
-		user := "pi-admin-as-" + account
-		c.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificateData: p.AdminPEM, ClientKeyData: p.AdminKey, Impersonate: account}
-		ctx.AuthInfo = user
-		name = "pi-" + account
-	}
-	c.Contexts[name] = ctx
-	c.CurrentContext = name
+	c.Contexts["pi"] = ctx
+	c.CurrentContext = "pi"
 	return c
 }

@@ -43,7 +43,7 @@ func TestKubectlKubeconfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := clientcmd.Write(*kubeconfig(c, "127.0.0.1:6443", ""))
+	data, err := clientcmd.Write(*kubeconfig(c, "127.0.0.1:6443"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,8 @@ func TestKubectlKubeconfig(t *testing.T) {
 		t.Errorf("rest config host %q, impersonating %q", rc.Host, rc.Impersonate.UserName)
 	}
 
-	data, _ = clientcmd.Write(*kubeconfig(c, "0.0.0.0:7443", "alice"))
+	cluster := kubeconfig(c, "0.0.0.0:7443").Clusters["pi"]
+	data, _ = clientcmd.Write(*accountKubeconfig(cluster, "alice", "pilab_secret"))
 	cfg, err = clientcmd.Load(data)
 	if err != nil {
 		t.Fatal(err)
@@ -84,11 +85,12 @@ func TestKubectlKubeconfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rc.Impersonate.UserName != "alice" || rc.Host != "https://127.0.0.1:7443" {
-		t.Errorf("--account alice: host %q, impersonating %q; want https://127.0.0.1:7443 as alice", rc.Host, rc.Impersonate.UserName)
+	if rc.BearerToken != "pilab_secret" || rc.Host != "https://127.0.0.1:7443" || rc.Impersonate.UserName != "" || len(rc.CertData) != 0 || len(rc.KeyData) != 0 {
+		t.Errorf("alice's kubeconfig: host %q, token %q, impersonating %q, cert %d bytes; want https://127.0.0.1:7443 with her token alone",
+			rc.Host, rc.BearerToken, rc.Impersonate.UserName, len(rc.CertData))
 	}
-	if !strings.Contains(string(data), "as: alice") {
-		t.Errorf("kubeconfig says no `as: alice`:\n%s", data)
+	if strings.Contains(string(data), string(c.AdminKey)) {
+		t.Errorf("alice's kubeconfig holds the admin's key:\n%s", data)
 	}
 }
 

@@ -56,7 +56,10 @@ func (f *daemonFlags) add(fs *pflag.FlagSet) {
 	fs.MarkHidden("sequential-ips")
 	fs.IntVar(&f.cfg.MaxPods, "max-pods", 0, "pods an account may hold (test hook: a lower cap than the lab's 500)")
 	fs.MarkHidden("max-pods")
-	fs.StringVar(&f.cfg.KubeListen, "kube-listen", "", "HTTPS address for kubectl, on loopback (default: the lab's last one if free, else "+daemon.DefaultKubeListen+", else a free port)")
+	fs.StringVar(&f.cfg.KubeListen, "listen", "", "HTTPS address of the Kubernetes API: loopback for this machine, or another address (0.0.0.0:6443) for learners on the lab's host side, with their tokens (default: the lab's last one if free, else "+daemon.DefaultKubeListen+", else a free port)")
+	// --kube-listen was its first name.
+	fs.StringVar(&f.cfg.KubeListen, "kube-listen", "", "")
+	fs.MarkHidden("kube-listen")
 	fs.StringSliceVar(&f.cfg.TLSSANs, "tls-san", nil, "more names (IPs or DNS names) for the HTTPS listener's certificate")
 }
 
@@ -85,7 +88,7 @@ func (f *daemonFlags) args(c daemon.Config) []string {
 		a = append(a, "--max-pods", strconv.Itoa(c.MaxPods))
 	}
 	if c.KubeListen != "" {
-		a = append(a, "--kube-listen", c.KubeListen)
+		a = append(a, "--listen", c.KubeListen)
 	}
 	for _, san := range c.TLSSANs {
 		a = append(a, "--tls-san", san)

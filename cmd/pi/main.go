@@ -110,7 +110,7 @@ pods on containerd, Services, Floating IPs. Start the lab with "pi up", then use
 		c.GroupID = "app"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newAccountCmd(), newConfigCmd(), newNameCmd(), newBillCmd()} {
+	for _, c := range []*cobra.Command{newAccountCmd(), newWorkshopCmd(), newConfigCmd(), newNameCmd(), newBillCmd()} {
 		c.GroupID = "pi"
 		root.AddCommand(c)
 	}

@@ -46,7 +46,7 @@ type Config struct {
 	Log               io.Writer
 
 	// The HTTPS listener (listen.go).
-	KubeListen string   // [--kube-listen] the HTTPS listener's address ("": the recorded one, else DefaultKubeListen)
+	KubeListen string   // [--listen] the HTTPS listener's address ("": the recorded one, else DefaultKubeListen)
 	TLSSANs    []string // [--tls-san] more names of the listener for its certificate
 }
 
@@ -196,7 +196,7 @@ func Run(ctx context.Context, cfg Config) error {
 		d.log.Warn("collect leftovers", "err", err)
 	}
 
-	d.server = &server.Server{Store: d.store, Registry: d.registry, Backend: d}
+	d.server = &server.Server{Store: d.store, Registry: d.registry, Backend: d, Tokens: kube.auth.Tokens}
 	l, err := d.server.Listen(cfg.Socket)
 	if err != nil {
 		return err
@@ -214,6 +214,7 @@ func Run(ctx context.Context, cfg Config) error {
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- d.server.Serve(l) }()
 	go func() { serveErr <- kube.serve(d.server.Handler()) }()
+	go kube.auth.Tokens.Run(ctx)
 	d.log.Info("pi daemon ready", "lab", cfg.Lab, "socket", cfg.Socket, "kube", "https://"+kubeAddr, "containerd", d.sup.Address(), "pid", os.Getpid())
 
 	select {

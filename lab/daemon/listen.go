@@ -1,7 +1,12 @@
 package daemon
 
 // The HTTPS listener: the same API as the unix socket, for kubectl and client-go (which cannot dial a unix
-// socket), authenticated by client certificates of the lab's CA (lab/pki, lab/server/auth.go).
+// socket), authenticated by client certificates of the lab's CA (the admin's) or an account's bearer token
+// (lab/pki, lab/server/auth.go, lab/server/tokens.go).
+//
+// Where it listens: a loopback address is this machine's own door, beside the unix socket, in the
+// daemon's network namespace. Any other address is where learners reach the lab from, the lab's host side:
+// the --host-netns if the lab has one (a test's "machine"), else the machine itself.
 
 import (
 	"context"
@@ -11,14 +16,16 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
 	"github.com/pilab/pi/lab/pki"
 	"github.com/pilab/pi/lab/server"
+	"github.com/pilab/pi/net/netns"
 )
 
-// DefaultKubeListen is where the listener goes when --kube-listen is not given and the lab recorded none:
+// DefaultKubeListen is where the listener goes when --listen is not given and the lab recorded none:
 // kube-apiserver's port, on loopback.
 const DefaultKubeListen = "127.0.0.1:6443"
 
@@ -33,7 +40,7 @@ type kubeListener struct {
 	hs   *http.Server
 }
 
-// listenKube makes (or reuses) the lab's PKI and listens on the address to serve: --kube-listen if given
+// listenKube makes (or reuses) the lab's PKI and listens on the address to serve: --listen if given
 // (it must be free); else the one the lab recorded last time, else DefaultKubeListen, and if that is taken
 // (another lab on the machine) a free port on the same host, said in the log. It returns the address taken.
 func (d *Daemon) listenKube() (*kubeListener, string, error) {
@@ -46,37 +53,89 @@ func (d *Daemon) listenKube() (*kubeListener, string, error) {
 	}
 	host, _, err := net.SplitHostPort(want)
 	if err != nil {
-		return nil, "", fmt.Errorf("--kube-listen %q is not HOST:PORT: %w", want, err)
+		return nil, "", fmt.Errorf("--listen %q is not HOST:PORT: %w", want, err)
 	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		// Without per-account credentials the listener is the admin's alone; a network-facing one comes
-		// with bearer tokens (issue 11).
-		return nil, "", fmt.Errorf("--kube-listen %s is not a loopback address; the lab's HTTPS listener serves this machine only (127.0.0.1:PORT or [::1]:PORT)", want)
+	ip := net.ParseIP(host)
+	loopback := host == "localhost" || (ip != nil && ip.IsLoopback())
+	if !loopback && ip == nil {
+		return nil, "", fmt.Errorf("--listen %s: give an IP address (a name can be added to the certificate with --tls-san)", want)
 	}
-	p, err := pki.Ensure(pki.Options{Dir: PKIDir(d.cfg.Root), Lab: d.cfg.Lab, SANs: d.cfg.TLSSANs})
+	// listen opens a socket where the address belongs (above); the socket stays in that namespace.
+	listen := func(addr string) (l net.Listener, err error) {
+		if loopback || d.cfg.HostNetns == "" {
+			return net.Listen("tcp", addr)
+		}
+		err = netns.Do(netns.Path(d.cfg.HostNetns), func() error {
+			l, err = net.Listen("tcp", addr)
+			return err
+		})
+		return l, err
+	}
+	sans := slices.Clone(d.cfg.TLSSANs)
+	if !loopback {
+		// The certificate names the addresses learners dial: the one given, or for 0.0.0.0 / :: every
+		// address of the host side.
+		if !ip.IsUnspecified() {
+			sans = append(sans, ip.String())
+		} else if addrs, err := hostAddrs(d.cfg.HostNetns); err == nil {
+			sans = append(sans, addrs...)
+		} else {
+			d.log.Warn("kube listener: cannot read the host's addresses for the certificate; add them with --tls-san", "err", err)
+		}
+	}
+	p, err := pki.Ensure(pki.Options{Dir: PKIDir(d.cfg.Root), Lab: d.cfg.Lab, SANs: sans})
 	if err != nil {
 		return nil, "", fmt.Errorf("lab %q's certificates in %s: %w", d.cfg.Lab, PKIDir(d.cfg.Root), err)
 	}
 	if len(p.Made) > 0 {
 		d.log.Info("made the lab's certificates", "dir", p.Dir, "files", p.Made)
 	}
-	l, err := net.Listen("tcp", want)
+	l, err := listen(want)
 	if err != nil && !given && errors.Is(err, syscall.EADDRINUSE) {
 		taken := want
-		l, err = net.Listen("tcp", net.JoinHostPort(host, "0"))
+		l, err = listen(net.JoinHostPort(host, "0"))
 		if err == nil {
 			d.log.Warn("kube listener: the address is taken (another lab or apiserver?); listening on a free port instead",
 				"taken", taken, "listen", l.Addr().String())
 		}
 	}
 	if err != nil {
-		return nil, "", fmt.Errorf("listen for kubectl on %s: %w; choose another address with --kube-listen", want, err)
+		return nil, "", fmt.Errorf("listen for kubectl on %s: %w; choose another address with --listen", want, err)
 	}
-	kl := &kubeListener{l: l, auth: &server.Authenticator{ClientCAs: p.ClientCAs()}, hs: &http.Server{ReadHeaderTimeout: 10 * time.Second,
-		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{p.Server},
-			// Requested, not verified here: the Authenticator checks it, so that a wrong one is a 401.
-			ClientAuth: tls.RequestClientCert}}}
+	sessions := &server.Sessions{}
+	tokens := &server.Tokens{Store: d.store, Revoked: func(account string) {
+		if n := sessions.End(account); n > 0 {
+			d.log.Info("ended the sessions of revoked tokens", "account", account, "connections", n)
+		}
+	}}
+	kl := &kubeListener{l: sessions.Listener(l), auth: &server.Authenticator{ClientCAs: p.ClientCAs(), Tokens: tokens, Sessions: sessions, Log: d.log},
+		hs: &http.Server{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute, MaxHeaderBytes: 64 << 10,
+			ConnContext: sessions.ConnContext,
+			TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{p.Server},
+				// Requested, not verified here: the Authenticator checks it, so that a wrong one is a 401.
+				ClientAuth: tls.RequestClientCert}}}
 	return kl, l.Addr().String(), nil
+}
+
+// hostAddrs are the global unicast addresses of the host side (the named namespace, or this one).
+func hostAddrs(hostNetns string) ([]string, error) {
+	var out []string
+	read := func() error {
+		addrs, err := net.InterfaceAddrs()
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.IsGlobalUnicast() {
+				out = append(out, n.IP.String())
+			}
+		}
+		return nil
+	}
+	if hostNetns == "" {
+		return out, read()
+	}
+	return out, netns.Do(netns.Path(hostNetns), read)
 }
 
 // serve answers with h (the API's handler, the unix socket's) behind authentication until shutdown.

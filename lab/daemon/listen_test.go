@@ -2,16 +2,26 @@ package daemon
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pilab/pi/lab/pki"
+	"github.com/pilab/pi/net/netns"
+	"github.com/pilab/pi/net/netns/netnstest"
+	"github.com/vishvananda/netlink"
 )
 
 // TestListenKube: the listener takes the address the lab recorded when it is free; when it is taken it
-// takes a free port on the same host and says so in the log; a --kube-listen that is taken, or not on
-// loopback, is an error naming it.
+// takes a free port on the same host and says so in the log; a --listen that is taken, or a name rather
+// than an address, is an error naming it.
 func TestListenKube(t *testing.T) {
 	root := t.TempDir()
 	var logb bytes.Buffer
@@ -50,13 +60,69 @@ func TestListenKube(t *testing.T) {
 
 	// Given explicitly and taken: an error, not another port.
 	d.cfg.KubeListen = recorded
-	if _, _, err := d.listenKube(); err == nil || !strings.Contains(err.Error(), recorded) || !strings.Contains(err.Error(), "--kube-listen") {
-		t.Errorf("--kube-listen %s taken: %v, want an error naming it and --kube-listen", recorded, err)
+	if _, _, err := d.listenKube(); err == nil || !strings.Contains(err.Error(), recorded) || !strings.Contains(err.Error(), "--listen") {
+		t.Errorf("--listen %s taken: %v, want an error naming it and --listen", recorded, err)
 	}
 	kl.close()
 
-	d.cfg.KubeListen = "0.0.0.0:0"
-	if _, _, err := d.listenKube(); err == nil || !strings.Contains(err.Error(), "not a loopback address") {
-		t.Errorf("--kube-listen 0.0.0.0:0: %v, want refused as not loopback", err)
+	d.cfg.KubeListen = "lab.example:6443"
+	if _, _, err := d.listenKube(); err == nil || !strings.Contains(err.Error(), "give an IP address") {
+		t.Errorf("--listen lab.example:6443: %v, want refused as not an address", err)
+	}
+}
+
+// TestListenHostSide: a listener on an address that is not loopback opens on the lab's host side (its
+// --host-netns), and its certificate names that address, so a learner there can verify it.
+func TestListenHostSide(t *testing.T) {
+	netnstest.RequireRoot(t, "a network namespace for the lab's host side")
+	root := t.TempDir()
+	host := netnstest.Lab() + "-host"
+	path, err := netns.EnsureNamed(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { netns.DeleteNamed(host) })
+	h, err := netns.NewHandle(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	// The host side's address, on its loopback device (this kernel has no dummy links).
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := netlink.ParseAddr("198.51.100.7/32")
+	if err := h.AddrAdd(lo, addr); err != nil {
+		t.Fatal(err)
+	}
+
+	d := &Daemon{cfg: Config{Lab: "lt", Root: root, RunDir: filepath.Join(root, "run"), HostNetns: host, KubeListen: "198.51.100.7:0"},
+		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	kl, got, err := d.listenKube()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kl.close()
+	if !strings.HasPrefix(got, "198.51.100.7:") {
+		t.Fatalf("listening on %s, want 198.51.100.7:PORT", got)
+	}
+	// The address is not this namespace's: a socket here could not have bound it.
+	go kl.serve(http.NotFoundHandler())
+	defer kl.shutdown(context.Background())
+	p, err := pki.LoadClient(PKIDir(root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(p.CAPEM)
+	raw, err := netns.DialContext(path)(context.Background(), "tcp", got)
+	if err != nil {
+		t.Fatalf("dial %s inside the host side: %v", got, err)
+	}
+	c := tls.Client(raw, &tls.Config{RootCAs: pool, ServerName: "198.51.100.7"})
+	defer c.Close()
+	if err := c.Handshake(); err != nil {
+		t.Fatalf("TLS to %s, verifying the lab CA and the address: %v", got, err)
 	}
 }

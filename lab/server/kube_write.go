@@ -69,6 +69,13 @@ func (k *kubeAPI) serveWrite(w http.ResponseWriter, r *http.Request, rr *readReq
 	case res.project != nil:
 		k.writeStatus(w, r, projectedWriteError(res, verb))
 		return
+	case res.kind == "Account" && !req.admin:
+		// Accounts and their quotas are the lab's to give: an account (a learner's token, or the admin
+		// acting as one) may read its own object but not make, change or delete any, its own included.
+		// The same answer for every name, so it says nothing of which accounts exist.
+		k.writeStatus(w, r, apierrors.NewForbidden(res.groupResource(), req.name,
+			fmt.Errorf("user %q cannot %s accounts: accounts are the lab admin's (pi account create|delete)", req.account, verb)))
+		return
 	case res.namespaced && req.namespace == "":
 		// kube-apiserver serves writes under a namespace only.
 		k.writeStatus(w, r, apierrors.NewMethodNotSupported(res.groupResource(), verb))

@@ -75,7 +75,9 @@ type Server struct {
 	// Registry admits and stores every create and replace.
 	Registry *registry.Registry
 	Backend  Backend
-	hs       *http.Server
+	// Tokens are the accounts' bearer tokens (tokens.go); nil serves none.
+	Tokens *Tokens
+	hs     *http.Server
 }
 
 // Listen serves on a unix socket at path, replacing a stale socket file, readable only by root (0600).
@@ -116,6 +118,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/x/", http.StripPrefix("/x", s.Backend.Extra()))
+	mux.HandleFunc("/x/accounts/{name}/tokens", s.serveTokens)
 	kube := s.KubeHandler() // the Kubernetes API (kube.go); the /v1 and /x dialect below stays for pi and the TUI
 	for _, p := range []string{"/api", "/api/", "/apis", "/apis/", "/version", "/healthz", "/readyz", "/livez", "/openapi/"} {
 		mux.Handle(p, kube)

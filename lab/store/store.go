@@ -50,6 +50,9 @@ func (e *Error) Unwrap() error { return e.Err }
 
 var metaBucket = []byte("_meta")
 var usageBucket = []byte("_usage")
+
+// tokensBucket holds the accounts' bearer tokens, as hashes (tokens.go).
+var tokensBucket = []byte("_tokens")
 var rvKey = []byte("resourceVersion")
 
 // Store is a lab's object store.
@@ -108,7 +111,7 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{metaBucket, usageBucket} {
+		for _, name := range [][]byte{metaBucket, usageBucket, tokensBucket} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
