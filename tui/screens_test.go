@@ -401,6 +401,9 @@ func TestShell(t *testing.T) {
 	if cmd == nil {
 		t.Fatalf("s on %q gave no command; footer %q", w.sc.Steps[w.cur].Title, h.app.footer())
 	}
+	if !strings.Contains(w.stepText(), "s opens a shell in nginx (pi exec -it nginx -- sh)") {
+		t.Errorf("the step does not say s opens a shell:\n%s", w.stepText())
+	}
 	h.send(cmd())
 	if len(h.execs) != 1 {
 		t.Fatalf("%d shells opened", len(h.execs))

@@ -186,7 +186,8 @@ func (w *walk) Update(msg tea.Msg) (*walk, tea.Cmd) {
 		return w, w.key(msg)
 	case shellMsg:
 		if msg.err != nil {
-			w.notice = fmt.Sprintf("the shell in %s ended: %v (is the pod there and Running? the live pane lists it)", msg.pod, msg.err)
+			// A shell's status is its last command's; pi's own is 1 when the pod is not there to exec into.
+			w.notice = fmt.Sprintf("the shell in %s ended: %v (if it did not open: is the pod there and Running? the live pane lists it)", msg.pod, msg.err)
 		} else {
 			w.notice = ""
 		}
@@ -493,6 +494,10 @@ func (w *walk) stepText() string {
 				b.WriteString(st.Command.Render(prefix+l) + "\n")
 			}
 		}
+	}
+	if pod := w.shellPod(); pod != "" && w.shell != nil {
+		// The lessons say "we're in" after pi exec -it: here is the way in, and back.
+		b.WriteString("\n" + st.Dim.Render(fmt.Sprintf("s opens a shell in %s (pi exec -it %s -- sh); exit comes back here.", pod, pod)) + "\n")
 	}
 	if len(step.Checks) > 0 {
 		b.WriteString("\n" + st.Title.Render("Checks") + "\n")
