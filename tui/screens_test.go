@@ -213,7 +213,9 @@ func TestMarkdown(t *testing.T) {
 		"> **Note**: The CIDR of the network is set to `10.244.0.0/16`. We reserve a few addresses of your private\n" +
 		"> network for the platform's own usage.\n\n" +
 		"> **Note**\n> - You cannot attach multiple floating IPs to a _service_, but you can associate multiple services\n" +
-		">   with one single floating IP (as long as no port conflicts among different services).\n> - Second item.\n"
+		">   with one single floating IP (as long as no port conflicts among different services).\n> - Second item.\n" +
+		"\nFloating IPs are independent.\n\n> **A note on FIP billing**: Resources in _Pi_ are billed per-second, apart from FIPs which cost $1 per\n" +
+		"> month from the point of allocation. This is to prevent abuse.\n"
 	for _, style := range []string{"ascii", "dark", "light"} {
 		for _, width := range []int{30, 46, 78} {
 			out, err := renderMarkdown(md, style, width, 0 /* termenv.TrueColor */)
@@ -225,6 +227,15 @@ func TestMarkdown(t *testing.T) {
 				t.Errorf("%s at %d: a heading shows its markdown:\n%s", style, width, plain)
 			}
 			lines := strings.Split(plain, "\n")
+			// Every line of a quote has its bar (glamour's own wrap left "FIPs" alone on a bare line).
+			inQuote := false
+			for _, l := range lines {
+				barred := strings.HasPrefix(l, "|") || strings.HasPrefix(l, "│")
+				if inQuote && !barred && strings.TrimSpace(l) != "" {
+					t.Errorf("%s at %d: line %q inside a quote has no bar:\n%s", style, width, l, plain)
+				}
+				inQuote = barred
+			}
 			for _, l := range lines {
 				if lipgloss.Width(l) > width {
 					t.Errorf("%s at %d: line %q is %d wide", style, width, l, lipgloss.Width(l))
