@@ -138,6 +138,16 @@ func hostAddrs(hostNetns string) ([]string, error) {
 	return out, netns.Do(netns.Path(hostNetns), read)
 }
 
+// guardPorts are the listener's port when it listens where pods could reach it (not on loopback): the
+// lab's edge table closes it to them (net/network).
+func (k *kubeListener) guardPorts() []uint16 {
+	a, ok := k.l.Addr().(*net.TCPAddr)
+	if !ok || a.IP.IsLoopback() {
+		return nil
+	}
+	return []uint16{uint16(a.Port)}
+}
+
 // serve answers with h (the API's handler, the unix socket's) behind authentication until shutdown.
 func (k *kubeListener) serve(h http.Handler) error {
 	k.hs.Handler = k.auth.Wrap(h)

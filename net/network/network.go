@@ -78,6 +78,9 @@ type Options struct {
 	// existing named netns (or a path to a netns file), leaving the machine's
 	// own namespace exactly as it was.
 	HostNetns string
+	// GuardPorts are TCP ports of the host side that the lab's pods must not
+	// reach: the lab's API listener when it serves learners there.
+	GuardPorts []uint16
 }
 
 // Manager programs the account networks of one lab. Its methods are safe for
@@ -87,6 +90,8 @@ type Manager struct {
 	hostName string   // named host netns ("" for the process's own)
 	host     *os.File // kept open: peer namespace for transit veths, nft conn
 	hostPath string   // path for netns.Do / handles (/proc/self/fd/N)
+	// guardPorts: Options.GuardPorts, closed to the routers in the edge table.
+	guardPorts []uint16
 
 	// mu: account-level changes (and Reset) exclude each other and pod
 	// changes; pod changes of different pods run in parallel.
@@ -112,7 +117,7 @@ func New(o Options) (*Manager, error) {
 	if !labRE.MatchString(o.Lab) {
 		return nil, fmt.Errorf("network: lab prefix %q invalid: want 1-6 lowercase letters/digits starting with a letter", o.Lab)
 	}
-	m := &Manager{lab: o.Lab}
+	m := &Manager{lab: o.Lab, guardPorts: o.GuardPorts}
 	var err error
 	if o.HostNetns == "" {
 		m.host, err = openOwnNetns()

@@ -1,6 +1,8 @@
 package network
 
 import (
+	"fmt"
+
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
@@ -101,7 +103,10 @@ func routerTable(name string) tableSpec {
 //	             masqueraded (the outside sees the host); traffic to the host's
 //	             own addresses never passes here, so local servers see the
 //	             router's WAN address
-func edgeTable(name string, recordIPForward bool) tableSpec {
+//	input:       (with guardPorts) the lab's own services on the host, its API
+//	             listener, are not for its pods: a pod reaches the Internet
+//	             side, not the server that hosts the class
+func edgeTable(name string, recordIPForward bool, guardPorts []uint16) tableSpec {
 	spec := tableSpec{
 		name: name,
 		sets: []setSpec{
@@ -131,6 +136,15 @@ func edgeTable(name string, recordIPForward bool) tableSpec {
 				},
 			},
 		},
+	}
+	if len(guardPorts) > 0 {
+		in := chainSpec{name: "input", hook: nftables.ChainHookInput, prio: nftables.ChainPriorityFilter,
+			typ: nftables.ChainTypeFilter, policy: policyRef(nftables.ChainPolicyAccept)}
+		for _, p := range guardPorts {
+			in.rules = append(in.rules, rule(fmt.Sprintf("pods reach no lab service: tcp port %d", p),
+				ifnameInSet(expr.MetaKeyIIFNAME, EdgeTransitSet, false), l4proto(unix.IPPROTO_TCP), dport(p), counter(), drop()))
+		}
+		spec.chains = append(spec.chains, in)
 	}
 	if recordIPForward {
 		spec.chains = append(spec.chains, chainSpec{name: recordChain})
