@@ -113,7 +113,7 @@ func (a *App) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			a.walk, cmd = a.walk.Update(msg)
 		}
 		return a, cmd
-	case watchMsg, watchEndedMsg, rewatchMsg:
+	case watchMsg, watchStartedMsg, watchEndedMsg, rewatchMsg:
 		a.live, cmd = a.live.Update(msg)
 		return a, cmd
 	}

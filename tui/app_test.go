@@ -92,11 +92,19 @@ func (f *fakeRunner) Cleanup(ctx context.Context) error {
 func (f *fakeRunner) Display(c scenarios.Command) string {
 	switch c.Kind() {
 	case "http":
-		return "open " + fillVars(c.HTTP, f.Vars())
+		return "open " + f.expand(c.HTTP)
 	case "write":
 		return "cat <<EOF > " + c.Write + "\nEOF"
 	}
-	return fillVars(c.Run, f.Vars())
+	return f.expand(c.Run)
+}
+
+// expand fills in the variables as scenarios.Runner.Display does: all of them, or the text as written.
+func (f *fakeRunner) expand(s string) string {
+	if e, err := scenarios.Expand(s, f.Vars()); err == nil {
+		return e
+	}
+	return s
 }
 
 func (f *fakeRunner) Close() error { return nil }

@@ -74,8 +74,14 @@ func (l *live) watch(kind string) tea.Cmd {
 		if err != nil {
 			return watchEndedMsg{kind: kind, err: err}
 		}
-		return nextWatch(kind, ch)()
+		return watchStartedMsg{kind: kind, ch: ch}
 	}
+}
+
+// watchStartedMsg says a watch is open: the lab answers again, even when it has nothing to list.
+type watchStartedMsg struct {
+	kind string
+	ch   <-chan api.WatchEvent
 }
 
 func nextWatch(kind string, ch <-chan api.WatchEvent) tea.Cmd {
@@ -97,6 +103,9 @@ func (l *live) Update(msg tea.Msg) (*live, tea.Cmd) {
 			next = nextWatch(msg.kind, msg.ch)
 		}
 		return l, next
+	case watchStartedMsg:
+		delete(l.err, msg.kind)
+		return l, nextWatch(msg.kind, msg.ch)
 	case watchEndedMsg:
 		if l.ctx != nil && l.ctx.Err() != nil {
 			return l, nil

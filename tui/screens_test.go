@@ -340,7 +340,7 @@ func TestCheckTemplatesFilled(t *testing.T) {
 	for w.cur < last {
 		h.key("n")
 	}
-	if txt := w.stepText(); strings.Contains(txt, "{{") || !strings.Contains(txt, `fip "<FIP>" deleted`) {
+	if txt := w.stepText(); strings.Contains(txt, "{{") || !strings.Contains(txt, `fip "<FIP>" deleted`) || !strings.Contains(txt, "pi delete fip <FIP>") {
 		t.Errorf("before the FIP is captured the check reads:\n%s", txt)
 	}
 	for w.cur > 0 {
@@ -437,4 +437,36 @@ func TestShell(t *testing.T) {
 		t.Errorf("notice %q", w.notice)
 	}
 	_ = context.Background
+}
+
+// flakyWatcher is a lab whose daemon is down for the first `down` watches, then up with nothing in it.
+type flakyWatcher struct{ down int }
+
+func (f *flakyWatcher) Watch(ctx context.Context, k api.Kind, o client.ListOptions) (<-chan api.WatchEvent, error) {
+	if f.down > 0 {
+		f.down--
+		return nil, &client.DaemonDownError{Socket: "/run/pilab/t/pi.sock"}
+	}
+	return make(chan api.WatchEvent), nil // open, and the account is empty
+}
+
+// TestLiveReconnects: once the daemon is up again the pane drops its message, even with nothing to list
+// (the message stayed: only an event cleared it, and an empty account sends none).
+func TestLiveReconnects(t *testing.T) {
+	l := newLive(common{ctx: context.Background(), styles: defaultStyles(), keys: defaultKeys()}, &flakyWatcher{down: 1})
+	l.SetSize(34, 20)
+	msg := l.watch("pods")()
+	l, cmd := l.Update(msg)
+	if !strings.Contains(l.View(), "pi up") || cmd == nil {
+		t.Fatalf("daemon down: the pane says\n%s", l.View())
+	}
+	// The rewatch tick, then the new watch.
+	l, _ = l.Update(rewatchMsg{kind: "pods"})
+	l, cmd = l.Update(l.watch("pods")())
+	if v := l.View(); strings.Contains(v, "not running") || !strings.Contains(v, "no pods") {
+		t.Errorf("the daemon is back, the pane says\n%s", v)
+	}
+	if cmd == nil {
+		t.Error("the pane does not read the new watch")
+	}
 }

@@ -486,7 +486,8 @@ func (w *walk) stepText() string {
 	if len(step.Commands) > 0 {
 		b.WriteString("\n" + st.Title.Render("Run") + "\n")
 		for _, c := range step.Commands {
-			for i, l := range strings.Split(w.runner.Display(c), "\n") {
+			// A variable a later step captures shows as <NAME>, not as template syntax.
+			for i, l := range strings.Split(fillVars(w.runner.Display(c), w.runner.Vars()), "\n") {
 				prefix := "  "
 				if i == 0 {
 					prefix = "$ "
