@@ -12,6 +12,7 @@ import (
 	"github.com/charmbracelet/lipgloss"
 	"github.com/pilab/pi/lab/api"
 	"github.com/pilab/pi/lab/client"
+	"github.com/pilab/pi/scenarios"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -468,5 +469,26 @@ func TestLiveReconnects(t *testing.T) {
 	}
 	if cmd == nil {
 		t.Error("the pane does not read the new watch")
+	}
+}
+
+// TestShellPod: the pod a step works in, from its sh: command or its pi exec line.
+func TestShellPod(t *testing.T) {
+	for _, tc := range []struct{ cmd, want string }{
+		{"- pi exec nginx -- curl -s 10.244.0.2", "nginx"},
+		{"- pi exec -it -c web box -- sh", "box"},
+		{"- pi exec --container web box -- ls", "box"},
+		{"- {sh: 'wget -qO- podinfo:9898', pod: client}", "client"},
+		{"- pi get pods", ""},
+	} {
+		sc, err := scenarios.Parse([]byte("title: t\nsteps:\n  - title: s\n    commands:\n      "+tc.cmd+"\n"), "t.yaml", nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.cmd, err)
+		}
+		w := newWalk(common{ctx: context.Background(), styles: defaultStyles(), keys: defaultKeys()}, sc, &fakeRunner{sc: sc}, newPipe())
+		w.cur = 0
+		if got := w.shellPod(); got != tc.want {
+			t.Errorf("%s: shell in %q, want %q", tc.cmd, got, tc.want)
+		}
 	}
 }

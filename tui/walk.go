@@ -213,12 +213,15 @@ func (w *walk) shellPod() string {
 			if err != nil || len(args) < 3 || args[1] != "exec" {
 				continue
 			}
-			for _, a := range args[2:] {
-				if a == "--" {
-					break
-				}
-				if !strings.HasPrefix(a, "-") {
+			rest := args[2:]
+			for i := 0; i < len(rest) && rest[i] != "--"; i++ {
+				switch a := rest[i]; {
+				case a == "-c" || a == "--container":
+					i++ // its value is a container's name, not the pod's
+				case !strings.HasPrefix(a, "-"):
 					pod = a
+				}
+				if pod != "" {
 					break
 				}
 			}
