@@ -18,12 +18,15 @@ import (
 
 func newAccountCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "account", Short: "Create and delete accounts (each has its own private network)"}
+	var quota api.AccountSpec
 	create := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create an account",
-		Args:  cobra.ExactArgs(1),
+		Long: `Create an account: its own private network behind its own router. Its quotas are set now and
+kept for its life (0: the lab's defaults, 500 pods, no Service limit, pi up's --fip-quota Floating IPs).`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a := &api.Account{}
+			a := &api.Account{Spec: quota}
 			a.Name = args[0]
 			if _, err := g.client().Create(cmd.Context(), a); err != nil {
 				return err
@@ -32,6 +35,7 @@ func newAccountCmd() *cobra.Command {
 			return nil
 		},
 	}
+	addQuotaFlags(create, &quota, api.AccountSpec{})
 	var all bool
 	del := &cobra.Command{
 		Use:   "delete NAME",
@@ -44,6 +48,13 @@ func newAccountCmd() *cobra.Command {
 	del.Flags().BoolVar(&all, "all", false, "delete everything the account holds, then the account")
 	cmd.AddCommand(create, del, newAccountTokenCmd())
 	return cmd
+}
+
+// addQuotaFlags adds the flags that set an account's quotas, with defaults def.
+func addQuotaFlags(cmd *cobra.Command, q *api.AccountSpec, def api.AccountSpec) {
+	cmd.Flags().IntVar(&q.PodQuota, "pod-quota", def.PodQuota, "pods the account may hold (0: the lab's cap)")
+	cmd.Flags().IntVar(&q.ServiceQuota, "service-quota", def.ServiceQuota, "Services the account may hold (0: no limit)")
+	cmd.Flags().IntVar(&q.FIPQuota, "fip-quota", def.FIPQuota, "Floating IPs the account may hold (0: the lab's default)")
 }
 
 func newAccountTokenCmd() *cobra.Command {

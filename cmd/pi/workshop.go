@@ -47,6 +47,7 @@ private network and a kubeconfig holding a token of its own. Serve the lab on an
 	var f labFlags
 	var learners int
 	var out, serverURL string
+	var quota api.AccountSpec
 	create := &cobra.Command{
 		Use:   "create --learners N --out DIR",
 		Short: "Make N accounts and write a kubeconfig for each into DIR",
@@ -83,7 +84,7 @@ private network and a kubeconfig holding a token of its own. Serve the lab on an
 			tw := tabwriter.NewWriter(os.Stdout, 0, 8, 3, ' ', 0)
 			fmt.Fprintln(tw, "ACCOUNT\tKUBECONFIG")
 			for _, name := range names {
-				a := &api.Account{}
+				a := &api.Account{Spec: quota}
 				a.Name = name
 				a.Labels = map[string]string{WorkshopLabel: prefix}
 				if _, err := cl.Create(ctx, a); err != nil {
@@ -111,6 +112,8 @@ private network and a kubeconfig holding a token of its own. Serve the lab on an
 	f.add(create.Flags())
 	create.Flags().IntVar(&learners, "learners", 0, "how many accounts to make")
 	create.Flags().StringVar(&out, "out", "", "the directory the kubeconfigs go to (made 0700)")
+	// Pi's documented quotas for an account (seed 000).
+	addQuotaFlags(create, &quota, api.AccountSpec{PodQuota: 20, ServiceQuota: 5, FIPQuota: 5})
 	create.Flags().StringVar(&serverURL, "server", "", "the API server URL in the kubeconfigs: where learners reach the lab (default: the lab's listener)")
 
 	status := &cobra.Command{

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -127,6 +128,14 @@ func TestWorkshop(t *testing.T) {
 			t.Errorf("learner02's pods: %q, want pod/box alone", out)
 		}
 		must("learner02", "logs", "box")
+		// Pi's quotas: 5 Services, 20 pods, 5 Floating IPs an account.
+		if out := must("learner03", "get", "account", "learner03", "-o", "jsonpath={.spec.podQuota} {.spec.serviceQuota} {.spec.fipQuota}"); out != "20 5 5" {
+			t.Errorf("learner03's quotas: %q, want 20 5 5", out)
+		}
+		for i := 1; i <= 5; i++ {
+			must("learner03", "create", "service", "clusterip", fmt.Sprintf("s%d", i), "--tcp=80")
+		}
+		fails("learner03", `exceeded quota: account "learner03" may hold 5 Services`, "create", "service", "clusterip", "s6", "--tcp=80")
 		if out := must("learner01", "get", "accounts", "-o", "name"); !strings.Contains(out, "learner01") || strings.Contains(out, "learner02") || strings.Contains(out, "default") {
 			t.Errorf("learner01 lists accounts: %q, want its own alone", out)
 		}
@@ -191,7 +200,7 @@ func TestWorkshop(t *testing.T) {
 
 	status := mustPi(t, lab, "workshop", "status")
 	if !regexp.MustCompile(`(?m)^learner01 +10\.244\.0\.0/16 +2 +2 +0 +0 +1 `).MatchString(status) ||
-		!regexp.MustCompile(`(?m)^learner03 +\S+ +1 +1 +0 +0 +1 `).MatchString(status) {
+		!regexp.MustCompile(`(?m)^learner03 +\S+ +1 +1 +5 +0 +1 `).MatchString(status) {
 		t.Errorf("pi workshop status:\n%s", status)
 	}
 

@@ -47,6 +47,12 @@ type Account struct {
 type AccountSpec struct {
 	// FIPQuota is how many Floating IPs the account may hold; 0 means the lab default.
 	FIPQuota int `json:"fipQuota,omitempty"`
+	// PodQuota is how many pods the account may hold; 0 means the lab's cap (500, what one account
+	// network carries). A workshop's accounts get Pi's 20.
+	PodQuota int `json:"podQuota,omitempty"`
+	// ServiceQuota is how many Services the account may hold; 0 means no limit. A workshop's accounts
+	// get Pi's 5.
+	ServiceQuota int `json:"serviceQuota,omitempty"`
 }
 
 // AccountStatus is an account's network as the lab set it up.

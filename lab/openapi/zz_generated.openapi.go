@@ -455,6 +455,20 @@ func schema_pilab_pi_lab_api_AccountSpec(ref common.ReferenceCallback) common.Op
 							Format:      "int32",
 						},
 					},
+					"podQuota": {
+						SchemaProps: spec.SchemaProps{
+							Description: "PodQuota is how many pods the account may hold; 0 means the lab's cap (500, what one account network carries). A workshop's accounts get Pi's 20.",
+							Type:        []string{"integer"},
+							Format:      "int32",
+						},
+					},
+					"serviceQuota": {
+						SchemaProps: spec.SchemaProps{
+							Description: "ServiceQuota is how many Services the account may hold; 0 means no limit. A workshop's accounts get Pi's 5.",
+							Type:        []string{"integer"},
+							Format:      "int32",
+						},
+					},
 				},
 			},
 		},

@@ -40,6 +40,9 @@ func (r *Registry) admit(ctx context.Context, vw *view, account string, o, old m
 		if max := r.maxPods(); len(pods) >= max {
 			return Invalid("account %q holds %d pods, the most one account network carries (its bridge floods every broadcast to every pod); delete some first", account, len(pods))
 		}
+		if q := r.accountQuota(vw, account, func(a *api.Account) int { return a.Spec.PodQuota }); q > 0 && len(pods) >= q {
+			return Invalid("pods %q is forbidden: exceeded quota: account %q may hold %d pods (spec.podQuota) and holds %d; delete some first", v.Name, account, q, len(pods))
+		}
 		return r.checkImages(ctx, v.Spec.Containers, "spec")
 	case *appsv1.Deployment:
 		defaultDeployment(v)
@@ -67,14 +70,26 @@ func (r *Registry) admit(ctx context.Context, vw *view, account string, o, old m
 		}
 		return r.admitService(vw, account, v, oldSvc)
 	case *api.Account:
-		if v.Spec.FIPQuota < 0 {
-			return Invalid("account %q: spec.fipQuota: Invalid value: %d: must be 0 (the lab's default) or more", v.Name, v.Spec.FIPQuota)
+		quotas := []struct {
+			field string
+			of    func(*api.Account) int
+		}{
+			{"fipQuota", func(a *api.Account) int { return a.Spec.FIPQuota }},
+			{"podQuota", func(a *api.Account) int { return a.Spec.PodQuota }},
+			{"serviceQuota", func(a *api.Account) int { return a.Spec.ServiceQuota }},
+		}
+		for _, q := range quotas {
+			if n := q.of(v); n < 0 {
+				return Invalid("account %q: spec.%s: Invalid value: %d: must be 0 (the lab's default) or more", v.Name, q.field, n)
+			}
 		}
 		if old != nil {
 			oa := old.(*api.Account)
 			// A quota is the lab's to give: an account's own manifest cannot raise it once the account exists.
-			if v.Spec.FIPQuota != oa.Spec.FIPQuota {
-				return Invalid("account %q: spec.fipQuota: Forbidden: an account's quota is set when the account is created; delete and recreate the account to change it", v.Name)
+			for _, q := range quotas {
+				if q.of(v) != q.of(oa) {
+					return Invalid("account %q: spec.%s: Forbidden: an account's quota is set when the account is created; delete and recreate the account to change it", v.Name, q.field)
+				}
 			}
 			v.Status = oa.Status
 			return nil
@@ -90,6 +105,19 @@ func (r *Registry) admit(ctx context.Context, vw *view, account string, o, old m
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// accountQuota reads one quota of an account (0: none set).
+func (r *Registry) accountQuota(v *view, account string, quota func(*api.Account) int) int {
+	o, err := v.Get(kindAccount, "", account)
+	if err != nil {
+		return 0
+	}
+	a, ok := o.(*api.Account)
+	if !ok {
+		return 0
+	}
+	return quota(a)
+}
 
 // maxPods is the pods-per-account cap in force.
 func (r *Registry) maxPods() int {
@@ -205,6 +233,9 @@ func (r *Registry) admitService(v *view, account string, svc *corev1.Service, ol
 	objs, err := v.List(kindService, account)
 	if err != nil {
 		return err
+	}
+	if q := r.accountQuota(v, account, func(a *api.Account) int { return a.Spec.ServiceQuota }); old == nil && q > 0 && len(objs) >= q {
+		return Invalid("services %q is forbidden: exceeded quota: account %q may hold %d Services (spec.serviceQuota) and holds %d; delete some first", svc.Name, account, q, len(objs))
 	}
 	if svc.Spec.ClusterIP != corev1.ClusterIPNone {
 		used := map[string]string{}

@@ -297,3 +297,56 @@ func TestAccountQuotaCannotBeRaisedByUpdate(t *testing.T) {
 		t.Fatalf("raising the quota: %v", err)
 	}
 }
+
+// TestAccountPodAndServiceQuotas: an account's podQuota and serviceQuota hold for any writer, under
+// concurrency (the registry decides every cap in one place), an update of an existing Service is not a
+// new one, and neither quota can be raised by an update.
+func TestAccountPodAndServiceQuotas(t *testing.T) {
+	r, st := newRegistry(t, 0)
+	ctx := context.Background()
+	learner := &api.Account{ObjectMeta: metav1.ObjectMeta{Name: "learner01"}, Spec: api.AccountSpec{PodQuota: 3, ServiceQuota: 2}}
+	if err := r.Create(ctx, "", learner, false); err != nil {
+		t.Fatal(err)
+	}
+	errs := parallel(10, func(i int) error { return r.Create(ctx, "learner01", pod(fmt.Sprintf("p%d", i)), false) })
+	ok, refused := 0, 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case strings.Contains(err.Error(), "exceeded quota") && strings.Contains(err.Error(), "spec.podQuota"):
+			refused++
+		default:
+			t.Errorf("pod create: %v", err)
+		}
+	}
+	if ok != 3 || refused != 7 {
+		t.Errorf("10 pods at once against a quota of 3: %d created, %d refused", ok, refused)
+	}
+	// Another account is not held to learner01's quota.
+	for i := range 5 {
+		if err := r.Create(ctx, "alice", pod(fmt.Sprintf("a%d", i)), false); err != nil {
+			t.Fatalf("alice's pod %d: %v", i, err)
+		}
+	}
+	for _, name := range []string{"s1", "s2"} {
+		if err := r.Create(ctx, "learner01", service(name), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Create(ctx, "learner01", service("s3"), false); err == nil || !strings.Contains(err.Error(), "spec.serviceQuota") {
+		t.Errorf("a third Service against a quota of 2: %v", err)
+	}
+	o, _ := st.Get(kindService, "learner01", "s1")
+	svc := o.(*corev1.Service)
+	svc.Labels = map[string]string{"tier": "web"}
+	if err := r.Update(ctx, "learner01", svc); err != nil {
+		t.Errorf("updating a Service at the quota: %v", err)
+	}
+	o, _ = st.Get(kindAccount, "", "learner01")
+	a := o.(*api.Account)
+	a.Spec.PodQuota = 100
+	if err := r.Update(ctx, "", a); err == nil || !strings.Contains(err.Error(), "spec.podQuota: Forbidden") {
+		t.Errorf("raising the pod quota: %v", err)
+	}
+}

@@ -60,8 +60,13 @@ func Account(a *api.Account) field.ErrorList {
 	if len(a.Name) > 20 {
 		errs = append(errs, field.TooLong(field.NewPath("metadata", "name"), a.Name, 20))
 	}
-	if a.Spec.FIPQuota < 0 {
-		errs = append(errs, field.Invalid(field.NewPath("spec", "fipQuota"), a.Spec.FIPQuota, "must be greater than or equal to 0"))
+	for _, q := range []struct {
+		field string
+		n     int
+	}{{"fipQuota", a.Spec.FIPQuota}, {"podQuota", a.Spec.PodQuota}, {"serviceQuota", a.Spec.ServiceQuota}} {
+		if q.n < 0 {
+			errs = append(errs, field.Invalid(field.NewPath("spec", q.field), q.n, "must be greater than or equal to 0"))
+		}
 	}
 	return errs
 }
