@@ -2,6 +2,7 @@ package scenarios
 
 import (
 	"fmt"
+	"github.com/pilab/pi/lab/daemon"
 	"maps"
 	"regexp"
 	"slices"
@@ -15,6 +16,8 @@ type Result struct {
 	Stderr string
 	// Err is set when the command failed: a non-zero exit, or no answer.
 	Err error
+	// Trace is what a trace: command observed (Stdout is its path as text); nil for other commands.
+	Trace *daemon.TraceResult
 }
 
 // Output is what a learner saw: stdout, then stderr.

@@ -81,6 +81,8 @@ type Event struct {
 	Time time.Time
 	// Account is the account the scenario plays in (set by RunSuite).
 	Account string
+	// Trace is, on the CommandFinished of a trace: command, the path the request took (also when it failed).
+	Trace *daemon.TraceResult
 }
 
 // StepError says which scenario, step and command or check failed, and how.
@@ -355,6 +357,12 @@ func (r *Runner) Display(c Command) string {
 		return "cat <<EOF > " + c.Write + "\n" + content + "EOF"
 	case "sh":
 		return "pi exec " + exp(c.Pod) + " -- sh -c " + shQuote(exp(c.Sh))
+	case "trace":
+		from, target, err := TraceArgs(exp(c.Trace))
+		if err != nil {
+			return "pi trace " + exp(c.Trace)
+		}
+		return traceLine(from, target)
 	}
 	return exp(c.Run)
 }
@@ -523,6 +531,23 @@ func (r *Runner) attempt(ctx context.Context, step, idx int, c Command, stream b
 		if err != nil {
 			return Result{Err: err}, nil, err
 		}
+	case "trace":
+		line, err := Expand(c.Trace, r.Vars())
+		if err != nil {
+			return Result{Err: err}, nil, err
+		}
+		from, target, err := TraceArgs(line)
+		if err != nil {
+			return Result{Err: err}, nil, err
+		}
+		if stream {
+			r.emit(Event{Kind: CommandStarted, Step: step, Index: idx, Text: r.Display(c)})
+		}
+		res = r.trace(ctx, from, target)
+		if stream {
+			r.emit(Event{Kind: Output, Step: step, Index: idx, Text: res.Output()})
+			r.emit(Event{Kind: CommandFinished, Step: step, Index: idx, Err: res.Err, Trace: res.Trace})
+		}
 	default:
 		res = r.runLine(ctx, step, idx, c.Run, stream, r.opt.CommandTimeout)
 	}
@@ -536,7 +561,7 @@ func (r *Runner) attempt(ctx context.Context, step, idx int, c Command, stream b
 func (r *Runner) emitCommand(step, idx int, c Command, res Result) {
 	r.emit(Event{Kind: CommandStarted, Step: step, Index: idx, Text: r.Display(c)})
 	r.emit(Event{Kind: Output, Step: step, Index: idx, Text: res.Output()})
-	r.emit(Event{Kind: CommandFinished, Step: step, Index: idx, Err: res.Err})
+	r.emit(Event{Kind: CommandFinished, Step: step, Index: idx, Err: res.Err, Trace: res.Trace})
 }
 
 func (r *Runner) runCheck(ctx context.Context, step int, c Check, stepOut Result) error {
@@ -742,4 +767,54 @@ func shQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// traceLine is a trace as the learner would type it.
+func traceLine(from, target string) string {
+	if from == "internet" || from == "router" {
+		return "pi trace --from " + from + " " + target
+	}
+	return "pi trace " + from + " " + target
+}
+
+// trace asks the daemon to send a request from `from` to target and to report the path the kernel saw it
+// take (POST /x/trace, what pi trace does); the output is that path, one line per hop (TraceText).
+func (r *Runner) trace(ctx context.Context, from, target string) Result {
+	ctx, cancel := context.WithTimeout(ctx, r.opt.CommandTimeout)
+	defer cancel()
+	var tr daemon.TraceResult
+	req := daemon.TraceRequest{Account: r.cl.Account, From: from, Target: target}
+	if err := r.cl.Do(ctx, "POST", "/x/trace", nil, req, &tr); err != nil {
+		return Result{Err: fmt.Errorf("`%s`: %w", traceLine(from, target), err)}
+	}
+	res := Result{Stdout: TraceText(&tr), Trace: &tr}
+	if tr.Error != "" {
+		// The path is shown all the same: where it stopped is the lesson of a refused request.
+		res.Err = fmt.Errorf("the traced request did not get an answer: %s", tr.Summary)
+	}
+	return res
+}
+
+// TraceText is a trace's path for a transcript: the name lookup and the flow, then one line per hop (its
+// number, the namespace it was seen in, what the kernel did there), and the outcome.
+func TraceText(tr *daemon.TraceResult) string {
+	var b strings.Builder
+	if d := tr.DNS; d != nil {
+		fmt.Fprintf(&b, "DNS   %s → %s: %s → %s\n", d.Client, d.Server, d.Name, d.Answer)
+	}
+	if tr.Flow != "" {
+		fmt.Fprintf(&b, "flow  %s\n", tr.Flow)
+	}
+	for i, h := range tr.Hops {
+		text := h.Text
+		if h.Direction == "reply" {
+			text = "reply: " + text
+		}
+		if h.Inferred && !strings.Contains(text, "inferred") {
+			text += " (inferred)"
+		}
+		fmt.Fprintf(&b, "%-5d %s: %s\n", i+1, h.Netns, strings.Join(strings.Fields(text), " "))
+	}
+	fmt.Fprintln(&b, tr.Summary)
+	return b.String()
 }

@@ -38,6 +38,11 @@ func fakeLab(t *testing.T, script string) Options {
 			fmt.Fprint(w, `{"lab":"t1","fipPool":"198.18.0.0/24"}`)
 		case "/x/images":
 			fmt.Fprint(w, `[{"Name":"nginx"}]`)
+		case "/x/trace":
+			// The daemon's answer is the test's (trace.json); the request is kept for it to look at.
+			body, _ := io.ReadAll(r.Body)
+			os.WriteFile(filepath.Join(dir, "trace-request.json"), body, 0o644)
+			http.ServeFile(w, r, filepath.Join(dir, "trace.json"))
 		default:
 			serveObjects(w, r, filepath.Join(dir, "objs"))
 		}

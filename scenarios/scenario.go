@@ -60,7 +60,8 @@ type Step struct {
 }
 
 // Command is one thing the learner does: a pi command (Run), an HTTP GET from the laptop (HTTP), a file
-// written (Write) or a shell line run inside a pod (Sh). In YAML a bare string is a Run.
+// written (Write), a shell line run inside a pod (Sh) or a request whose path is traced (Trace). In YAML a
+// bare string is a Run.
 type Command struct {
 	// A pi command line, run without a shell: quotes group words, but |, >, <, ;, &, && and $(...) are refused.
 	Run string `json:"run,omitempty"`
@@ -76,6 +77,9 @@ type Command struct {
 	Sh string `json:"sh,omitempty"`
 	// With sh: the pod the shell line runs in.
 	Pod string `json:"pod,omitempty"`
+	// FROM TARGET, as pi trace takes them: a request sent from FROM ([account/]pod, router or internet) to TARGET
+	// (http://HOST[:PORT]/PATH, tcp://HOST:PORT or HOST:PORT); the output is its path, one line per hop.
+	Trace string `json:"trace,omitempty"`
 	// Variables set from the output: NAME: a regexp with exactly one group (...), whose match becomes {{.NAME}}.
 	Capture map[string]string `json:"capture,omitempty"`
 	// Retry until the command succeeds (and its captures match), for at most this long, e.g. "30s".
@@ -140,9 +144,11 @@ func (c *Command) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// Kind says what the command does, for messages: "run", "http", "write" or "sh".
+// Kind says what the command does, for messages: "run", "http", "write", "sh" or "trace".
 func (c Command) Kind() string {
 	switch {
+	case c.Trace != "":
+		return "trace"
 	case c.HTTP != "":
 		return "http"
 	case c.Write != "":
@@ -280,14 +286,14 @@ var podName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 func (sc *Scenario) validateCommand(c Command, known map[string]bool) []error {
 	var errs []error
 	n := 0
-	for _, s := range []string{c.Run, c.HTTP, c.Write, c.Sh} {
+	for _, s := range []string{c.Run, c.HTTP, c.Write, c.Sh, c.Trace} {
 		if s != "" {
 			n++
 		}
 	}
 	if n != 1 {
 		// Nothing else can be judged without knowing what the command is.
-		return []error{errors.New("say exactly one of run:, http:, write: or sh:")}
+		return []error{errors.New("say exactly one of run:, http:, write:, sh: or trace:")}
 	}
 	if c.Write == "" && (c.From != "" || c.Replace != nil) {
 		errs = append(errs, errors.New("from: and replace: go with write:"))
@@ -320,6 +326,8 @@ func (sc *Scenario) validateCommand(c Command, known map[string]bool) []error {
 				errs = append(errs, fmt.Errorf("pod: %w", err))
 			}
 		}
+	case "trace":
+		errs = append(errs, checkTrace(c.Trace, known)...)
 	case "write":
 		if strings.ContainsAny(c.Write, "/\\") || c.Write == "." || c.Write == ".." {
 			errs = append(errs, fmt.Errorf("write: %q must be a plain file name (it goes into the scenario's working directory)", c.Write))
@@ -356,6 +364,45 @@ func (sc *Scenario) validateCommand(c Command, known map[string]bool) []error {
 		if re.NumSubexp() != 1 {
 			errs = append(errs, fmt.Errorf("capture %s: the regexp needs exactly one group (...) for the value, it has %d", v, re.NumSubexp()))
 		}
+	}
+	return errs
+}
+
+// traceTarget is what a trace may be sent to, as pi trace takes it: http:// or tcp:// URL, or HOST:PORT.
+var traceTarget = regexp.MustCompile(`^(http://[^\s/]+(/\S*)?|tcp://[^\s/]+:[^\s/]+|[^\s/:]+:[^\s/]+)$`)
+
+// TraceArgs splits a trace: line, variables expanded or not, into where the request starts and its target.
+func TraceArgs(line string) (from, target string, err error) {
+	f := strings.Fields(line)
+	if len(f) != 2 {
+		return "", "", fmt.Errorf("%q: say FROM TARGET, e.g. \"nginx http://{{.HTTPD_IP}}/\" or \"internet http://{{.FIP}}/\"", line)
+	}
+	return f[0], f[1], nil
+}
+
+// checkTrace checks a trace: line: two words, a known start (a pod, router or internet) and a target pi trace
+// takes; its errors start with "trace:".
+func checkTrace(line string, known map[string]bool) []error {
+	var errs []error
+	if err := checkRefs(line, known); err != nil {
+		errs = append(errs, fmt.Errorf("trace: %w", err))
+	}
+	from, target, err := TraceArgs(line)
+	if err != nil {
+		return append(errs, fmt.Errorf("trace: %w", err))
+	}
+	if refs, _ := Refs(from); len(refs) == 0 && from != "internet" && from != "router" {
+		acct, pod, ok := strings.Cut(from, "/")
+		if !ok {
+			pod, acct = acct, ""
+		}
+		if !podName.MatchString(pod) || (ok && !podName.MatchString(acct)) {
+			errs = append(errs, fmt.Errorf("trace: %q is not where a trace starts: a pod ([account/]pod), router or internet", from))
+		}
+	}
+	// A variable stands for a host or a port here: it has no blank or slash, so the target's shape shows.
+	if !traceTarget.MatchString(target) {
+		errs = append(errs, fmt.Errorf("trace: target %q: give http://HOST[:PORT]/PATH, tcp://HOST:PORT or HOST:PORT", target))
 	}
 	return errs
 }

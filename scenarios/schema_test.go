@@ -43,7 +43,7 @@ func generateSchema() ([]byte, error) {
 
 	cmd := s.Definitions["Command"]
 	one := func(f string) *jsonschema.Schema { return &jsonschema.Schema{Required: []string{f}} }
-	cmd.OneOf = []*jsonschema.Schema{one("run"), one("http"), one("write"), one("sh")}
+	cmd.OneOf = []*jsonschema.Schema{one("run"), one("http"), one("write"), one("sh"), one("trace")}
 	cmd.DependentRequired = map[string][]string{"sh": {"pod"}, "pod": {"sh"}, "from": {"write"}, "replace": {"write"}}
 	cmd.Description = ""
 	s.Definitions["Command"] = &jsonschema.Schema{
