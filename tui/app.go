@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,6 +30,7 @@ type Options struct {
 	// newRunner and watcher replace the lab in tests.
 	newRunner   func(sc *scenarios.Scenario, sink func(scenarios.Event)) (Runner, error)
 	watcher     Watcher
+	network     NetworkSource
 	execProcess func(*exec.Cmd, tea.ExecCallback) tea.Cmd
 }
 
@@ -38,10 +40,13 @@ type errMsg struct{ err error }
 // App is the root model: the scenario list or a walkthrough, the live pane, help.
 type App struct {
 	common
-	opts     Options
-	list     *list
-	walk     *walk
-	live     *live
+	opts Options
+	list *list
+	walk *walk
+	live *live
+	net  *network
+	// showNet: the right pane is the network pane (the map and the last trace), not the live pane.
+	showNet  bool
 	help     help.Model
 	showHelp bool
 	err      error
@@ -59,9 +64,13 @@ func newApp(ctx context.Context, o Options, glamourStyle string) *App {
 	if o.watcher == nil {
 		o.watcher = client.New(o.Runner.Socket, o.Runner.Account)
 	}
+	if o.network == nil {
+		o.network = labNetwork{client.New(o.Runner.Socket, o.Runner.Account)}
+	}
 	a := &App{common: c, opts: o, help: help.New()}
 	a.list = newList(c, o.Scenarios)
 	a.live = newLive(c, o.watcher)
+	a.net = newNetwork(c, o.network)
 	return a
 }
 
@@ -88,6 +97,13 @@ func (a *App) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			a.showHelp = !a.showHelp
 			a.SetSize(a.width, a.height)
 			return a, nil
+		case key.Matches(msg, a.keys.Pane):
+			a.showNet = !a.showNet
+			if a.showNet {
+				// The map as it is now: steps change it.
+				return a, a.net.fetch()
+			}
+			return a, nil
 		}
 		a.err = nil
 		if a.walk != nil {
@@ -103,11 +119,23 @@ func (a *App) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		a.err = msg.err
 		return a, nil
 	case eventMsg:
+		var fetch tea.Cmd
+		switch ev := msg.ev; {
+		case ev.Kind == scenarios.CommandFinished && ev.Trace != nil:
+			// A step traced a request: its path is what the step is about, so the pane shows it.
+			a.net.trace, a.showNet = ev.Trace, true
+			fetch = a.net.fetch()
+		case ev.Kind == scenarios.StepFinished && a.showNet:
+			fetch = a.net.fetch()
+		}
 		if a.walk != nil {
 			a.walk, cmd = a.walk.Update(msg)
 			a.leaveIfDone()
 		}
-		return a, cmd
+		return a, tea.Batch(cmd, fetch)
+	case networkMsg:
+		a.net.update(msg)
+		return a, nil
 	case shellMsg:
 		if a.walk != nil {
 			a.walk, cmd = a.walk.Update(msg)
@@ -138,6 +166,7 @@ func (a *App) open(sc *scenarios.Scenario) tea.Cmd {
 		return func() tea.Msg { return errMsg{err} }
 	}
 	a.walk = newWalk(a.common, sc, r, p)
+	a.net.trace = nil // another scenario's path
 	a.walk.shell = a.shellCommand
 	if a.opts.execProcess != nil {
 		a.walk.execProcess = a.opts.execProcess
@@ -180,6 +209,7 @@ func (a *App) SetSize(w, h int) {
 		a.walk.SetSize(left, body)
 	}
 	a.live.SetSize(w-left, body)
+	a.net.SetSize(w-left, body)
 }
 
 func (a *App) header() string {
@@ -203,6 +233,14 @@ func (a *App) footer() string {
 	} else {
 		keys = a.list.bindings()
 	}
+	keys = a.withPane(keys)
+	// A narrow screen loses the keys the full help (?) still lists: previous step first, then next.
+	for _, drop := range []string{"p", "n"} {
+		if lipgloss.Width(" "+a.help.ShortHelpView(keys.short)) <= a.width {
+			break
+		}
+		keys.short = slices.DeleteFunc(slices.Clone(keys.short), func(b key.Binding) bool { return b.Help().Key == drop })
+	}
 	var s string
 	if a.showHelp {
 		s = a.help.FullHelpView(keys.FullHelp())
@@ -221,6 +259,31 @@ func (a *App) footer() string {
 	return s
 }
 
+// withPane adds the key that toggles the right pane to a view's keys: before "? keys" on the short line,
+// and with the app's keys in the full help. It says which pane it shows next.
+func (a *App) withPane(b bindings) bindings {
+	pane, shortPane := withHelp(a.keys.Pane, "network pane"), "map"
+	if a.showNet {
+		pane, shortPane = withHelp(a.keys.Pane, "live pane"), "live"
+	}
+	out := bindings{full: append([][]key.Binding(nil), b.full...)}
+	placed := false
+	for _, k := range b.short {
+		if !placed && k.Help().Key == a.keys.Help.Help().Key {
+			out.short = append(out.short, short(pane, shortPane))
+			placed = true
+		}
+		out.short = append(out.short, k)
+	}
+	if !placed {
+		out.short = append(out.short, pane)
+	}
+	if n := len(out.full); n > 0 {
+		out.full[n-1] = append([]key.Binding{pane}, out.full[n-1]...)
+	}
+	return out
+}
+
 func (a *App) View() string {
 	if a.width == 0 {
 		return ""
@@ -231,7 +294,11 @@ func (a *App) View() string {
 	} else {
 		left = a.list.View()
 	}
-	body := lipgloss.JoinHorizontal(lipgloss.Top, left, a.live.View())
+	right := a.live.View()
+	if a.showNet {
+		right = a.net.View()
+	}
+	body := lipgloss.JoinHorizontal(lipgloss.Top, left, right)
 	return a.header() + "\n" + body + "\n" + a.footer()
 }
 

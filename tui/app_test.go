@@ -65,6 +65,12 @@ func (f *fakeRunner) RunStep(ctx context.Context, i int) error {
 	f.sink(scenarios.Event{Kind: scenarios.StepStarted, Step: i, Text: st.Title})
 	for j, c := range st.Commands {
 		f.sink(scenarios.Event{Kind: scenarios.CommandStarted, Step: i, Index: j, Text: f.Display(c)})
+		if c.Kind() == "trace" {
+			tr := fakeTrace(f.expand(c.Trace))
+			f.sink(scenarios.Event{Kind: scenarios.Output, Step: i, Index: j, Text: scenarios.TraceText(tr)})
+			f.sink(scenarios.Event{Kind: scenarios.CommandFinished, Step: i, Index: j, Trace: tr})
+			continue
+		}
 		f.sink(scenarios.Event{Kind: scenarios.Output, Step: i, Index: j, Text: "output of " + c.Run + "\n"})
 		f.sink(scenarios.Event{Kind: scenarios.CommandFinished, Step: i, Index: j})
 		f.mu.Lock()
@@ -95,6 +101,8 @@ func (f *fakeRunner) Display(c scenarios.Command) string {
 		return "open " + f.expand(c.HTTP)
 	case "write":
 		return "cat <<EOF > " + c.Write + "\nEOF"
+	case "trace":
+		return "pi trace " + f.expand(c.Trace)
 	}
 	return f.expand(c.Run)
 }
@@ -115,6 +123,7 @@ type harness struct {
 	runners  []*fakeRunner
 	execs    []*exec.Cmd
 	shellErr error
+	net      *fakeNetwork
 }
 
 func newHarness(t *testing.T) *harness { return newHarnessSize(t, 100, 30) }
@@ -126,8 +135,8 @@ func newHarnessSize(t *testing.T, width, height int) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t}
-	o := Options{Scenarios: all}
+	h := &harness{t: t, net: &fakeNetwork{view: fakeLabNetwork()}}
+	o := Options{Scenarios: all, network: h.net}
 	o.newRunner = func(sc *scenarios.Scenario, sink func(scenarios.Event)) (Runner, error) {
 		r := &fakeRunner{sc: sc, sink: sink}
 		h.runners = append(h.runners, r)
@@ -157,6 +166,8 @@ func (h *harness) key(k string) tea.Cmd {
 		msg = tea.KeyMsg{Type: tea.KeyEnter}
 	case "esc":
 		msg = tea.KeyMsg{Type: tea.KeyEsc}
+	case "tab":
+		msg = tea.KeyMsg{Type: tea.KeyTab}
 	default:
 		msg = tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(k)}
 	}
@@ -256,7 +267,7 @@ func TestRunStepsInOrder(t *testing.T) {
 	if got := h.runners[0].ran; len(got) != 1 || got[0] != 0 {
 		t.Errorf("runner ran steps %v, want [0]", got)
 	}
-	if !strings.Contains(h.app.header(), "step 1/5 ✓") {
+	if !strings.Contains(h.app.header(), "step 1/6 ✓") {
 		t.Errorf("header %q lacks the progress", h.app.header())
 	}
 }

@@ -57,6 +57,8 @@ func defaultStyles() *Styles {
 // the footer shows exactly those: a key advertised is a key that does what it says there.
 type keyMap struct {
 	Run, Next, Prev, Up, Down, PageUp, PageDown, Shell, Back, Quit, Help key.Binding
+	// Pane toggles the right pane between the live view and the network (the app's, in every view).
+	Pane key.Binding
 	// The list's: the same keys, other words.
 	Start, ListUp, ListDown key.Binding
 }
@@ -74,6 +76,7 @@ func defaultKeys() *keyMap {
 		Back:     key.NewBinding(key.WithKeys("esc"), key.WithHelp("esc", "clean up, back to the list")),
 		Quit:     key.NewBinding(key.WithKeys("q", "ctrl+c"), key.WithHelp("q", "quit")),
 		Help:     key.NewBinding(key.WithKeys("?"), key.WithHelp("?", "more keys")),
+		Pane:     key.NewBinding(key.WithKeys("tab"), key.WithHelp("tab", "network pane")),
 		Start:    key.NewBinding(key.WithKeys("enter"), key.WithHelp("enter", "start workshop")),
 		ListUp:   key.NewBinding(key.WithKeys("up", "k"), key.WithHelp("↑/k", "up")),
 		ListDown: key.NewBinding(key.WithKeys("down", "j"), key.WithHelp("↓/j", "down")),

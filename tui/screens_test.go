@@ -298,6 +298,10 @@ func TestFooterKeysDoWhatTheySay(t *testing.T) {
 		if h.app.walk != nil {
 			keys = h.app.walk.bindings()
 		}
+		keys = h.app.withPane(keys)
+		if !strings.Contains(footer, "tab map") {
+			t.Errorf("%s: the footer does not offer the network pane: %s", name, footer)
+		}
 		for _, col := range keys.FullHelp() {
 			for _, b := range col {
 				if b.Enabled() {
@@ -390,7 +394,7 @@ func TestEnterTwiceRunsOnce(t *testing.T) {
 	if w.notice != "" {
 		t.Errorf("after the step ended the notice still says %q", w.notice)
 	}
-	if !strings.Contains(h.app.footer(), "run step again") {
+	if !strings.Contains(h.app.footer(), "enter rerun") {
 		t.Errorf("after the step passed the footer says %q", h.app.footer())
 	}
 }

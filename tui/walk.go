@@ -285,7 +285,7 @@ func (w *walk) walkKeys() walkKeys {
 func (w *walk) bindings() bindings {
 	k, app := w.walkKeys(), w.keys
 	return bindings{
-		short: []key.Binding{short(k.Run, strings.TrimSuffix(k.Run.Help().Desc, " step")), short(k.Next, "next"), short(k.Prev, "prev"),
+		short: []key.Binding{short(k.Run, runShort(k.Run.Help().Desc)), short(k.Next, "next"), short(k.Prev, "prev"),
 			short(k.Shell, k.Shell.Help().Desc), short(k.Back, "leave"), short(app.Help, "keys"), app.Quit},
 		full: [][]key.Binding{
 			{k.Run, k.Next, k.Prev, k.Shell},
@@ -293,6 +293,14 @@ func (w *walk) bindings() bindings {
 			{k.Back, withHelp(app.Quit, "quit (cleans up)"), withHelp(app.Help, "hide these keys")},
 		},
 	}
+}
+
+// runShort is enter's word on the one-line footer: "run", "begin" or "rerun".
+func runShort(desc string) string {
+	if desc == "run step again" {
+		return "rerun"
+	}
+	return strings.TrimSuffix(desc, " step")
 }
 
 func (w *walk) key(msg tea.KeyMsg) tea.Cmd {
