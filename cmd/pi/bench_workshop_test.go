@@ -194,9 +194,9 @@ func startWorkshopLab(b *testing.B, addr string) (string, string) {
 	return lab, path
 }
 
-// execIn runs cmd in a pod through client-go's SPDY executor, its connection dialled by dial (client-go's
+// execIn runs cmd in a pod through client-go's SPDY executor, its connection dialled by cfg.Dial (client-go's
 // stock SPDY round tripper takes no dial function: it is given one as an upgrade transport).
-func execIn(ctx context.Context, cfg *rest.Config, cs *kubernetes.Clientset, dial func(ctx context.Context, network, addr string) (net.Conn, error), pod string, cmd ...string) (string, error) {
+func execIn(ctx context.Context, cfg *rest.Config, cs *kubernetes.Clientset, pod string, cmd ...string) (string, error) {
 	u := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace("default").Name(pod).SubResource("exec").
 		VersionedParams(&corev1.PodExecOptions{Command: cmd, Stdout: true, Stderr: true}, scheme.ParameterCodec).URL()
 	tlsCfg, err := rest.TLSConfigFor(cfg)
@@ -204,7 +204,7 @@ func execIn(ctx context.Context, cfg *rest.Config, cs *kubernetes.Clientset, dia
 		return "", err
 	}
 	up, err := spdy.NewRoundTripperWithConfig(spdy.RoundTripperConfig{
-		UpgradeTransport: &http.Transport{DialContext: dial, TLSClientConfig: tlsCfg}, PingPeriod: 5 * time.Second})
+		UpgradeTransport: &http.Transport{DialContext: cfg.Dial, TLSClientConfig: tlsCfg}, PingPeriod: 5 * time.Second})
 	if err != nil {
 		return "", err
 	}
@@ -230,8 +230,9 @@ func execIn(ctx context.Context, cfg *rest.Config, cs *kubernetes.Clientset, dia
 // own watch, opened before), the wall time to all 300 Running, and the daemon's RSS holding them. Then the
 // 30 learners each loop for 60 s over their pods: get, exec `hostname` (SPDY, a new TLS connection each,
 // as every `kubectl exec` makes) and logs; it reports each verb's p50/p99, beside each verb's p50 for one
-// learner alone just before (*-alone-p50-ms, the floor in the same run), and every failed or wrong answer
-// as errors (target 0). Get and logs share each learner's kept-alive HTTP/2 connection. The lab is reset
+// learner alone just before, over HTTPS and over the unix socket (pilab-/bare-*-alone-p50-ms, the floors in
+// the same run), and every failed or wrong answer
+// as errors (target 0). Get and logs reuse each learner's kept-alive connection. The lab is reset
 // afterwards.
 func BenchmarkWorkshop(b *testing.B) {
 	const learners, podsEach = 30, 10
@@ -267,6 +268,17 @@ func BenchmarkWorkshop(b *testing.B) {
 		}
 		ls = append(ls, learnerClient{name, cfg, cs})
 	}
+	// learner01 through the unix socket: the admin acting as the account, as `pi --account` does.
+	unixCfg := &rest.Config{Host: "http://pi", QPS: -1, Impersonate: rest.ImpersonationConfig{UserName: ls[0].name},
+		Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", filepath.Join("/run/pilab", lab, "pi.sock"))
+		}}
+	unixCS, err := kubernetes.NewForConfig(unixCfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	bare := learnerClient{ls[0].name + " (unix socket)", unixCfg, unixCS}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var errCount atomic.Int64
@@ -365,7 +377,7 @@ func BenchmarkWorkshop(b *testing.B) {
 				return nil, false
 			}
 			t1 := time.Now()
-			if out, err := execIn(ctx, l.cfg, l.cs, dial, name, "hostname"); err != nil || strings.TrimSpace(out) != name {
+			if out, err := execIn(ctx, l.cfg, l.cs, name, "hostname"); err != nil || strings.TrimSpace(out) != name {
 				fail("%s: exec %s hostname: %q, %v; want %q", l.name, name, out, err, name)
 				return nil, false
 			}
@@ -376,19 +388,25 @@ func BenchmarkWorkshop(b *testing.B) {
 			}
 			return []time.Duration{t1.Sub(t0), t2.Sub(t1), time.Since(t2)}, true
 		}
-		// The floor in the same run: one learner alone, with the 300 pods running, before the class starts.
+		// The floors in the same run, with the 300 pods running, before the class starts: learner01 alone
+		// over HTTPS (pilab-*-alone), and the same calls for learner01 over the unix socket (bare-*-alone),
+		// interleaved.
 		b.StopTimer()
-		alone := make([][]time.Duration, len(verbs))
+		alone := map[string][][]time.Duration{"pilab": make([][]time.Duration, len(verbs)), "bare": make([][]time.Duration, len(verbs))}
 		for i := range 20 {
-			if ts, ok := round(ls[0], fmt.Sprintf("w%d-%02d", n, i%podsEach)); ok {
-				for v := range verbs {
-					alone[v] = append(alone[v], ts[v])
+			for door, l := range map[string]learnerClient{"pilab": ls[0], "bare": bare} {
+				if ts, ok := round(l, fmt.Sprintf("w%d-%02d", n, i%podsEach)); ok {
+					for v := range verbs {
+						alone[door][v] = append(alone[door][v], ts[v])
+					}
 				}
 			}
 		}
-		for v, verb := range verbs {
-			if len(alone[v]) > 0 {
-				b.ReportMetric(ms(percentile(alone[v], 0.5)), verb+"-alone-p50-ms")
+		for door, ds := range alone {
+			for v, verb := range verbs {
+				if len(ds[v]) > 0 {
+					b.ReportMetric(ms(percentile(ds[v], 0.5)), door+"-"+verb+"-alone-p50-ms")
+				}
 			}
 		}
 		b.StartTimer()
