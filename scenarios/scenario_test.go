@@ -52,7 +52,7 @@ func TestParseStrict(t *testing.T) {
 		{"no steps", "title: x\n", "at least one step"},
 		{"step without title", "title: x\nsteps:\n  - text: hi\n", "step 1: title is missing"},
 		{"not pi", "title: x\nsteps:\n  - title: a\n    commands: [rm -rf /]\n", `they start with "pi "`},
-		{"two kinds", "title: x\nsteps:\n  - title: a\n    commands:\n      - run: pi get pods\n        http: http://127.0.0.1/\n", "step 1 (\"a\"), command 1: say exactly one of run:, http:, write: or sh:"},
+		{"two kinds", "title: x\nsteps:\n  - title: a\n    commands:\n      - run: pi get pods\n        http: http://127.0.0.1/\n", "step 1 (\"a\"), command 1: say exactly one of run:, http:, write:, sh: or trace:"},
 		{"var before capture", "title: x\nsteps:\n  - title: a\n    commands: ['pi exec nginx -- curl {{.IP}}']\n", "{{.IP}}, which no earlier command captures"},
 		{"bad template", "title: x\nsteps:\n  - title: a\n    commands:\n      - run: pi create fip\n        capture: {FIP: '(\\S+)'}\n      - 'pi delete fip {{FIP}}'\n", "variables are written {{.NAME}}"},
 		{"capture without group", "title: x\nsteps:\n  - title: a\n    commands:\n      - run: pi create fip\n        capture: {FIP: '\\S+'}\n", "exactly one group"},
@@ -271,7 +271,7 @@ func TestShAction(t *testing.T) {
 	for _, tc := range []struct{ name, cmd, want string }{
 		{"no pod", "      - sh: ls\n", "command 1: sh: `ls` needs pod: (the pod the shell line runs in, as pi exec POD -- sh -c LINE)"},
 		{"pod without sh", "      - run: pi get pods\n        pod: nginx\n", `command 1: pod: "nginx" goes with sh:`},
-		{"sh and run", "      - sh: ls\n        pod: nginx\n        run: pi get pods\n", "command 1: say exactly one of run:, http:, write: or sh:"},
+		{"sh and run", "      - sh: ls\n        pod: nginx\n        run: pi get pods\n", "command 1: say exactly one of run:, http:, write:, sh: or trace:"},
 		{"bad pod name", "      - sh: ls\n        pod: Nginx_1\n", `command 1: pod: "Nginx_1" is not a pod name`},
 		{"variable in sh", "      - sh: 'wget -qO- {{.IP}}'\n        pod: nginx\n", "command 1: sh: \"wget -qO- {{.IP}}\" uses {{.IP}}, which no earlier command captures"},
 		{"variable in pod", "      - sh: ls\n        pod: '{{.POD}}'\n", "command 1: pod: \"{{.POD}}\" uses {{.POD}}, which no earlier command captures"},
