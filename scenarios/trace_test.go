@@ -20,7 +20,7 @@ var serviceTrace = daemon.TraceResult{
 	Hops: []daemon.TraceHop{
 		{Netns: "pod nginx", Kind: "route", Text: "from 10.244.0.3 out eth0 via 10.244.0.1"},
 		{Netns: "router alice", Kind: "rule", Direction: "request", Table: "t1-svc", Chain: "services",
-			Text: "t1-svc/services: ip daddr . meta l4proto . th dport vmap @dispatch → jump svc-podinfo-9898"},
+			Text: "t1-svc/services: ip daddr . meta l4proto . th dport vmap @dispatch → jump svc-podinfo-tcp-9898"},
 		{Netns: "router alice", Kind: "nat", Text: "conntrack: dnat to 10.244.0.9:9898 (podinfo-7c59-x7qh7)"},
 		{Netns: "router alice", Kind: "rule", Direction: "reply", Text: "t1-router/forward: ct state established accept → accept"},
 		{Netns: "pod podinfo-7c59-x7qh7", Kind: "silent", Inferred: true, Text: "the kernel reported nothing  here"},
@@ -34,7 +34,7 @@ func TestTraceText(t *testing.T) {
 	want := `DNS   nginx → 10.244.0.2:53: podinfo.alice.svc.cluster.local. → 10.96.0.10
 flow  tcp 10.244.0.3:40001 → 10.96.0.10:9898
 1     pod nginx: from 10.244.0.3 out eth0 via 10.244.0.1
-2     router alice: t1-svc/services: ip daddr . meta l4proto . th dport vmap @dispatch → jump svc-podinfo-9898
+2     router alice: t1-svc/services: ip daddr . meta l4proto . th dport vmap @dispatch → jump svc-podinfo-tcp-9898
 3     router alice: conntrack: dnat to 10.244.0.9:9898 (podinfo-7c59-x7qh7)
 4     router alice: reply: t1-router/forward: ct state established accept → accept
 5     pod podinfo-7c59-x7qh7: the kernel reported nothing here (inferred)

@@ -47,7 +47,7 @@ func fakeLabNetwork() *daemon.NetworkView {
 			{Name: "podinfo-7c59df8884-x7qh7", Phase: "Running", IP: "10.244.9.4"},
 		},
 		Services: []daemon.ServiceView{{Name: "podinfo", Type: "ClusterIP", ClusterIP: "10.96.0.12",
-			Ports: []daemon.ServicePortView{{Protocol: "TCP", Port: 9898, TargetPort: "9898", Chain: "svc-podinfo-9898", Endpoints: eps}}}},
+			Ports: []daemon.ServicePortView{{Protocol: "TCP", Port: 9898, TargetPort: "9898", Chain: "svc-podinfo-tcp-9898", Endpoints: eps}}}},
 		FIPs: []daemon.FIPView{{IP: "198.18.0.7", Services: []string{"test-loadbalancer"}}},
 	}
 }
@@ -62,10 +62,10 @@ func fakeTrace(line string) *daemon.TraceResult {
 		tr.Flow = "tcp 10.244.9.3:40001 → 10.96.0.12:9898"
 		tr.Hops = []daemon.TraceHop{
 			{Netns: "pod nginx", Kind: "route", Text: "from 10.244.9.3 out eth0 via 10.244.0.1"},
-			{Netns: "router default", Kind: "rule", Direction: "request", Table: "pi-svc", Chain: "services", Verdict: "jump svc-podinfo-9898",
-				Text: "pi-svc/services: ip daddr . meta l4proto . th dport vmap @dispatch → jump svc-podinfo-9898"},
-			{Netns: "router default", Kind: "rule", Direction: "request", Table: "pi-svc", Chain: "svc-podinfo-9898", Verdict: "dnat to 10.244.9.4:9898",
-				Text: "pi-svc/svc-podinfo-9898: numgen random mod 2 vmap → dnat to 10.244.9.4:9898"},
+			{Netns: "router default", Kind: "rule", Direction: "request", Table: "pi-svc", Chain: "services", Verdict: "jump svc-podinfo-tcp-9898",
+				Text: "pi-svc/services: ip daddr . meta l4proto . th dport vmap @dispatch → jump svc-podinfo-tcp-9898"},
+			{Netns: "router default", Kind: "rule", Direction: "request", Table: "pi-svc", Chain: "svc-podinfo-tcp-9898", Verdict: "dnat to 10.244.9.4:9898",
+				Text: "pi-svc/svc-podinfo-tcp-9898: numgen random mod 2 vmap → dnat to 10.244.9.4:9898"},
 			{Netns: "router default", Kind: "nat", Text: "conntrack: dnat to 10.244.9.4:9898 (podinfo-7c59df8884-x7qh7)"},
 		}
 		tr.AnsweredBy, tr.Summary = "podinfo-7c59df8884-x7qh7", "HTTP 200 in 1.1 ms, answered by podinfo-7c59df8884-x7qh7"
@@ -171,7 +171,7 @@ func TestServiceTraceHopsShort(t *testing.T) {
 	for _, hop := range tr.Hops {
 		got = append(got, hopShort(hop))
 	}
-	want := []string{"from 10.244.9.3 out eth0 via 10.244.0.1", "services → jump svc-podinfo-9898", "svc-podinfo-9898 → dnat to 10.244.9.4:9898", "conntrack: dnat to 10.244.9.4:9898 (podinfo-7c59df8884-x7qh7)"}
+	want := []string{"from 10.244.9.3 out eth0 via 10.244.0.1", "services → jump svc-podinfo-tcp-9898", "svc-podinfo-tcp-9898 → dnat to 10.244.9.4:9898", "conntrack: dnat to 10.244.9.4:9898 (podinfo-7c59df8884-x7qh7)"}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("hops %q, want %q", got, want)
 	}
