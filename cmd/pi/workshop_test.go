@@ -6,8 +6,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pilab/pi/net/netns"
 	"github.com/pilab/pi/net/netns/netnstest"
@@ -208,5 +210,74 @@ func TestWorkshop(t *testing.T) {
 	fails("learner01", `You must be logged in to the server \(Unauthorized\)`, "get", "pods")
 	if out, _ := piCmd(lab, "get", "accounts", "-o", "name").CombinedOutput(); strings.Contains(string(out), "learner") {
 		t.Errorf("accounts after pi workshop delete:\n%s", out)
+	}
+}
+
+// TestNoisyNeighbour: one learner's fork bomb and memory hog leave another learner's nginx answering
+// within its budget: the bomb stops at its container's pids limit, the hog is OOM-killed at its memory
+// limit, and every request of the other account's client is answered in under a second (its baseline,
+// measured first, is tens of milliseconds).
+func TestNoisyNeighbour(t *testing.T) {
+	lab := startLab(t)
+	mustPi(t, lab, "image", "build", "busybox", "nginx")
+	mustPi(t, lab, "account", "create", "bob")
+	mustPi(t, lab, "account", "create", "eve")
+	mustPi(t, lab, "--account", "bob", "run", "web", "--image=nginx")
+	mustPi(t, lab, "--account", "bob", "run", "client", "--image=busybox", "--", "sleep", "3600")
+	mustPi(t, lab, "--account", "eve", "run", "bomb", "--image=busybox", "--", "sleep", "3600")
+	mustPi(t, lab, "--account", "bob", "wait", "--for=condition=Ready", "pod/web", "pod/client", "--timeout=90s")
+	mustPi(t, lab, "--account", "eve", "wait", "--for=condition=Ready", "pod/bomb", "--timeout=90s")
+	web := strings.TrimSpace(mustPi(t, lab, "--account", "bob", "get", "pod", "web", "-o", "jsonpath={.status.podIP}"))
+
+	// 30 requests from bob's client, each timed inside the pod (busybox's time: "real\t0m 0.02s").
+	requests := func() []float64 {
+		t.Helper()
+		out := mustPi(t, lab, "--account", "bob", "exec", "client", "--", "sh", "-c",
+			"for i in $(seq 30); do time wget -q -O /dev/null http://"+web+"/; done 2>&1")
+		var secs []float64
+		for _, m := range regexp.MustCompile(`real\s+(\d+)m\s*([\d.]+)s`).FindAllStringSubmatch(out, -1) {
+			var min, s float64
+			fmt.Sscan(m[1], &min)
+			fmt.Sscan(m[2], &s)
+			secs = append(secs, min*60+s)
+		}
+		if len(secs) != 30 {
+			t.Fatalf("bob's client: %d timed requests, want 30:\n%s", len(secs), out)
+		}
+		return secs
+	}
+	worst := func(s []float64) float64 { return slices.Max(s) }
+	baseline := requests()
+	t.Logf("bob's requests alone: worst %.2fs", worst(baseline))
+
+	// eve: busy loops and a fork bomb in one container, started in the background of an exec.
+	bomb := piCmd(lab, "--account", "eve", "exec", "bomb", "--", "sh", "-c",
+		`for i in 1 2 3 4 5 6 7 8; do (while :; do :; done) & done; f() { f | f & }; f; sleep 600`)
+	if err := bomb.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { bomb.Process.Kill(); bomb.Wait() }()
+	time.Sleep(5 * time.Second)
+	during := requests()
+	t.Logf("bob's requests during eve's fork bomb: worst %.2fs", worst(during))
+	if w := worst(during); w >= 1 {
+		t.Errorf("during eve's fork bomb bob's slowest request took %.2fs, want < 1s (alone: %.2fs)", w, worst(baseline))
+	}
+	t0 := time.Now()
+	mustPi(t, lab, "--account", "eve", "delete", "pod", "bomb")
+	t.Logf("deleted the bomb in %s", time.Since(t0))
+
+	// A memory hog: dd's one 700 MiB block, past the container's 512 MiB limit.
+	mustPi(t, lab, "--account", "eve", "run", "hog", "--image=busybox", "--", "sleep", "3600")
+	mustPi(t, lab, "--account", "eve", "wait", "--for=condition=Ready", "pod/hog", "--timeout=90s")
+	hog := piCmd(lab, "--account", "eve", "exec", "hog", "--", "sh", "-c", "dd if=/dev/zero of=/dev/null bs=700M count=1")
+	t1 := time.Now()
+	hogOut, err := hog.CombinedOutput()
+	t.Logf("hog ran %s", time.Since(t1))
+	if code := hog.ProcessState.ExitCode(); err == nil || code != 137 {
+		t.Errorf("eve's memory hog: exit %d (%v), want 137 (killed by its memory limit):\n%s", code, err, hogOut)
+	}
+	if w := worst(requests()); w >= 1 {
+		t.Errorf("after eve's memory hog bob's slowest request took %.2fs, want < 1s", w)
 	}
 }

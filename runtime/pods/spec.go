@@ -30,6 +30,12 @@ const (
 	// pid space (pid_max is 4 million on 64-bit, the lab's daemon and
 	// containerd share it).
 	PidsLimit = 1024
+	// DefaultCPULimitMilli is the CPU limit of a container that sets no
+	// resources.limits.cpu: one core, so that one container's busy loops
+	// (a learner's fork bomb stopped at PidsLimit is a thousand of them)
+	// leave the machine's other cores to everyone else's pods, as a
+	// LimitRange's default does in a cluster.
+	DefaultCPULimitMilli = 1000
 	// pingGroupRange lets every group of the container open unprivileged
 	// ICMP echo sockets (socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)), which
 	// iputils' ping falls back to without CAP_NET_RAW (a non-root user in
@@ -127,10 +133,12 @@ func specOpts(o ContainerOptions, img containerd.Image, ic ocispec.ImageConfig) 
 		memory = uint64(q.Value())
 	}
 	opts = append(opts, oci.WithMemoryLimit(memory))
+	const period = 100000 // µs, the kernel default
+	cpu := int64(DefaultCPULimitMilli)
 	if q, ok := c.Resources.Limits[corev1.ResourceCPU]; ok && q.MilliValue() > 0 {
-		const period = 100000 // µs, the kernel default
-		opts = append(opts, oci.WithCPUCFS(max(q.MilliValue()*period/1000, 1000), period))
+		cpu = q.MilliValue()
 	}
+	opts = append(opts, oci.WithCPUCFS(max(cpu*period/1000, 1000), period))
 	if q, ok := c.Resources.Requests[corev1.ResourceCPU]; ok && q.MilliValue() > 0 {
 		opts = append(opts, oci.WithCPUShares(uint64(max(q.MilliValue()*1024/1000, 2))))
 	}
