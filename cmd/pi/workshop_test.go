@@ -206,7 +206,27 @@ func TestWorkshop(t *testing.T) {
 		t.Errorf("pi workshop status:\n%s", status)
 	}
 
+	// A learner's open watch ends when the workshop deletes the account.
+	watch := exec.Command("ip", "netns", "exec", hostNS, kubectl, "--kubeconfig", filepath.Join(dir, "learner01.kubeconfig"), "get", "pods", "-w")
+	watch.Env = append(os.Environ(), "HOME="+home)
+	var watchOut strings.Builder
+	watch.Stdout, watch.Stderr = &watchOut, &watchOut
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	watched := make(chan error, 1)
+	go func() { watched <- watch.Wait() }()
+	time.Sleep(time.Second)
+
 	mustPi(t, lab, "workshop", "delete")
+	select {
+	case <-watched:
+		t.Logf("learner01's watch ended with the account:\n%s", watchOut.String())
+	case <-time.After(10 * time.Second):
+		watch.Process.Kill()
+		<-watched
+		t.Errorf("learner01's kubectl get pods -w still runs 10s after pi workshop delete:\n%s", watchOut.String())
+	}
 	fails("learner01", `You must be logged in to the server \(Unauthorized\)`, "get", "pods")
 	if out, _ := piCmd(lab, "get", "accounts", "-o", "name").CombinedOutput(); strings.Contains(string(out), "learner") {
 		t.Errorf("accounts after pi workshop delete:\n%s", out)
