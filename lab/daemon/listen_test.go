@@ -126,3 +126,47 @@ func TestListenHostSide(t *testing.T) {
 		t.Fatalf("TLS to %s, verifying the lab CA and the address: %v", got, err)
 	}
 }
+
+// TestListenRefusesOversizedHeaders: a request whose headers pass 64 KiB is refused (431) before any
+// handler or credential check sees it, and the listener goes on serving.
+func TestListenRefusesOversizedHeaders(t *testing.T) {
+	root := t.TempDir()
+	d := &Daemon{cfg: Config{Lab: "lt", Root: root, RunDir: filepath.Join(root, "run"), KubeListen: "127.0.0.1:0"},
+		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	kl, addr, err := d.listenKube()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kl.close()
+	go kl.serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }))
+	defer kl.shutdown(context.Background())
+	p, err := pki.LoadClient(PKIDir(root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(p.CAPEM)
+	cert, err := tls.X509KeyPair(p.AdminPEM, p.AdminKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}}}
+	req, _ := http.NewRequest("GET", "https://"+addr+"/version", nil)
+	req.Header.Set("X-Padding", strings.Repeat("a", 100<<10))
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("100 KiB of headers: %d, want 431", resp.StatusCode)
+	}
+	resp, err = hc.Get("https://" + addr + "/version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTeapot {
+		t.Errorf("the admin's request after it: %d, want the handler's 418", resp.StatusCode)
+	}
+}
