@@ -53,7 +53,7 @@ func rulesFixture() (svc, router, edge *nftSnap) {
 			RuleView{Handle: 12, Text: `iifname "wan0" oifname "br0" jump fip-forward`, Comment: "Internet to pods only via fip-forward"},
 			RuleView{Handle: 13, Text: "counter drop", Comment: "everything else"}),
 		"fip-forward": rules(RuleView{Handle: 20, Text: "ct status & 0x00000020 != 0 accept", Comment: "DNAT'd by a Service's Floating IP"}),
-		"postrouting": rules(RuleView{Handle: 30, Text: `oifname "wan0" ip saddr & 0xffff0000 10.244.0.0 masquerade`, Comment: "pods leave behind the WAN address"}),
+		"postrouting": rules(RuleView{Handle: 30, Text: `oifname "wan0" ip saddr 10.244.0.0/16 masquerade`, Comment: "pods leave behind the WAN address"}),
 	}, sets: map[string]setSnap{}}
 	edge = &nftSnap{netns: "inet-pt", family: "ip", name: "pt-edge", chains: map[string]chainSnap{
 		"forward": rules(RuleView{Handle: 2, Text: `oifname @transit ip daddr @fips accept`, Comment: "Floating IPs"}),

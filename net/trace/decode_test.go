@@ -269,7 +269,7 @@ func TestRenderMaskedAndRegisterSet(t *testing.T) {
 		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
 	}
 	got := RenderRule(&nftables.Rule{Exprs: masked})
-	want := "ip saddr & 0xffff0000 != 10.244.0.0 meta mark set meta mark & 0xffffffff ^ 0x00004000"
+	want := "ip saddr != 10.244.0.0/16 meta mark set meta mark & 0xffffffff ^ 0x00004000"
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}

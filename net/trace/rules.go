@@ -79,6 +79,9 @@ func ruleComment(r *nftables.Rule) string {
 type operand struct {
 	name string
 	kind valueKind
+	// prefix is the length of the network mask an address was masked with (nft's "ip saddr 10.0.0.0/8"),
+	// 0 if none.
+	prefix int
 }
 
 type valueKind int
@@ -148,6 +151,12 @@ func RenderRule(r *nftables.Rule) string {
 			load(e.Register, o)
 		case *expr.Bitwise:
 			o := regs[e.SourceRegister]
+			if n, ok := prefixLen(e.Mask); ok && o.kind == kindAddr && !slices.ContainsFunc(e.Xor, func(b byte) bool { return b != 0 }) {
+				// An address under a network mask: nft prints the compared value as a prefix.
+				o.prefix = n
+				load(e.DestRegister, o)
+				continue
+			}
 			o.name = fmt.Sprintf("%s & 0x%s", o.name, hex.EncodeToString(e.Mask))
 			if slices.ContainsFunc(e.Xor, func(b byte) bool { return b != 0 }) {
 				o.name += " ^ 0x" + hex.EncodeToString(e.Xor)
@@ -161,7 +170,11 @@ func RenderRule(r *nftables.Rule) string {
 			name, _ := concat(e.Register)
 			op := map[expr.CmpOp]string{expr.CmpOpEq: "", expr.CmpOpNeq: "!= ", expr.CmpOpLt: "< ",
 				expr.CmpOpLte: "<= ", expr.CmpOpGt: "> ", expr.CmpOpGte: ">= "}[e.Op]
-			out = append(out, fmt.Sprintf("%s %s%s", name, op, formatValue(e.Data, o.kind)))
+			v := formatValue(e.Data, o.kind)
+			if o.prefix > 0 {
+				v += fmt.Sprintf("/%d", o.prefix)
+			}
+			out = append(out, fmt.Sprintf("%s %s%s", name, op, v))
 		case *expr.Range:
 			o := regs[e.Register]
 			name, _ := concat(e.Register)
@@ -233,6 +246,25 @@ func RenderRule(r *nftables.Rule) string {
 	return strings.ReplaceAll(s, "*expr.", "")
 }
 
+// prefixLen says whether mask is a network mask (ones, then zeros) and its length.
+func prefixLen(mask []byte) (int, bool) {
+	n, zeros := 0, false
+	for _, b := range mask {
+		for bit := 7; bit >= 0; bit-- {
+			one := b&(1<<bit) != 0
+			if one && zeros {
+				return 0, false
+			}
+			if one {
+				n++
+			} else {
+				zeros = true
+			}
+		}
+	}
+	return n, n > 0 && n < 8*len(mask)
+}
+
 // natArg prints a NAT operand: an immediate value, or what a map lookup put there.
 func natArg(reg uint32, regs map[uint32]operand, imm map[uint32][]byte, kind valueKind) string {
 	if v, ok := imm[reg]; ok {
@@ -249,45 +281,45 @@ func payloadOperand(e *expr.Payload) operand {
 	case expr.PayloadBaseNetworkHeader:
 		switch {
 		case e.Offset == 12 && e.Len == 4:
-			return operand{"ip saddr", kindAddr}
+			return operand{name: "ip saddr", kind: kindAddr}
 		case e.Offset == 16 && e.Len == 4:
-			return operand{"ip daddr", kindAddr}
+			return operand{name: "ip daddr", kind: kindAddr}
 		case e.Offset == 9 && e.Len == 1:
-			return operand{"ip protocol", kindProto}
+			return operand{name: "ip protocol", kind: kindProto}
 		}
-		return operand{fmt.Sprintf("@nh,%d,%d", e.Offset*8, e.Len*8), kindHex}
+		return operand{name: fmt.Sprintf("@nh,%d,%d", e.Offset*8, e.Len*8), kind: kindHex}
 	case expr.PayloadBaseTransportHeader:
 		switch {
 		case e.Offset == 0 && e.Len == 2:
-			return operand{"th sport", kindPort}
+			return operand{name: "th sport", kind: kindPort}
 		case e.Offset == 2 && e.Len == 2:
-			return operand{"th dport", kindPort}
+			return operand{name: "th dport", kind: kindPort}
 		}
-		return operand{fmt.Sprintf("@th,%d,%d", e.Offset*8, e.Len*8), kindHex}
+		return operand{name: fmt.Sprintf("@th,%d,%d", e.Offset*8, e.Len*8), kind: kindHex}
 	}
-	return operand{fmt.Sprintf("@ll,%d,%d", e.Offset*8, e.Len*8), kindHex}
+	return operand{name: fmt.Sprintf("@ll,%d,%d", e.Offset*8, e.Len*8), kind: kindHex}
 }
 
 func metaOperand(k expr.MetaKey) operand {
 	switch k {
 	case expr.MetaKeyL4PROTO:
-		return operand{"meta l4proto", kindProto}
+		return operand{name: "meta l4proto", kind: kindProto}
 	case expr.MetaKeyIIFNAME:
-		return operand{"iifname", kindIfname}
+		return operand{name: "iifname", kind: kindIfname}
 	case expr.MetaKeyOIFNAME:
-		return operand{"oifname", kindIfname}
+		return operand{name: "oifname", kind: kindIfname}
 	case expr.MetaKeyMARK:
-		return operand{"meta mark", kindU32}
+		return operand{name: "meta mark", kind: kindU32}
 	case expr.MetaKeyNFTRACE:
-		return operand{"meta nftrace", kindU32}
+		return operand{name: "meta nftrace", kind: kindU32}
 	case expr.MetaKeyIIF:
-		return operand{"iif", kindU32}
+		return operand{name: "iif", kind: kindU32}
 	case expr.MetaKeyOIF:
-		return operand{"oif", kindU32}
+		return operand{name: "oif", kind: kindU32}
 	case expr.MetaKeyNFPROTO:
-		return operand{"meta nfproto", kindU32}
+		return operand{name: "meta nfproto", kind: kindU32}
 	}
-	return operand{fmt.Sprintf("meta key %d", k), kindHex}
+	return operand{name: fmt.Sprintf("meta key %d", k), kind: kindHex}
 }
 
 func ctOperand(e *expr.Ct) operand {
@@ -297,23 +329,23 @@ func ctOperand(e *expr.Ct) operand {
 	}
 	switch e.Key {
 	case expr.CtKeySTATE:
-		return operand{"ct state", kindCtState}
+		return operand{name: "ct state", kind: kindCtState}
 	case expr.CtKeyMARK:
-		return operand{"ct mark", kindU32}
+		return operand{name: "ct mark", kind: kindU32}
 	case expr.CtKeySTATUS:
-		return operand{"ct status", kindHex}
+		return operand{name: "ct status", kind: kindHex}
 	case expr.CtKeySRC:
-		return operand{"ct" + dir + " saddr", kindAddr}
+		return operand{name: "ct" + dir + " saddr", kind: kindAddr}
 	case expr.CtKeyDST:
-		return operand{"ct" + dir + " daddr", kindAddr}
+		return operand{name: "ct" + dir + " daddr", kind: kindAddr}
 	case expr.CtKeyPROTOSRC:
-		return operand{"ct" + dir + " proto-src", kindPort}
+		return operand{name: "ct" + dir + " proto-src", kind: kindPort}
 	case expr.CtKeyPROTODST:
-		return operand{"ct" + dir + " proto-dst", kindPort}
+		return operand{name: "ct" + dir + " proto-dst", kind: kindPort}
 	case expr.CtKeyPROTOCOL:
-		return operand{"ct" + dir + " protocol", kindProto}
+		return operand{name: "ct" + dir + " protocol", kind: kindProto}
 	}
-	return operand{fmt.Sprintf("ct key %d", e.Key), kindHex}
+	return operand{name: fmt.Sprintf("ct key %d", e.Key), kind: kindHex}
 }
 
 // formatValue prints cmp/immediate data the way the operand's type reads.
