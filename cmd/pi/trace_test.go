@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"github.com/pilab/pi/lab/daemon"
 	"github.com/pilab/pi/net/netns"
 	"github.com/pilab/pi/net/trace"
+	"github.com/vishvananda/netlink"
 )
 
 const traceManifest = `apiVersion: v1
@@ -247,6 +250,45 @@ func TestTrace(t *testing.T) {
 		}
 		if strings.Contains(out, "pod podinfo") {
 			t.Errorf("an endpoint hop for a connection no endpoint got")
+		}
+	})
+
+	// The egress path: from a pod to a server on the Internet side (one this test runs in the lab's host
+	// namespace), out through the router's NAT.
+	t.Run("pod to internet", func(t *testing.T) {
+		hostNS := "inet-" + lab
+		h, err := netns.NewHandle(netns.Path(hostNS))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lo, _ := h.LinkByName("lo")
+		addr, _ := netlink.ParseAddr("203.0.113.80/32")
+		err = h.AddrAdd(lo, addr)
+		h.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var l net.Listener
+		if err := netns.Do(netns.Path(hostNS), func() (err error) {
+			l, err = net.Listen("tcp", "203.0.113.80:8080")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "hello from the Internet side; you are %s\n", r.RemoteAddr)
+		})}
+		go srv.Serve(l)
+		defer srv.Close()
+		wan := strings.TrimSpace(mustPi(t, lab, "get", "account", "default", "-o", "jsonpath={.status.wanIP}"))
+		out := mustPi(t, lab, "trace", "nginx", "http://203.0.113.80:8080/")
+		t.Logf("pi trace nginx http://203.0.113.80:8080/:\n%s", out)
+		// The router rewrites the pod's address to its WAN address, and the server answers.
+		if !regexp.MustCompile(`(?m)^\d+ +router default +nat +conntrack: source rewritten to ` + regexp.QuoteMeta(wan) + `:\d+`).MatchString(out) {
+			t.Errorf("no masquerade behind the router's WAN address %s", wan)
+		}
+		if !regexp.MustCompile(`(?m)^HTTP 200 in \d+\.\d ms, answered by the Internet side 203\.0\.113\.80:8080$`).MatchString(out) {
+			t.Errorf("no last line HTTP 200 answered by the Internet side")
 		}
 	})
 

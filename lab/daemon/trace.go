@@ -187,6 +187,9 @@ type labAddrs struct {
 	services map[netip.Addr]*corev1.Service // this account's ClusterIPs
 	fips     map[netip.Addr]string          // the lab's Floating IPs → account
 	lbs      map[netip.Addr]*corev1.Service // Floating IP → its LoadBalancer Service
+	// internet are the addresses of the lab's Internet side (its --host-netns, or this machine): where a
+	// pod's traffic leaves through its router's NAT.
+	internet map[netip.Addr]bool
 }
 
 // Target kinds.
@@ -195,6 +198,8 @@ const (
 	targetRouter  = "router"
 	targetService = "service"
 	targetFIP     = "fip"
+	// targetInternet is an address of the lab's Internet side: the egress path, through the router's NAT.
+	targetInternet = "internet"
 )
 
 // classifyTarget decides whether a trace may go to ip and what it is; the refusal says why (the lab's
@@ -229,7 +234,10 @@ func classifyTarget(ip netip.Addr, fromInternet bool, l labAddrs) (string, error
 	if _, ok := l.fips[ip]; ok {
 		return "", server.Invalid("%s is a Floating IP: trace it from the Internet side, with --from internet", ip)
 	}
-	return "", server.Invalid("%s is outside the lab: a trace only goes to addresses inside it (pod IPs in %s, Service IPs, the lab's Floating IPs with --from internet), never to the outside world", ip, network.PodCIDR)
+	if l.internet[ip] {
+		return targetInternet, nil
+	}
+	return "", server.Invalid("%s is outside the lab: a trace only goes to addresses inside it (pod IPs in %s, Service IPs, the lab's Floating IPs with --from internet, the Internet side's own addresses), never to the outside world", ip, network.PodCIDR)
 }
 
 // traceNS is one namespace of the plan.
@@ -325,6 +333,18 @@ func (d *Daemon) runTrace(ctx context.Context, req TraceRequest) (*TraceResult, 
 		dns.Client = strings.TrimPrefix(client.label, "pod ")
 		res.DNS, dst = dns, a
 	}
+	if !fromInternet {
+		addrs, err := hostAddrs(d.cfg.HostNetns)
+		if err != nil {
+			return nil, fmt.Errorf("trace: the Internet side's addresses: %w", err)
+		}
+		l.internet = map[netip.Addr]bool{}
+		for _, a := range addrs {
+			if ip, err := netip.ParseAddr(a); err == nil {
+				l.internet[ip] = true
+			}
+		}
+	}
 	kind, err := classifyTarget(dst, fromInternet, l)
 	if err != nil {
 		return nil, err
@@ -357,6 +377,10 @@ func (d *Daemon) runTrace(ctx context.Context, req TraceRequest) (*TraceResult, 
 			plan = append(plan, traceNS{label: "pod " + p.Name, path: netns.Path(controller.PodNetnsName(d.cfg.Lab, p.UID)),
 				role: "endpoint", ip: ip, direct: kind == targetPod})
 		}
+	}
+	if kind == targetInternet {
+		// The server is on the Internet side: the packet leaves the router through its NAT.
+		plan = append(plan, traceNS{label: "internet", path: d.hostNetnsPath(), role: "internet", ip: dst})
 	}
 	for i := range plan {
 		plan[i].rules = hasOwnTables(plan[i].path)
@@ -436,6 +460,8 @@ func (d *Daemon) runTrace(ctx context.Context, req TraceRequest) (*TraceResult, 
 		res.AnsweredBy = names[endpoint.Addr()]
 	} else if kind == targetPod {
 		res.AnsweredBy = names[dst]
+	} else if kind == targetInternet {
+		res.Endpoint = netip.AddrPortFrom(dst, tt.port).String()
 	}
 	if reqErr != nil {
 		res.Error = reqErr.Error()
@@ -448,6 +474,9 @@ func (d *Daemon) runTrace(ctx context.Context, req TraceRequest) (*TraceResult, 
 	} else {
 		res.Connected = true
 		res.HTTPStatus = status2
+		if kind == targetInternet {
+			res.AnsweredBy = "the Internet side " + res.Endpoint
+		}
 	}
 	res.Summary = summary(res)
 	return res, nil

@@ -51,6 +51,7 @@ func TestClassifyTarget(t *testing.T) {
 		others:   map[netip.Addr]string{a("10.244.9.9"): "bob/web"},
 		services: map[netip.Addr]*corev1.Service{a("10.96.0.10"): {}},
 		fips:     map[netip.Addr]string{a("198.18.0.1"): "default"},
+		internet: map[netip.Addr]bool{a("203.0.113.80"): true},
 	}
 	for _, tc := range []struct {
 		ip           string
@@ -68,6 +69,8 @@ func TestClassifyTarget(t *testing.T) {
 		{"10.96.0.11", false, "", "not the ClusterIP of a Service of account default"},
 		{"198.18.0.1", false, "", "trace it from the Internet side, with --from internet"},
 		{"192.0.2.1", false, "", "192.0.2.1 is outside the lab"},
+		{"203.0.113.80", false, targetInternet, ""},
+		{"203.0.113.80", true, "", "not one of the lab's Floating IPs"},
 		{"10.244.3.7", true, "", "not one of the lab's Floating IPs"},
 		{"8.8.8.8", true, "", "not one of the lab's Floating IPs"},
 	} {
