@@ -51,7 +51,7 @@ type Tokens struct {
 	// listener closes the connections they opened).
 	Revoked func(account string)
 
-	mu     sync.RWMutex
+	mu     sync.Mutex
 	loaded bool
 	recs   map[string]tokenRecord // by id
 }
