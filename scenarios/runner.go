@@ -30,7 +30,10 @@ import (
 
 // Options say which lab a Runner plays against and where its events go.
 type Options struct {
-	Socket  string // the daemon's API socket
+	Socket string // the daemon's API socket
+	// Kubeconfig, if set, makes the runner a client of the lab it names instead (from another machine: the
+	// learner's own account; KubeContext: its context, "" for the current one).
+	Kubeconfig, KubeContext string
 	Lab     string
 	Account string
 	// Exe is the pi binary the commands run; empty: this very binary (os.Executable).
@@ -137,8 +140,20 @@ func NewRunner(sc *Scenario, opt Options) (*Runner, error) {
 	if opt.CommandTimeout == 0 {
 		opt.CommandTimeout = 3 * time.Minute
 	}
-	cl := client.New(opt.Socket, opt.Account)
+	cl, err := opt.Client(opt.Account)
+	if err != nil {
+		return nil, err
+	}
 	return &Runner{sc: sc, opt: opt, cl: cl, g: newGuard(cl, cl.Account, opt.Parse), vars: map[string]string{}}, nil
+}
+
+// Client is a client of the lab acting for account: over the socket, or through the kubeconfig (where
+// account "" is the kubeconfig's own).
+func (o Options) Client(account string) (*client.Client, error) {
+	if o.Kubeconfig == "" {
+		return client.New(o.Socket, account), nil
+	}
+	return client.FromKubeconfig(o.Kubeconfig, o.KubeContext, account)
 }
 
 // Scenario is the scenario the runner plays.
@@ -176,8 +191,12 @@ func (r *Runner) Prepare(ctx context.Context) (err error) {
 		}
 		r.emit(Event{Kind: StepFinished, Step: PrepareStep, Err: err})
 	}()
-	if err := r.cl.Do(ctx, "GET", "/x/info", nil, nil, &r.info); err != nil {
-		return fmt.Errorf("ask the lab daemon for its info: %w", err)
+	// From another machine the lab's own facts are the admin's; its Floating IPs are fetched by the lab
+	// (httpGet), which knows its pool.
+	if r.cl.Socket != "" {
+		if err := r.cl.Do(ctx, "GET", "/x/info", nil, nil, &r.info); err != nil {
+			return fmt.Errorf("ask the lab daemon for its info: %w", err)
+		}
 	}
 	if r.info.FIPPool != "" {
 		p, err := netip.ParsePrefix(r.info.FIPPool)
@@ -200,6 +219,10 @@ func (r *Runner) Prepare(ctx context.Context) (err error) {
 			if !names[n] {
 				missing = append(missing, n)
 			}
+		}
+		if len(missing) > 0 && r.cl.Socket == "" {
+			return fmt.Errorf("the lab has no image %s, and building images is the lab's admin's: ask for `pi image build %s` on the lab's machine",
+				strings.Join(missing, ", "), strings.Join(missing, " "))
 		}
 		if len(missing) > 0 {
 			line := "pi image build " + strings.Join(missing, " ")
@@ -616,6 +639,9 @@ func (r *Runner) runArgs(ctx context.Context, step, idx int, display string, arg
 	cmd.Args[0] = "pi"
 	cmd.Dir = r.opt.WorkDir
 	cmd.Env = append(os.Environ(), "PI_SOCKET="+r.opt.Socket, "PI_LAB="+r.opt.Lab, "PI_ACCOUNT="+r.opt.Account)
+	if r.opt.Kubeconfig != "" {
+		cmd.Env = append(os.Environ(), "PI_KUBECONFIG="+r.opt.Kubeconfig, "PI_CONTEXT="+r.opt.KubeContext, "PI_ACCOUNT="+r.cl.Account)
+	}
 	// A pod's process may keep the pipes open after pi exits; do not wait for it forever.
 	cmd.WaitDelay = 2 * time.Second
 	var stdout, stderr bytes.Buffer
@@ -701,6 +727,21 @@ func (r *Runner) httpGet(ctx context.Context, rawURL string) Result {
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Scheme != "http" {
 		return Result{Err: fmt.Errorf("%q is not an http:// URL", rawURL)}
+	}
+	if r.cl.Socket == "" {
+		// From another machine, "the laptop" is the lab's Internet side: the lab does the GET there.
+		var got struct {
+			Status int    `json:"status"`
+			Body   string `json:"body"`
+		}
+		if err := r.cl.Do(ctx, "POST", "/x/fetch", nil, map[string]string{"url": rawURL}, &got); err != nil {
+			return Result{Err: err}
+		}
+		res := Result{Stdout: got.Body}
+		if got.Status >= 400 {
+			res.Err = fmt.Errorf("HTTP %d %s", got.Status, http.StatusText(got.Status))
+		}
+		return res
 	}
 	ip, err := netip.ParseAddr(u.Hostname())
 	if err != nil || !(ip.IsLoopback() || (r.pool.IsValid() && r.pool.Contains(ip))) {

@@ -63,7 +63,20 @@ func fakeLab(t *testing.T, script string) Options {
 // serveObjects answers the API's lists and gets from a directory the fake pi writes: objs/PLURAL/NAME
 // holds the object's UID.
 func serveObjects(w http.ResponseWriter, r *http.Request, objs string) {
-	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/v1/"), "/")
+	// The Kubernetes API's paths: /api/v1/[namespaces/default/]PLURAL[/NAME], /apis/GROUP/VERSION/...
+	p := r.URL.Path
+	switch {
+	case strings.HasPrefix(p, "/api/v1/"):
+		p = strings.TrimPrefix(p, "/api/v1/")
+	case strings.HasPrefix(p, "/apis/"):
+		if f := strings.SplitN(p, "/", 5); len(f) == 5 {
+			p = f[4]
+		}
+	default:
+		http.NotFound(w, r)
+		return
+	}
+	parts := strings.Split(strings.TrimPrefix(p, "namespaces/default/"), "/")
 	item := func(plural, name string) (string, bool) {
 		uid, err := os.ReadFile(filepath.Join(objs, plural, name))
 		if err != nil {
@@ -87,7 +100,8 @@ func serveObjects(w http.ResponseWriter, r *http.Request, objs string) {
 			return
 		}
 		w.WriteHeader(http.StatusNotFound)
-		fmt.Fprintf(w, `{"error":"%s %s not found","reason":"NotFound"}`, parts[0], parts[1])
+		msg, _ := json.Marshal(fmt.Sprintf("%s %q not found", parts[0], parts[1]))
+		fmt.Fprintf(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","message":%s,"reason":"NotFound","code":404}`, msg)
 	default:
 		http.NotFound(w, r)
 	}

@@ -154,7 +154,7 @@ func RunSuite(ctx context.Context, w io.Writer, list []*Scenario, opt Options, s
 				fmt.Fprintf(out, "# %s\n", note)
 			}
 			defer func() {
-				if err := deleteAccount(context.WithoutCancel(ctx), opt.Socket, opt.Account); err != nil {
+				if err := deleteAccount(context.WithoutCancel(ctx), opt, opt.Account); err != nil {
 					fmt.Fprintf(out, "! %v\n", err)
 				}
 			}()
@@ -269,14 +269,14 @@ func playScenario(ctx context.Context, sc *Scenario, opt Options, so SuiteOption
 		res.Account = name
 		opt.Account = name
 		sink(Event{Kind: Notice, Scenario: sc.Name, Step: PrepareStep, Text: fmt.Sprintf("playing in account %q, made for this scenario and deleted after it", name), Time: start})
-		if err := createAccount(ctx, opt.Socket, name); err != nil {
+		if err := createAccount(ctx, opt, name); err != nil {
 			fail(0, "prepare", start, &StepError{Scenario: sc.Name, Step: 0, Err: err})
 			skipRest(res, sc, 0, sink)
 			return res
 		}
 		defer func() {
 			start := time.Now()
-			if err := deleteAccount(context.WithoutCancel(ctx), opt.Socket, name); err != nil {
+			if err := deleteAccount(context.WithoutCancel(ctx), opt, name); err != nil {
 				sink(Event{Kind: Notice, Scenario: sc.Name, Step: CleanupStep, Text: err.Error(), Time: start})
 				fail(-1, "cleanup", start, &StepError{Scenario: sc.Name, Step: -1, Err: err})
 			}
@@ -353,39 +353,46 @@ func accountKind() api.Kind {
 
 // ensureAccount makes opt.Account when it does not exist, and says whether it did.
 func ensureAccount(ctx context.Context, opt Options) (bool, error) {
-	name := opt.Account
-	if name == "" {
-		name = api.DefaultAccount
+	cl, err := opt.Client(opt.Account)
+	if err != nil {
+		return false, err
 	}
-	cl := client.New(opt.Socket, api.DefaultAccount)
+	name := cl.Account // "default" when none is named; a learner's kubeconfig: its own
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	_, err := cl.Get(cctx, accountKind(), name)
+	_, err = cl.Get(cctx, accountKind(), name)
 	switch {
 	case err == nil:
 		return false, nil
 	case !client.IsNotFound(err):
 		return false, fmt.Errorf("look up account %q: %w", name, err)
 	}
-	return true, createAccount(ctx, opt.Socket, name)
+	return true, createAccount(ctx, opt, name)
 }
 
-func createAccount(ctx context.Context, socket, name string) error {
+func createAccount(ctx context.Context, opt Options, name string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	a := &api.Account{}
 	a.Name = name
-	if _, err := client.New(socket, api.DefaultAccount).Create(ctx, a); err != nil {
+	cl, err := opt.Client("")
+	if err != nil {
+		return err
+	}
+	if _, err := cl.Create(ctx, a); err != nil {
 		return fmt.Errorf("make account %q to play in: %w", name, err)
 	}
 	return nil
 }
 
 // deleteAccount deletes an account the run made, with everything in it, and waits until it is gone.
-func deleteAccount(ctx context.Context, socket, name string) error {
+func deleteAccount(ctx context.Context, opt Options, name string) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	cl := client.New(socket, api.DefaultAccount)
+	cl, err := opt.Client("")
+	if err != nil {
+		return err
+	}
 	if err := cl.Delete(ctx, accountKind(), name, true); err != nil && !client.IsNotFound(err) {
 		return fmt.Errorf("delete account %q, made for the scenarios: %w (delete it with `pi account delete %s --all`)", name, err, name)
 	}

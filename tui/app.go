@@ -61,11 +61,18 @@ func newApp(ctx context.Context, o Options, glamourStyle string) *App {
 			return scenarios.NewRunner(sc, ro)
 		}
 	}
-	if o.watcher == nil {
-		o.watcher = client.New(o.Runner.Socket, o.Runner.Account)
-	}
-	if o.network == nil {
-		o.network = labNetwork{client.New(o.Runner.Socket, o.Runner.Account)}
+	if o.watcher == nil || o.network == nil {
+		cl, err := o.Runner.Client(o.Runner.Account)
+		if err != nil {
+			// The kubeconfig was read once already (pi's flags); a client that fails says so in the panes.
+			cl = client.New(o.Runner.Socket, o.Runner.Account)
+		}
+		if o.watcher == nil {
+			o.watcher = cl
+		}
+		if o.network == nil {
+			o.network = labNetwork{cl}
+		}
 	}
 	a := &App{common: c, opts: o, help: help.New()}
 	a.list = newList(c, o.Scenarios)
@@ -189,7 +196,7 @@ func (a *App) shellCommand(pod string) (*exec.Cmd, error) {
 	cmd := exec.Command(exe, "exec", "-it", pod, "--", "sh")
 	cmd.Args[0] = "pi"
 	cmd.Env = os.Environ()
-	for k, v := range map[string]string{"PI_SOCKET": ro.Socket, "PI_LAB": ro.Lab, "PI_ACCOUNT": ro.Account} {
+	for k, v := range map[string]string{"PI_SOCKET": ro.Socket, "PI_LAB": ro.Lab, "PI_ACCOUNT": ro.Account, "PI_KUBECONFIG": ro.Kubeconfig, "PI_CONTEXT": ro.KubeContext} {
 		if v != "" {
 			cmd.Env = append(cmd.Env, k+"="+v)
 		}

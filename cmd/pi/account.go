@@ -74,7 +74,7 @@ prints nothing. (pi kubeconfig --account NAME makes a whole kubeconfig around a 
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			cl := client.New(g.socketPath(), name)
+			cl := g.clientFor(name)
 			if revoke {
 				if rotate {
 					return fmt.Errorf("--rotate and --revoke: choose one (--rotate issues a new token, --revoke leaves none)")
@@ -177,14 +177,14 @@ func withDeleteAll(del *cobra.Command) *cobra.Command {
 		timeout, _ := f.GetDuration("timeout")
 		ignore, _ := f.GetBool("ignore-not-found")
 		cl := g.client()
-		var errs []string
+		var errs errorList
 		for _, n := range names {
 			if err := deleteAccount(cmd.Context(), cl, n, true, wait, timeout, ignore); err != nil {
-				errs = append(errs, err.Error())
+				errs = append(errs, err)
 			}
 		}
 		if len(errs) > 0 {
-			return fmt.Errorf("%s", strings.Join(errs, "\nerror: "))
+			return errs
 		}
 		return nil
 	}

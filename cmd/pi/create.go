@@ -236,7 +236,7 @@ func runDelete(ctx context.Context, o deleteOptions, args []string) error {
 			targets = append(targets, target{kind: k, name: n})
 		}
 	}
-	var errs []string
+	var errs errorList
 	var started []target
 	for _, t := range targets {
 		if o, err := cl.Get(ctx, t.kind, t.name); err == nil {
@@ -246,7 +246,7 @@ func runDelete(ctx context.Context, o deleteOptions, args []string) error {
 			if o.ignore && client.IsNotFound(err) {
 				continue
 			}
-			errs = append(errs, err.Error())
+			errs = append(errs, err)
 			continue
 		}
 		started = append(started, t)
@@ -275,7 +275,7 @@ func runDelete(ctx context.Context, o deleteOptions, args []string) error {
 		fmt.Printf("%s %q deleted\n", t.kind.Singular, t.name)
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("%s", strings.Join(errs, "\nerror: "))
+		return errs
 	}
 	return nil
 }

@@ -109,7 +109,7 @@ func newLogsCmd() *cobra.Command {
 			return completeNames(cmd.Context(), "pods"), cobra.ShellCompDirectiveNoFileComp
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.client().Logs(cmd.Context(), args[0], client.LogOptions{Container: o.container, Follow: o.follow, Tail: o.tail, Previous: o.previous}, stdoutWriter{})
+			return g.client().Logs(cmd.Context(), args[0], client.LogOptions{Container: o.container, Follow: o.follow, Tail: o.tail, Previous: o.previous, Notes: os.Stderr}, stdoutWriter{})
 		},
 	}
 	cmd.Flags().StringVarP(&o.container, "container", "c", "", "the container (default: the pod's first)")

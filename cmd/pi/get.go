@@ -128,7 +128,7 @@ func runGet(ctx context.Context, o getOptions, args []string) error {
 	if o.watch && len(kinds) > 1 {
 		return fmt.Errorf("you may only specify a single resource type with --watch")
 	}
-	var errs []string
+	var errs errorList
 	printed := false
 	for _, k := range kinds {
 		pc := printContext(ctx, cl, k, o)
@@ -137,7 +137,7 @@ func runGet(ctx context.Context, o getOptions, args []string) error {
 			for _, n := range names {
 				obj, err := cl.Get(ctx, k, n)
 				if err != nil {
-					errs = append(errs, err.Error())
+					errs = append(errs, err)
 					continue
 				}
 				objs = append(objs, obj)
@@ -170,7 +170,7 @@ func runGet(ctx context.Context, o getOptions, args []string) error {
 		printed = printed || len(objs) > 0
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("%s", strings.Join(errs, "\nerror: "))
+		return errs
 	}
 	if !printed && len(names) == 0 && o.output != "json" && o.output != "yaml" {
 		if kinds[0].Namespaced && !o.allAccounts {

@@ -25,11 +25,15 @@ func TestHostileRequests(t *testing.T) {
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 		}}}
-	do := func(method, path, contentType string, body []byte) (int, string) {
+	// as, if set, is the account the request acts for (Impersonate-User, as kubectl --as sends it).
+	doAs := func(as, method, path, contentType string, body []byte) (int, string) {
 		t.Helper()
 		req, _ := http.NewRequest(method, "http://pi"+path, bytes.NewReader(body))
 		if contentType != "" {
 			req.Header.Set("Content-Type", contentType)
+		}
+		if as != "" {
+			req.Header.Set("Impersonate-User", as)
 		}
 		resp, err := hc.Do(req)
 		if err != nil {
@@ -38,36 +42,44 @@ func TestHostileRequests(t *testing.T) {
 		defer resp.Body.Close()
 		data, _ := io.ReadAll(resp.Body)
 		// An error answer is a Status: compare its message as the user reads it.
-		var st struct{ Error string }
-		if resp.StatusCode >= 300 && json.Unmarshal(data, &st) == nil && st.Error != "" {
-			return resp.StatusCode, st.Error
+		var st struct{ Error, Message string }
+		if resp.StatusCode >= 300 && json.Unmarshal(data, &st) == nil && st.Error+st.Message != "" {
+			return resp.StatusCode, st.Error + st.Message
 		}
 		return resp.StatusCode, string(data)
+	}
+	do := func(method, path, contentType string, body []byte) (int, string) {
+		t.Helper()
+		return doAs("", method, path, contentType, body)
 	}
 	svc := []byte(`{"apiVersion":"v1","kind":"Service","metadata":{"name":"s"},"spec":{"ports":[{"port":80}]}}`)
 	fip := strings.TrimSpace(mustPi(t, lab, "create", "fip"))
 	mustPi(t, lab, "name", "fip", fip, "--name", "web")
 
+	const pods, services = "/api/v1/namespaces/default/pods", "/api/v1/namespaces/default/services"
 	cases := []struct {
-		name, method, path string
-		body               []byte
-		code               int
-		says               string
+		name, as, method, path string
+		body                   []byte
+		code                   int
+		says                   string
 	}{
-		{"a write for a missing account with allAccounts", "POST", "/v1/services?account=ghost&allAccounts=true", svc, 404, `account "ghost" not found`},
-		{"a write for an account named like a path", "POST", "/v1/services?account=../../etc", svc, 404, `account "../../etc" not found`},
-		{"a read of a missing account", "GET", "/v1/pods?account=ghost", nil, 404, `account "ghost" not found`},
-		{"a 5 MB body", "POST", "/v1/pods", bytes.Repeat([]byte("a"), 5<<20), 413, "larger than 4 MiB"},
-		{"a binary body", "POST", "/v1/pods", []byte{0x1f, 0x8b, 0, 1, 2, 3, 0xff}, 422, "not a valid Pod object"},
-		{"another kind at a kind's path", "POST", "/v1/pods", svc, 422, "is a Service, not a Pod"},
-		{"garbage to the image build", "POST", "/x/images/build", []byte("\x00garbage"), 422, "image build request"},
-		{"garbage to a FIP's name", "POST", "/x/fips/" + fip + "/name", []byte("nonsense"), 422, "name request"},
-		{"an unknown field to a FIP's name", "POST", "/x/fips/" + fip + "/name", []byte(`{"nmae":"x"}`), 422, "unknown field"},
-		{"an unknown resource", "GET", "/v1/gizmos", nil, 404, `resource type "gizmos"`},
-		{"a FIP for a missing account", "POST", "/x/fips?account=ghost", nil, 404, `account "ghost" not found`},
+		{"a write for a missing account", "ghost", "POST", services, svc, 403, `user "ghost" is not an account of this lab`},
+		{"a write for an account named like a path", "../../etc", "POST", services, svc, 403, `user "../../etc" is not an account of this lab`},
+		{"a read of a missing account", "ghost", "GET", pods, nil, 403, `user "ghost" is not an account of this lab`},
+		{"a 5 MB body", "", "POST", pods, bytes.Repeat([]byte("a"), 5<<20), 413, "larger than"},
+		{"a binary body", "", "POST", pods, []byte{0x1f, 0x8b, 0, 1, 2, 3, 0xff}, 400, "the body is not a JSON object"},
+		{"another kind at a kind's path", "", "POST", pods, svc, 400, "Service"},
+		{"a set of another kind", "", "POST", "/x/batch", []byte(`{"items":[{"apiVersion":"pilab.dev/v1","kind":"Account","metadata":{"name":"x"}}]}`), 422, "nothing was created"},
+		{"garbage to the image build", "", "POST", "/x/images/build", []byte("\x00garbage"), 422, "image build request"},
+		{"garbage to a FIP's name", "", "POST", "/x/fips/" + fip + "/name", []byte("nonsense"), 422, "name request"},
+		{"an unknown field to a FIP's name", "", "POST", "/x/fips/" + fip + "/name", []byte(`{"nmae":"x"}`), 422, "unknown field"},
+		{"an unknown resource", "", "GET", "/api/v1/namespaces/default/gizmos", nil, 404, `"/api/v1/namespaces/default/gizmos" not found`},
+		{"the private dialect pi had", "", "GET", "/v1/pods", nil, 404, "404 page not found"},
+		{"a FIP for a missing account", "", "POST", "/x/fips?account=ghost", nil, 404, `account "ghost" not found`},
+		{"a fetch of an address not a FIP", "", "POST", "/x/fetch", []byte(`{"url":"http://127.0.0.1:1/"}`), 422, "only its Floating IPs"},
 	}
 	for _, c := range cases {
-		code, body := do(c.method, c.path, "application/json", c.body)
+		code, body := doAs(c.as, c.method, c.path, "application/json", c.body)
 		if code != c.code || !strings.Contains(body, c.says) {
 			t.Errorf("%s: %d %s\nwant %d saying %q", c.name, code, strings.TrimSpace(body), c.code, c.says)
 		}
@@ -86,11 +98,11 @@ func TestHostileRequests(t *testing.T) {
 
 	// An account cannot raise its own FIP quota with a replace.
 	var acct map[string]any
-	_, body := do("GET", "/v1/accounts/default", "", nil)
+	_, body := do("GET", "/apis/pilab.dev/v1/accounts/default", "", nil)
 	json.Unmarshal([]byte(body), &acct)
 	acct["spec"] = map[string]any{"fipQuota": 1000}
 	data, _ := json.Marshal(acct)
-	if code, body := do("PUT", "/v1/accounts/default", "application/json", data); code != 422 || !strings.Contains(body, "spec.fipQuota: Forbidden") {
+	if code, body := do("PUT", "/apis/pilab.dev/v1/accounts/default", "application/json", data); code != 422 || !strings.Contains(body, "spec.fipQuota: Forbidden") {
 		t.Errorf("raising the quota: %d %s", code, body)
 	}
 

@@ -24,6 +24,10 @@ func addLearnCommands(root *cobra.Command) {
 }
 
 func scenarioOptions() scenarios.Options {
+	if g.remote != nil {
+		// From another machine: the runner and its commands are clients of the same kubeconfig.
+		return scenarios.Options{Kubeconfig: g.kubeconfigPath(), KubeContext: g.contextName(), Lab: g.lab, Account: g.explicitAccount()}
+	}
 	return scenarios.Options{Socket: g.socketPath(), Lab: g.lab, Account: g.accountName()}
 }
 

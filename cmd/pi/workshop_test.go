@@ -181,6 +181,59 @@ func TestWorkshop(t *testing.T) {
 		}
 	})
 
+	// pi itself as a learner's client: on the host side, with nothing but learner02's kubeconfig (no socket,
+	// no lab files), as on a learner's own laptop.
+	t.Run("pi as a remote client", func(t *testing.T) {
+		run := func(args ...string) (string, error) {
+			// (The test binary is pi when called by that name: bash's exec -a names it.)
+			c := exec.Command("ip", append([]string{"netns", "exec", hostNS, "bash", "-c", `exec -a pi "$0" "$@"`, os.Args[0],
+				"--kubeconfig", filepath.Join(dir, "learner02.kubeconfig")}, args...)...)
+			c.Env = append(os.Environ(), "HOME="+home, "PI_SOCKET=", "PI_LAB=", "PI_ACCOUNT=")
+			b, err := c.CombinedOutput()
+			return string(b), err
+		}
+		pi := func(args ...string) string {
+			t.Helper()
+			out, err := run(args...)
+			if err != nil {
+				t.Fatalf("learner02: pi %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+			return out
+		}
+		if out := pi("get", "pods"); !regexp.MustCompile(`(?m)^box +1/1 +Running`).MatchString(out) || strings.Contains(out, "secret") {
+			t.Errorf("learner02: pi get pods:\n%s", out)
+		}
+		if out := pi("exec", "box", "--", "hostname"); strings.TrimSpace(out) != "box" {
+			t.Errorf("learner02: pi exec box -- hostname: %q", out)
+		}
+		manifest := filepath.Join(dir, "web.yml")
+		os.WriteFile(manifest, []byte("apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {run: box}\n  ports:\n  - port: 80\n"), 0o644)
+		if out := pi("create", "-f", manifest); strings.TrimSpace(out) != `service "web" created` {
+			t.Errorf("learner02: pi create -f: %q", out)
+		}
+		fip := strings.TrimSpace(pi("create", "fip"))
+		if out := pi("get", "fips"); !strings.Contains(out, fip) {
+			t.Errorf("learner02: pi get fips does not show its new %s:\n%s", fip, out)
+		}
+		if out := pi("bill"); !strings.Contains(out, "learner02") || strings.Contains(out, "learner01") {
+			t.Errorf("learner02: pi bill, want its own account alone:\n%s", out)
+		}
+		if out := pi("network", "-o", "json"); !strings.Contains(out, `"box"`) || strings.Contains(out, `"secret"`) {
+			t.Errorf("learner02: pi network shows no box, or learner01's secret:\n%s", out)
+		}
+		if out, err := run("get", "pod", "secret"); err == nil || !strings.Contains(out, `pods "secret" not found`) {
+			t.Errorf("learner02: pi get pod secret: %v\n%s", err, out)
+		}
+		if out, err := run("--account", "learner01", "get", "pods"); err == nil || !strings.Contains(out, "cannot impersonate") {
+			t.Errorf("learner02: pi --account learner01 get pods: %v\n%s", err, out)
+		}
+		if out, err := run("account", "create", "sneaky"); err == nil || !strings.Contains(out, "orbidden") {
+			t.Errorf("learner02: pi account create: %v\n%s", err, out)
+		}
+		pi("delete", "fip", fip)
+		pi("delete", "service", "web")
+	})
+
 	t.Run("credentials", func(t *testing.T) {
 		// No token at all.
 		cfg, _ := clientcmd.LoadFromFile(filepath.Join(dir, "learner03.kubeconfig"))

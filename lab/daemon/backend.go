@@ -17,7 +17,6 @@ import (
 	"github.com/pilab/pi/lab/api"
 	"github.com/pilab/pi/lab/billing"
 	"github.com/pilab/pi/lab/server"
-	"github.com/pilab/pi/runtime/pods"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -57,81 +56,6 @@ func (d *Daemon) fipUsers(account, ip string) []string {
 	}
 	return out
 }
-
-func (d *Daemon) podContainer(account, podName, container string) (*corev1.Pod, string, error) {
-	o, err := d.store.Get(kindPod, account, podName)
-	if err != nil {
-		return nil, "", err
-	}
-	pod := o.(*corev1.Pod)
-	if container == "" {
-		return pod, pod.Spec.Containers[0].Name, nil
-	}
-	var names []string
-	for _, c := range pod.Spec.Containers {
-		if c.Name == container {
-			return pod, container, nil
-		}
-		names = append(names, c.Name)
-	}
-	return nil, "", server.Invalid("container %s is not valid for pod %s; choose one of: [%s]", container, podName, strings.Join(names, " "))
-}
-
-// Exec runs a command in a running container.
-func (d *Daemon) Exec(ctx context.Context, r server.ExecRequest, stdin io.Reader, stdout, stderr io.Writer, resize <-chan [2]uint16) (int, error) {
-	pod, container, err := d.podContainer(r.Account, r.Pod, r.Container)
-	if err != nil {
-		return 0, err
-	}
-	st, err := d.runtime.State(ctx, string(pod.UID), container)
-	if err != nil {
-		return 0, err
-	}
-	if !st.Running {
-		return 0, fmt.Errorf("unable to exec in container %s of pod %s: the container is not running (pod phase %s)", container, r.Pod, pod.Status.Phase)
-	}
-	sizes := make(chan pods.Size, 4)
-	go func() {
-		defer close(sizes)
-		for {
-			select {
-			case s, ok := <-resize:
-				if !ok {
-					return
-				}
-				select {
-				case sizes <- pods.Size{Width: s[0], Height: s[1]}:
-				default:
-				}
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return d.runtime.Exec(ctx, string(pod.UID), container, pods.ExecOptions{Cmd: r.Command, TTY: r.TTY, Stdin: stdin, Stdout: stdout, Stderr: stderr, Resize: sizes})
-}
-
-// Logs copies a container's output.
-func (d *Daemon) Logs(ctx context.Context, r server.LogRequest, w io.Writer) error {
-	pod, container, err := d.podContainer(r.Account, r.Pod, r.Container)
-	if err != nil {
-		return err
-	}
-	if r.Container == "" && len(pod.Spec.Containers) > 1 {
-		// kubectl picks the first container but says so.
-		fmt.Fprintf(w, "Defaulted container %q out of: %s\n", container, containerNames(pod))
-	}
-	return d.runtime.Logs(ctx, string(pod.UID), container, pods.LogOptions{Follow: r.Follow, Tail: r.Tail, Previous: r.Previous}, w)
-}
-
-func containerNames(p *corev1.Pod) string {
-	var n []string
-	for _, c := range p.Spec.Containers {
-		n = append(n, c.Name)
-	}
-	return strings.Join(n, ", ")
-}
-
 // Info describes the lab to clients.
 type Info struct {
 	Lab        string `json:"lab"`
@@ -204,6 +128,7 @@ func (d *Daemon) Extra() http.Handler {
 	mux.HandleFunc("POST /fips", d.allocateFIPs)
 	mux.HandleFunc("POST /fips/{ip}/name", d.nameFIP)
 	mux.HandleFunc("GET /bill", d.bill)
+	mux.HandleFunc("POST /fetch", d.fetch)
 	mux.HandleFunc("POST /trace", d.trace)
 	mux.HandleFunc("GET /network", d.networkView)
 	mux.HandleFunc("GET /rules", d.rulesView)

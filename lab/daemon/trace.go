@@ -29,6 +29,7 @@ import (
 	"github.com/pilab/pi/lab/api"
 	"github.com/pilab/pi/lab/controller"
 	"github.com/pilab/pi/lab/server"
+	"github.com/pilab/pi/lab/store"
 	"github.com/pilab/pi/net/netns"
 	"github.com/pilab/pi/net/network"
 	"github.com/pilab/pi/net/trace"
@@ -122,6 +123,14 @@ func (d *Daemon) trace(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Account == "" {
 		req.Account = server.Account(r)
+	}
+	if u, ok := server.UserFrom(r.Context()); ok && !u.IsAdmin() {
+		// An account traces from its own pods only; another account's pod is as unknown as a name nobody has.
+		req.Account = u.Name
+		if a, pod, found := strings.Cut(req.From, "/"); found && a != u.Name {
+			server.WriteError(w, fmt.Errorf("pod %q not found in account %q: %w", pod, u.Name, store.ErrNotFound))
+			return
+		}
 	}
 	res, err := d.runTrace(r.Context(), req)
 	if err != nil {

@@ -120,8 +120,8 @@ func impersonating(r *http.Request) bool {
 // Wrap authenticates every request before next sees it: no proof is a 401 Unauthorized Status that says
 // nothing more (not which accounts exist, not why the certificate was refused); impersonation by a
 // non-admin is a 403. The user is put in the request's context (UserFrom). A non-admin acts for the account
-// of its own name: the Kubernetes API reads the account from Impersonate-User, so Wrap sets it; the
-// private /v1 and /x dialect takes the account from the query, so it stays the admin's.
+// of its own name: the Kubernetes API reads the account from Impersonate-User, so Wrap sets it; pilab's own
+// paths take it from the query, so Wrap sets that too, and refuses those that are the admin's.
 func (a *Authenticator) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// A request with an Authorization header is judged by it alone: a malformed one proves nobody,
@@ -166,17 +166,39 @@ func (a *Authenticator) serve(w http.ResponseWriter, r *http.Request, u *User, n
 				fmt.Errorf("User %q cannot impersonate resource \"users\" in API group \"\" at the cluster scope", u.Name)).ErrStatus)
 			return
 		}
-		if p := r.URL.Path; p == "/v1" || strings.HasPrefix(p, "/v1/") || p == "/x" || strings.HasPrefix(p, "/x/") {
-			encode(w, http.StatusForbidden, &apierrors.NewForbidden(schema.GroupResource{}, "",
-				fmt.Errorf("User %q cannot use %s: the lab's private API is the admin's; use the Kubernetes API", u.Name, p)).ErrStatus)
-			return
-		}
 		r = r.Clone(r.Context())
 		r.Header.Set("Impersonate-User", u.Name)
+		if p := r.URL.Path; p == "/x" || strings.HasPrefix(p, "/x/") {
+			if !accountPath(r.Method, p) {
+				encode(w, http.StatusForbidden, &apierrors.NewForbidden(schema.GroupResource{}, "",
+					fmt.Errorf("User %q cannot use %s %s: it is the lab admin's", u.Name, r.Method, p)).ErrStatus)
+				return
+			}
+			// pilab's own paths take the account from the query: an account's is always its own.
+			q := r.URL.Query()
+			q.Set("account", u.Name)
+			q.Del("allAccounts")
+			r.URL.RawQuery = q.Encode()
+		}
 	} else if as := r.Header.Get("Impersonate-User"); as != "" {
 		u = &User{Name: as, Groups: r.Header.Values("Impersonate-Group"), Impersonator: u.Name}
 	}
 	next.ServeHTTP(w, r.WithContext(WithUser(r.Context(), u)))
+}
+
+// accountPath reports whether pilab's own path p (method m) is one an account may use, for itself: what
+// `pi` needs as a remote client besides the Kubernetes API. The machine's (info, images, shutdown) and the
+// accounts' tokens are the admin's.
+func accountPath(m, p string) bool {
+	switch {
+	case m == http.MethodPost && (p == "/x/batch" || p == "/x/fips" || p == "/x/trace" || p == "/x/fetch"):
+		return true
+	case m == http.MethodPost && strings.HasPrefix(p, "/x/fips/") && strings.HasSuffix(p, "/name"):
+		return true
+	case m == http.MethodGet && (p == "/x/bill" || p == "/x/network" || p == "/x/rules" || p == "/x/images"):
+		return true
+	}
+	return false
 }
 
 // clientAddr is the address a request came from, without its port.

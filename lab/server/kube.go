@@ -170,6 +170,26 @@ var resources = []*resource{
 		store: storeKind("Account"), hasStore: true, newList: func() kruntime.Object { return &AccountList{} }, subresources: []string{"status"}},
 }
 
+// ResourcePath is the Kubernetes API path of the objects of store kind kind ("FloatingIP"): under
+// /api/v1 or /apis/GROUP/VERSION, in namespace "default" when namespaced, then the resource's name
+// ("/apis/pilab.dev/v1/namespaces/default/floatingips").
+func ResourcePath(kind string) (string, bool) {
+	for _, r := range resources {
+		if r.kind != kind || !r.hasStore || r.project != nil {
+			continue
+		}
+		p := "/apis/" + r.gv.String()
+		if r.gv.Group == "" {
+			p = "/api/" + r.gv.Version
+		}
+		if r.namespaced {
+			p += "/namespaces/" + metav1.NamespaceDefault
+		}
+		return p + "/" + r.name, true
+	}
+	return "", false
+}
+
 // verbs are the verbs a resource serves, as discovery lists them.
 func (r *resource) verbs() metav1.Verbs {
 	switch {

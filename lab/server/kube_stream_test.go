@@ -33,7 +33,7 @@ import (
 // fakeStreams is a Backend whose containers are Go functions: exec echoes, port-forward answers, logs
 // print the options they got.
 type fakeStreams struct {
-	Backend // nil: the /v1 calls are not used here
+	Backend // nil: deletes and extras are not used here
 	logOpts chan *corev1.PodLogOptions
 }
 

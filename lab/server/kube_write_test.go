@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -61,12 +60,6 @@ type storeDeleter struct{ st *store.Store }
 
 func (d storeDeleter) Delete(_ context.Context, account string, k api.Kind, name string, _ metav1.Object, _ DeleteOptions) error {
 	return d.st.Delete(k, account, name)
-}
-func (storeDeleter) Exec(context.Context, ExecRequest, io.Reader, io.Writer, io.Writer, <-chan [2]uint16) (int, error) {
-	return 0, errors.New("no exec in this test")
-}
-func (storeDeleter) Logs(context.Context, LogRequest, io.Writer) error {
-	return errors.New("no logs in this test")
 }
 func (storeDeleter) Extra() http.Handler { return http.NotFoundHandler() }
 

@@ -1,62 +1,39 @@
-// Package server is a lab's API: JSON over HTTP on a unix socket. Objects are read and written through the
-// store; everything that touches containers, images or money goes through a Backend.
+// Package server is a lab's API on the daemon's unix socket and its HTTPS listener: the Kubernetes API
+// (kube*.go) for every object, read and written through the registry and the store, and pilab's own paths
+// for what Kubernetes has no resource for; everything that touches containers, images or money goes through
+// a Backend.
 //
-// Paths (account in the query, `?account=alice`, default "default"):
+// pilab's own paths (account in the query, `?account=alice`, default "default"; on the listener an
+// account's token may use some of them, for itself only: auth.go):
 //
-//	GET    /v1/{plural}                 list (labelSelector=, allAccounts=true)
-//	GET    /v1/{plural}/{name}          get
-//	POST   /v1/{plural}                 create (body: object; dryRun=All checks without storing)
-//	PUT    /v1/{plural}/{name}          replace (apply); status is kept
-//	DELETE /v1/{plural}/{name}          delete (graceful kinds get a deletionTimestamp; controllers finish)
-//	GET    /v1/watch/{plural}           JSON lines of api.WatchEvent, starting with the current objects
-//	POST   /v1/pods/{name}/exec         hijacked, lab/stream frames
-//	GET    /v1/pods/{name}/log          container output
-//	*      /x/...                    Backend extras (images, fips, bill, info)
+//	POST   /x/batch                     a manifest's objects as one set: all created, or none (dryRun=All)
+//	*      /x/...                       Backend extras (images, fips, bill, info, trace, network, rules)
+//	*      /x/accounts/{name}/tokens    an account's tokens (tokens.go)
 package server
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/pilab/pi/lab/registry"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"time"
 
 	"github.com/pilab/pi/lab/api"
+	"github.com/pilab/pi/lab/registry"
 	"github.com/pilab/pi/lab/store"
-	"github.com/pilab/pi/lab/stream"
 	"github.com/pilab/pi/lab/validate"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 )
-
-// ExecRequest is what a client asks to run in a container.
-type ExecRequest struct {
-	Account, Pod, Container string
-	Command                 []string
-	TTY, Stdin              bool
-}
-
-// LogRequest asks for a container's output.
-type LogRequest struct {
-	Account, Pod, Container string
-	Follow, Previous        bool
-	Tail                    int
-}
 
 // Backend is what the API needs from the rest of the daemon.
 type Backend interface {
 	// Delete starts deleting an object; it may refuse (a FIP still in use) or finish at once.
 	Delete(ctx context.Context, account string, k api.Kind, name string, o metav1.Object, opts DeleteOptions) error
-	Exec(ctx context.Context, r ExecRequest, stdin io.Reader, stdout, stderr io.Writer, resize <-chan [2]uint16) (int, error)
-	Logs(ctx context.Context, r LogRequest, w io.Writer) error
 	// Extra serves /x/...: images, fips, bill, info.
 	Extra() http.Handler
 }
@@ -119,19 +96,12 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/x/", http.StripPrefix("/x", s.Backend.Extra()))
 	mux.HandleFunc("/x/accounts/{name}/tokens", s.serveTokens)
-	kube := s.KubeHandler() // the Kubernetes API (kube.go); the /v1 and /x dialect below stays for pi and the TUI
+	// A manifest's documents as one set (pi create -f): the Kubernetes API creates one object a request.
+	mux.HandleFunc("POST /x/batch", s.createSet)
+	kube := s.KubeHandler() // the Kubernetes API (kube.go): every object read and write
 	for _, p := range []string{"/api", "/api/", "/apis", "/apis/", "/version", "/healthz", "/readyz", "/livez", "/openapi/"} {
 		mux.Handle(p, kube)
 	}
-	mux.HandleFunc("GET /v1/watch/{plural}", s.watch)
-	mux.HandleFunc("POST /v1/pods/{name}/exec", s.exec)
-	mux.HandleFunc("GET /v1/pods/{name}/log", s.logs)
-	mux.HandleFunc("GET /v1/{plural}", s.list)
-	mux.HandleFunc("GET /v1/{plural}/{name}", s.get)
-	mux.HandleFunc("POST /v1/batch", s.createSet)
-	mux.HandleFunc("POST /v1/{plural}", s.create)
-	mux.HandleFunc("PUT /v1/{plural}/{name}", s.replace)
-	mux.HandleFunc("DELETE /v1/{plural}/{name}", s.delete)
 	return mux
 }
 
@@ -202,14 +172,6 @@ func Account(r *http.Request) string {
 	return api.DefaultAccount
 }
 
-func (s *Server) kind(w http.ResponseWriter, r *http.Request) (api.Kind, bool) {
-	k, ok := api.LookupKind(r.PathValue("plural"))
-	if !ok {
-		WriteJSON(w, http.StatusNotFound, Status{Error: fmt.Sprintf("the server doesn't have a resource type %q", r.PathValue("plural")), Reason: "NotFound"})
-	}
-	return k, ok
-}
-
 // checkAccount makes sure a namespaced request names an existing account. Only reads may ask for every
 // account at once (allAccounts=true); a write always goes into one account that exists.
 func (s *Server) checkAccount(w http.ResponseWriter, r *http.Request, k api.Kind) (string, bool) {
@@ -237,54 +199,6 @@ var (
 	kindAccount, _ = api.LookupKind("Account")
 	kindPod, _     = api.LookupKind("Pod")
 )
-
-func (s *Server) list(w http.ResponseWriter, r *http.Request) {
-	k, ok := s.kind(w, r)
-	if !ok {
-		return
-	}
-	account, ok := s.checkAccount(w, r, k)
-	if !ok {
-		return
-	}
-	if r.URL.Query().Get("allAccounts") == "true" {
-		account = ""
-	}
-	sel, err := labels.Parse(r.URL.Query().Get("labelSelector"))
-	if err != nil {
-		WriteError(w, Invalid("bad label selector: %v", err))
-		return
-	}
-	objs, err := s.Store.List(k, account)
-	if err != nil {
-		WriteError(w, err)
-		return
-	}
-	items := []metav1.Object{}
-	for _, o := range objs {
-		if sel.Matches(labels.Set(o.GetLabels())) {
-			items = append(items, o)
-		}
-	}
-	WriteJSON(w, http.StatusOK, map[string]any{"apiVersion": "v1", "kind": "List", "items": items})
-}
-
-func (s *Server) get(w http.ResponseWriter, r *http.Request) {
-	k, ok := s.kind(w, r)
-	if !ok {
-		return
-	}
-	account, ok := s.checkAccount(w, r, k)
-	if !ok {
-		return
-	}
-	o, err := s.Store.Get(k, account, r.PathValue("name"))
-	if err != nil {
-		WriteError(w, err)
-		return
-	}
-	WriteJSON(w, http.StatusOK, o)
-}
 
 // maxBody is the largest request body the API reads: a manifest set of a few MiB.
 const maxBody = 4 << 20
@@ -332,49 +246,6 @@ func decodeStrict(k api.Kind, data []byte) (metav1.Object, error) {
 	return o, nil
 }
 
-func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, k api.Kind) (metav1.Object, bool) {
-	data, ok := readBody(w, r)
-	if !ok {
-		return nil, false
-	}
-	o, err := decodeStrict(k, data)
-	if err != nil {
-		WriteError(w, err)
-		return nil, false
-	}
-	return o, true
-}
-
-func (s *Server) create(w http.ResponseWriter, r *http.Request) {
-	k, ok := s.kind(w, r)
-	if !ok {
-		return
-	}
-	account, ok := s.checkAccount(w, r, k)
-	if !ok {
-		return
-	}
-	o, ok := s.decodeBody(w, r, k)
-	if !ok {
-		return
-	}
-	if err := checkNew(k, o); err != nil {
-		WriteError(w, err)
-		return
-	}
-	// A dry run answers whether the create would succeed.
-	dryRun := r.URL.Query().Get("dryRun") == "All"
-	if err := s.Registry.Create(r.Context(), account, o, dryRun); err != nil {
-		WriteError(w, err)
-		return
-	}
-	if dryRun {
-		WriteJSON(w, http.StatusOK, o)
-		return
-	}
-	WriteJSON(w, http.StatusCreated, o)
-}
-
 // checkNew names an object from generateName and validates it.
 func checkNew(k api.Kind, o metav1.Object) error {
 	if o.GetName() == "" && o.GetGenerateName() != "" {
@@ -410,8 +281,8 @@ func (s *Server) createSet(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		k, ok := api.LookupKind(tm.Kind)
-		if !ok {
-			set.Items = append(set.Items, registry.ItemError{Index: i, Err: Invalid("no kind %q is served by the lab", tm.Kind)})
+		if !ok || !k.FromManifest {
+			set.Items = append(set.Items, registry.ItemError{Index: i, Err: Invalid("no kind %q is created from manifests by the lab", tm.Kind)})
 			continue
 		}
 		o, err := decodeStrict(k, raw)
@@ -442,254 +313,4 @@ func (s *Server) createSet(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusOK
 	}
 	WriteJSON(w, code, map[string]any{"apiVersion": "v1", "kind": "List", "items": objs})
-}
-
-func (s *Server) replace(w http.ResponseWriter, r *http.Request) {
-	k, ok := s.kind(w, r)
-	if !ok {
-		return
-	}
-	account, ok := s.checkAccount(w, r, k)
-	if !ok {
-		return
-	}
-	o, ok := s.decodeBody(w, r, k)
-	if !ok {
-		return
-	}
-	if o.GetName() != r.PathValue("name") {
-		WriteError(w, Invalid("the name of the object (%q) does not match the name in the path (%q)", o.GetName(), r.PathValue("name")))
-		return
-	}
-	if err := validate.Object(o); err != nil {
-		WriteError(w, Invalid("%s %q is invalid: %v", k.Name, o.GetName(), err))
-		return
-	}
-	// Without a resourceVersion a replace is "apply my spec": a controller's status write in between is
-	// no reason to fail it, so it is tried again on the new version.
-	unconditional := o.GetResourceVersion() == ""
-	for {
-		err := s.Registry.Update(r.Context(), account, o)
-		if errors.Is(err, store.ErrConflict) && unconditional {
-			o.SetResourceVersion("")
-			continue
-		}
-		if err != nil {
-			WriteError(w, err)
-			return
-		}
-		WriteJSON(w, http.StatusOK, o)
-		return
-	}
-}
-
-func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
-	k, ok := s.kind(w, r)
-	if !ok {
-		return
-	}
-	account, ok := s.checkAccount(w, r, k)
-	if !ok {
-		return
-	}
-	o, err := s.Store.Get(k, account, r.PathValue("name"))
-	if err != nil {
-		WriteError(w, err)
-		return
-	}
-	opts := DeleteOptions{Cascade: r.URL.Query().Get("cascade") == "true"}
-	if err := s.Backend.Delete(r.Context(), account, k, o.GetName(), o, opts); err != nil {
-		WriteError(w, err)
-		return
-	}
-	WriteJSON(w, http.StatusOK, o)
-}
-
-func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
-	k, ok := s.kind(w, r)
-	if !ok {
-		return
-	}
-	account, ok := s.checkAccount(w, r, k)
-	if !ok {
-		return
-	}
-	if r.URL.Query().Get("allAccounts") == "true" || !k.Namespaced {
-		account = ""
-	}
-	sel, err := labels.Parse(r.URL.Query().Get("labelSelector"))
-	if err != nil {
-		WriteError(w, Invalid("bad label selector: %v", err))
-		return
-	}
-	// Subscribe before listing so no change between the two is lost.
-	events := s.Store.Watch(r.Context(), k.Name, account)
-	objs, err := s.Store.List(k, account)
-	if err != nil {
-		WriteError(w, err)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	flusher, _ := w.(http.Flusher)
-	enc := json.NewEncoder(w)
-	for _, o := range objs {
-		if !sel.Matches(labels.Set(o.GetLabels())) {
-			continue
-		}
-		data, _ := json.Marshal(o)
-		enc.Encode(api.WatchEvent{Type: api.Added, Kind: k.Name, Account: api.AccountOf(o), Object: data})
-	}
-	if flusher != nil {
-		flusher.Flush()
-	}
-	for ev := range events {
-		var meta struct {
-			Metadata metav1.ObjectMeta `json:"metadata"`
-		}
-		json.Unmarshal(ev.Object, &meta)
-		if !sel.Matches(labels.Set(meta.Metadata.Labels)) {
-			continue
-		}
-		if err := enc.Encode(ev); err != nil {
-			return
-		}
-		if flusher != nil {
-			flusher.Flush()
-		}
-	}
-}
-
-func (s *Server) podExists(w http.ResponseWriter, r *http.Request) (string, bool) {
-	k, _ := api.LookupKind("pods")
-	account, ok := s.checkAccount(w, r, k)
-	if !ok {
-		return "", false
-	}
-	if _, err := s.Store.Get(k, account, r.PathValue("name")); err != nil {
-		WriteError(w, err)
-		return "", false
-	}
-	return account, true
-}
-
-func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
-	account, ok := s.podExists(w, r)
-	if !ok {
-		return
-	}
-	q := r.URL.Query()
-	tail := -1
-	if t := q.Get("tail"); t != "" {
-		n, err := strconv.Atoi(t)
-		if err != nil {
-			WriteError(w, Invalid("tail must be a number, not %q", t))
-			return
-		}
-		tail = n
-	}
-	req := LogRequest{Account: account, Pod: r.PathValue("name"), Container: q.Get("container"),
-		Follow: q.Get("follow") == "true", Previous: q.Get("previous") == "true", Tail: tail}
-	// Headers go out only with the first byte of output, so a failure before it is still an error status.
-	fw := &flushWriter{w: w}
-	if err := s.Backend.Logs(r.Context(), req, fw); err != nil && !fw.started {
-		WriteError(w, err)
-	}
-}
-
-type flushWriter struct {
-	w       http.ResponseWriter
-	started bool
-}
-
-func (f *flushWriter) Write(p []byte) (int, error) {
-	if !f.started {
-		f.started = true
-		f.w.Header().Set("Content-Type", "text/plain")
-		f.w.WriteHeader(http.StatusOK)
-	}
-	n, err := f.w.Write(p)
-	if fl, ok := f.w.(http.Flusher); ok {
-		fl.Flush()
-	}
-	return n, err
-}
-
-func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
-	account, ok := s.podExists(w, r)
-	if !ok {
-		return
-	}
-	var req ExecRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		WriteError(w, Invalid("exec request: %v", err))
-		return
-	}
-	req.Account, req.Pod = account, r.PathValue("name")
-	if len(req.Command) == 0 {
-		WriteError(w, Invalid("you must specify at least one command for the container"))
-		return
-	}
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		WriteError(w, errors.New("exec: connection cannot be hijacked"))
-		return
-	}
-	conn, buf, err := hj.Hijack()
-	if err != nil {
-		return
-	}
-	defer conn.Close()
-	buf.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: pi-stream\r\nConnection: Upgrade\r\n\r\n")
-	buf.Flush()
-	sc := stream.New(bufio.NewReader(buf), conn)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stdinR *io.PipeReader
-	var stdinW *io.PipeWriter
-	if req.Stdin {
-		stdinR, stdinW = io.Pipe()
-	}
-	resize := make(chan [2]uint16, 4)
-	go func() {
-		// The client going away ends the session.
-		defer cancel()
-		for {
-			t, p, err := sc.Read()
-			if err != nil {
-				if stdinW != nil {
-					stdinW.Close()
-				}
-				return
-			}
-			switch t {
-			case stream.Stdin:
-				if stdinW != nil {
-					stdinW.Write(p)
-				}
-			case stream.StdinEOF:
-				if stdinW != nil {
-					stdinW.Close()
-				}
-			case stream.Resize:
-				if wd, ht, err := stream.DecodeSize(p); err == nil {
-					select {
-					case resize <- [2]uint16{wd, ht}:
-					default:
-					}
-				}
-			}
-		}
-	}()
-	var stdin io.Reader
-	if stdinR != nil {
-		stdin = stdinR
-	}
-	code, err := s.Backend.Exec(ctx, req, stdin, sc.Writer(stream.Stdout), sc.Writer(stream.Stderr), resize)
-	if err != nil {
-		sc.Write(stream.Error, []byte(err.Error()))
-		return
-	}
-	sc.Write(stream.Exit, stream.EncodeExit(code))
 }
