@@ -35,6 +35,9 @@ type ContainerOptions struct {
 	Attempt   int               // restart count; each attempt logs to its own file
 	Mounts    []specs.Mount     // extra bind mounts, e.g. /etc/hosts and /etc/resolv.conf
 	Labels    map[string]string // extra container labels, e.g. pilab.dev/account
+	// Account puts the container under its account's and pod's cgroups
+	// (cgroups.go) with the account's ceilings.
+	Account AccountCgroup
 }
 
 func (r *Runtime) validate(o ContainerOptions) error {
@@ -103,9 +106,14 @@ func (r *Runtime) StartContainer(ctx context.Context, o ContainerOptions) error 
 	if err != nil {
 		return fail("read config of image %s: %v", img.Name(), err)
 	}
-	sopts, err := specOpts(o, img, ispec.Config)
+	sopts, err := specOpts(o, img, ispec.Config, r.ns)
 	if err != nil {
 		return fail("%v", err)
+	}
+	if o.Account.UID != "" {
+		if err := r.ensurePodCgroups(o.Account, uid); err != nil {
+			return fail("%v", err)
+		}
 	}
 
 	labels := make(map[string]string, len(o.Labels)+5)

@@ -255,7 +255,9 @@ func isRunning(s task.Status) bool {
 }
 
 // RemovePod kills and deletes every task, container and rootfs snapshot of
-// the pod. It is idempotent; the sandbox (RemoveSandbox) is separate.
+// the pod, then the pod's cgroup level (cgroups.go). It is idempotent; the
+// sandbox (RemoveSandbox) is separate, and so is the account's cgroup
+// (RemoveAccountCgroups).
 func (r *Runtime) RemovePod(ctx context.Context, podUID string) error {
 	cs, err := r.listContainers(ctx, podFilter(podUID))
 	if err != nil {
@@ -269,6 +271,12 @@ func (r *Runtime) RemovePod(ctx context.Context, podUID string) error {
 	}
 	if err := r.removeSnapshots(ctx, podFilter(podUID)); err != nil {
 		errs = append(errs, fmt.Errorf("remove pod %s: %w", podUID, err))
+	}
+	if len(errs) == 0 {
+		// The pod's cgroup level, now that no container is in it.
+		if err := r.removePodCgroups(podUID); err != nil {
+			errs = append(errs, fmt.Errorf("remove pod %s: %w", podUID, err))
+		}
 	}
 	return errors.Join(errs...)
 }

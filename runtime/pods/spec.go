@@ -65,7 +65,7 @@ var droppedCapabilities = []string{"CAP_MKNOD"}
 // capabilities, root user unless the image says otherwise), then hardened:
 // no MKNOD, containerd's default seccomp profile, a pids limit and
 // a memory limit even when the pod sets none. Never privileged.
-func specOpts(o ContainerOptions, img containerd.Image, ic ocispec.ImageConfig) ([]oci.SpecOpts, error) {
+func specOpts(o ContainerOptions, img containerd.Image, ic ocispec.ImageConfig, ns string) ([]oci.SpecOpts, error) {
 	c, pod, sb := o.Container, o.Pod, o.Sandbox
 	env, err := containerEnv(pod, c)
 	if err != nil {
@@ -137,6 +137,16 @@ func specOpts(o ContainerOptions, img containerd.Image, ic ocispec.ImageConfig) 
 	cpu := int64(DefaultCPULimitMilli)
 	if q, ok := c.Resources.Limits[corev1.ResourceCPU]; ok && q.MilliValue() > 0 {
 		cpu = q.MilliValue()
+	}
+	if a := o.Account; a.UID != "" {
+		// Below the account's cgroup. A container's CPU limit above its
+		// account's is clamped to it: it could not use more anyway, and
+		// cgroup v1 refuses a child's cfs quota above its parent's
+		// (EINVAL from runc).
+		if a.CPUMilli > 0 && cpu > a.CPUMilli {
+			cpu = a.CPUMilli
+		}
+		opts = append(opts, oci.WithCgroup(CgroupsPath(ns, a.UID, string(pod.UID), ContainerID(pod, c.Name))))
 	}
 	opts = append(opts, oci.WithCPUCFS(max(cpu*period/1000, 1000), period))
 	if q, ok := c.Resources.Requests[corev1.ResourceCPU]; ok && q.MilliValue() > 0 {

@@ -245,8 +245,8 @@ func unescapeMount(s string) string {
 }
 
 // CgroupProcs lists the processes still in namespace ns's cgroups: runc puts every container of the
-// namespace below /<ns>/ (containerd's default cgroupsPath /<ns>/<id>), in each v1 hierarchy and in the v2
-// tree. A process there after its shim is gone is a container nothing supervises any more.
+// namespace below /<ns>/ (at /<ns>/a-<account UID>/p-<pod UID>/<id> since issue 11, containerd's default
+// /<ns>/<id> before), in each v1 hierarchy and in the v2 tree; the whole tree below /<ns> is read. A process there after its shim is gone is a container nothing supervises any more.
 func CgroupProcs(ns string) []int {
 	seen := map[int]bool{}
 	for _, root := range cgroupRoots(ns) {
@@ -299,16 +299,8 @@ func RemoveCgroups(ns string) ([]string, error) {
 		}
 	}
 	for _, root := range cgroupRoots(ns) {
-		var dirs []string
-		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		// A cgroup dir holds only control files, which rmdir takes with it; children go first.
-		sort.SliceStable(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
-		for _, d := range dirs {
+		// The whole tree, /<ns>/a-<account>/p-<pod>/<container> included (issue 11), children first.
+		for _, d := range cgroupTree(root) {
 			if err := os.Remove(d); err != nil && !os.IsNotExist(err) {
 				errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
 				continue

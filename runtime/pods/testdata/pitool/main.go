@@ -106,6 +106,9 @@ func main() {
 		}
 		signal.Ignore(syscall.SIGTERM)
 		sleepForever()
+	case "spin": // spin: keep one CPU busy forever
+		for {
+		}
 	case "alloc": // alloc MB: touch MB MiB of memory, then block
 		n, _ := strconv.Atoi(args[0])
 		var keep [][]byte
