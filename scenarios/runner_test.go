@@ -38,6 +38,13 @@ func fakeLab(t *testing.T, script string) Options {
 			fmt.Fprint(w, `{"lab":"t1","fipPool":"198.18.0.0/24"}`)
 		case "/x/images":
 			fmt.Fprint(w, `[{"Name":"nginx"}]`)
+		case "/x/progress":
+			// The runner's step reports, a line each, for the test to read.
+			body, _ := io.ReadAll(r.Body)
+			f, _ := os.OpenFile(filepath.Join(dir, "progress.log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+			f.Write(append(body, '\n'))
+			f.Close()
+			fmt.Fprint(w, "{}")
 		case "/x/trace":
 			// The daemon's answer is the test's (trace.json); the request is kept for it to look at.
 			body, _ := io.ReadAll(r.Body)
@@ -77,6 +84,9 @@ func serveObjects(w http.ResponseWriter, r *http.Request, objs string) {
 		return
 	}
 	parts := strings.Split(strings.TrimPrefix(p, "namespaces/default/"), "/")
+	if parts[0] == "floatingips" {
+		parts[0] = "fips" // the fake pi's directory of them
+	}
 	item := func(plural, name string) (string, bool) {
 		uid, err := os.ReadFile(filepath.Join(objs, plural, name))
 		if err != nil {
@@ -183,6 +193,12 @@ cleanup:
 	data, _ := os.ReadFile(filepath.Join(opt.WorkDir, "svc.yml"))
 	if string(data) != "loadBalancerIP: 198.18.0.7\n" {
 		t.Errorf("svc.yml = %q, want the FIP in place of the guide's address", data)
+	}
+	// Each step's result went to the lab, for the instructor.
+	progress, _ := os.ReadFile(filepath.Join(opt.WorkDir, "progress.log"))
+	wantProgress := `{"scenario":"test","steps":2,"step":1,"passed":true}` + "\n" + `{"scenario":"test","steps":2,"step":2,"passed":true}` + "\n"
+	if string(progress) != wantProgress {
+		t.Errorf("progress reported:\n%s\nwant\n%s", progress, wantProgress)
 	}
 	calls, _ := os.ReadFile(filepath.Join(opt.WorkDir, "calls.log"))
 	wantCalls := "create fip\nget pods -o wide\nexec nginx -- curl -s 10.244.3.4 198.18.0.7\nflaky\nflaky\nflaky\nget pods\ndelete fip 198.18.0.7\n"

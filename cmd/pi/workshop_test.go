@@ -232,6 +232,44 @@ func TestWorkshop(t *testing.T) {
 		}
 		pi("delete", "fip", fip)
 		pi("delete", "service", "web")
+
+		// A scenario played from the learner's side: its commands are learner02's pi, its Floating IP check
+		// ("from the laptop") is fetched by the lab from its Internet side, and each step's result is
+		// recorded for the instructor. Step 3 fails on purpose (no such pod).
+		scenario := filepath.Join(dir, "07-remote.yaml")
+		os.WriteFile(scenario, []byte(`title: Remote
+steps:
+  - title: A web server
+    commands:
+      - pi run remote-web --image=busybox --port=8080 -- sh -c 'echo remote-hello > /tmp/index.html; exec httpd -f -p 8080 -h /tmp'
+      - run: pi create fip
+        capture: {FIP: '(?m)^(\d+\.\d+\.\d+\.\d+)$'}
+      - pi expose pod remote-web --port=8080 --type=LoadBalancer --load-balancer-ip={{.FIP}}
+    checks:
+      - run: pi wait --for=condition=Ready pod/remote-web --timeout=120s
+  - title: Open it from the laptop
+    commands:
+      - http: http://{{.FIP}}:8080/
+        within: 60s
+    checks:
+      - match: remote-hello
+  - title: A pod nobody made
+    checks:
+      - run: pi get pod nobody
+cleanup:
+  - pi delete service remote-web --ignore-not-found
+  - pi delete fip {{.FIP}} --ignore-not-found
+  - pi delete pod remote-web --ignore-not-found
+`), 0o644)
+		out, err := run("scenario", "run", scenario)
+		t.Logf("learner02: pi scenario run:\n%s", out)
+		if err == nil || !strings.Contains(out, "step 3/3") {
+			t.Errorf("learner02: pi scenario run %s: %v, want step 3 to fail", scenario, err)
+		}
+		status := mustPi(t, lab, "workshop", "status")
+		if !regexp.MustCompile(`(?m)^learner02 .* \$\d+\.\d\d +remote:2/3 `).MatchString(status) {
+			t.Errorf("pi workshop status does not show learner02's spend and progress remote:2/3:\n%s", status)
+		}
 	})
 
 	t.Run("credentials", func(t *testing.T) {

@@ -191,7 +191,7 @@ func (a *Authenticator) serve(w http.ResponseWriter, r *http.Request, u *User, n
 // accounts' tokens are the admin's.
 func accountPath(m, p string) bool {
 	switch {
-	case m == http.MethodPost && (p == "/x/batch" || p == "/x/fips" || p == "/x/trace" || p == "/x/fetch"):
+	case m == http.MethodPost && (p == "/x/batch" || p == "/x/fips" || p == "/x/trace" || p == "/x/fetch" || p == "/x/progress"):
 		return true
 	case m == http.MethodPost && strings.HasPrefix(p, "/x/fips/") && strings.HasSuffix(p, "/name"):
 		return true
