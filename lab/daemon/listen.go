@@ -109,13 +109,18 @@ func (d *Daemon) listenKube() (*kubeListener, string, error) {
 		}
 	}}
 	kl := &kubeListener{l: sessions.Listener(l), auth: &server.Authenticator{ClientCAs: p.ClientCAs(), Tokens: tokens, Sessions: sessions, Log: d.log},
-		hs: &http.Server{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute, MaxHeaderBytes: 64 << 10,
+		hs: &http.Server{ReadHeaderTimeout: listenHeaderTimeout, IdleTimeout: 5 * time.Minute, MaxHeaderBytes: 64 << 10,
 			ConnContext: sessions.ConnContext,
 			TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{p.Server},
 				// Requested, not verified here: the Authenticator checks it, so that a wrong one is a 401.
 				ClientAuth: tls.RequestClientCert}}}
 	return kl, l.Addr().String(), nil
 }
+
+// listenHeaderTimeout bounds the TLS handshake and a request's headers on the listener: a client that
+// trickles them (slowloris) holds a connection no longer than this, and costs the others nothing meanwhile
+// (each connection has its own goroutine).
+var listenHeaderTimeout = 10 * time.Second
 
 // hostAddrs are the global unicast addresses of the host side (the named namespace, or this one).
 func hostAddrs(hostNetns string) ([]string, error) {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pilab/pi/lab/pki"
 	"github.com/pilab/pi/net/netns"
@@ -168,5 +169,83 @@ func TestListenRefusesOversizedHeaders(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusTeapot {
 		t.Errorf("the admin's request after it: %d, want the handler's 418", resp.StatusCode)
+	}
+}
+
+// TestListenSlowloris: 100 clients that finish the TLS handshake and then trickle their headers a byte at a
+// time are cut off once the header timeout passes, while an honest client is answered at once meanwhile.
+func TestListenSlowloris(t *testing.T) {
+	old := listenHeaderTimeout
+	listenHeaderTimeout = 2 * time.Second
+	defer func() { listenHeaderTimeout = old }()
+	root := t.TempDir()
+	d := &Daemon{cfg: Config{Lab: "lt", Root: root, RunDir: filepath.Join(root, "run"), KubeListen: "127.0.0.1:0"},
+		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	kl, addr, err := d.listenKube()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kl.close()
+	go kl.serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }))
+	defer kl.shutdown(context.Background())
+	p, err := pki.LoadClient(PKIDir(root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(p.CAPEM)
+	cert, _ := tls.X509KeyPair(p.AdminPEM, p.AdminKey)
+	tc := &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: "127.0.0.1"}
+
+	const slow = 100
+	cut := make(chan time.Duration, slow)
+	start := time.Now()
+	for range slow {
+		conn, err := tls.Dial("tcp", addr, tc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		go func() {
+			conn.Write([]byte("GET /version HTTP/1.1\r\nHost: lab\r\n"))
+			for {
+				// A header byte every 200 ms: never the blank line that ends them.
+				if _, err := conn.Write([]byte("X")); err != nil {
+					break
+				}
+				conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+				var b [1]byte
+				if _, err := conn.Read(b[:]); err != nil {
+					if ne, ok := err.(net.Error); ok && ne.Timeout() {
+						continue
+					}
+					break // the server closed it
+				}
+			}
+			cut <- time.Since(start)
+		}()
+	}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
+	for i := range 5 {
+		t0 := time.Now()
+		resp, err := hc.Get("https://" + addr + "/version")
+		if err != nil {
+			t.Fatalf("an honest request among the slow clients: %v", err)
+		}
+		resp.Body.Close()
+		if took := time.Since(t0); resp.StatusCode != http.StatusTeapot || took > time.Second {
+			t.Errorf("honest request %d: %d in %v, want the handler's 418 at once", i, resp.StatusCode, took)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for range slow {
+		select {
+		case at := <-cut:
+			if at < listenHeaderTimeout-500*time.Millisecond {
+				t.Errorf("a slow client was cut after %v, before the header timeout %v", at, listenHeaderTimeout)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("slow clients still connected %v after the header timeout", 10*time.Second)
+		}
 	}
 }
