@@ -34,8 +34,8 @@ type Options struct {
 	// Kubeconfig, if set, makes the runner a client of the lab it names instead (from another machine: the
 	// learner's own account; KubeContext: its context, "" for the current one).
 	Kubeconfig, KubeContext string
-	Lab     string
-	Account string
+	Lab                     string
+	Account                 string
 	// Exe is the pi binary the commands run; empty: this very binary (os.Executable).
 	Exe string
 	// WorkDir is where write: puts files and commands run; empty: a temporary directory Close removes.

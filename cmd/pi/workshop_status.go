@@ -29,7 +29,7 @@ func newWorkshopStatusCmd(prefix *string) *cobra.Command {
 tokens, what it has spent so far (pi bill), and its progress through the workshops: for each scenario it
 has played (pi scenario run, pi tutorial; from the lab's machine or its own), the steps passed of the
 scenario's steps ("pod-networking:4/6").`,
-		Args:  cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			accts, err := workshopAccounts(cmd.Context(), *prefix)
 			if err != nil {

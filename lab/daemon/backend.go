@@ -56,6 +56,7 @@ func (d *Daemon) fipUsers(account, ip string) []string {
 	}
 	return out
 }
+
 // Info describes the lab to clients.
 type Info struct {
 	Lab        string `json:"lab"`
