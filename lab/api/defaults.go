@@ -1,6 +1,11 @@
 package api
 
-import corev1 "k8s.io/api/core/v1"
+import (
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+)
 
 // DefaultPodSpec fills what Kubernetes' API server defaults in a pod spec. The API's admission and the
 // controllers that make pods from templates both call it, so a pod reads the same however it was made.
@@ -56,4 +61,36 @@ func DefaultPodSpec(s *corev1.PodSpec) {
 			}
 		}
 	}
+}
+
+// DefaultAccountMemoryQuota is an account's memory ceiling when its spec.memoryQuota is empty: room for
+// eight pods of the default 512Mi size.
+const DefaultAccountMemoryQuota = "4Gi"
+
+// MinAccountCPUQuotaMilli and MinAccountMemoryQuota are the smallest ceilings an account may have: the
+// kernel's smallest CFS quota (1ms of a 100ms period) and what one small container needs to start.
+const (
+	MinAccountCPUQuotaMilli = 10
+	MinAccountMemoryQuota   = 16 << 20
+)
+
+// AccountCeilings are an account's CPU (millicores; 0: the machine's CPUs, no ceiling) and memory (bytes)
+// ceilings from its spec, defaults filled in. The spec must have passed validation (lab/validate).
+func AccountCeilings(s AccountSpec) (cpuMilli, memoryBytes int64, err error) {
+	if s.CPUQuota != "" {
+		q, err := resource.ParseQuantity(s.CPUQuota)
+		if err != nil {
+			return 0, 0, fmt.Errorf("spec.cpuQuota %q: %w", s.CPUQuota, err)
+		}
+		cpuMilli = q.MilliValue()
+	}
+	mem := s.MemoryQuota
+	if mem == "" {
+		mem = DefaultAccountMemoryQuota
+	}
+	q, err := resource.ParseQuantity(mem)
+	if err != nil {
+		return 0, 0, fmt.Errorf("spec.memoryQuota %q: %w", mem, err)
+	}
+	return cpuMilli, q.Value(), nil
 }

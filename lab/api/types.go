@@ -53,6 +53,14 @@ type AccountSpec struct {
 	// ServiceQuota is how many Services the account may hold; 0 means no limit. A workshop's accounts
 	// get Pi's 5.
 	ServiceQuota int `json:"serviceQuota,omitempty"`
+	// CPUQuota is the CPU all the account's pods together may use, as Kubernetes writes CPU: "2" is two
+	// CPUs, "500m" half of one. Empty means the machine's CPUs (no ceiling beyond the machine). A
+	// workshop's accounts get 1. A container's own CPU limit above it is lowered to it.
+	CPUQuota string `json:"cpuQuota,omitempty"`
+	// MemoryQuota is the memory all the account's pods together may use, as Kubernetes writes memory
+	// ("4Gi", "512Mi"); past it the kernel kills a process of the account (OOMKilled), never another
+	// account's. Empty means 4Gi. A workshop's accounts get 2Gi.
+	MemoryQuota string `json:"memoryQuota,omitempty"`
 }
 
 // AccountStatus is an account's network as the lab set it up.

@@ -469,6 +469,20 @@ func schema_pilab_pi_lab_api_AccountSpec(ref common.ReferenceCallback) common.Op
 							Format:      "int32",
 						},
 					},
+					"cpuQuota": {
+						SchemaProps: spec.SchemaProps{
+							Description: "CPUQuota is the CPU all the account's pods together may use, as Kubernetes writes CPU: \"2\" is two CPUs, \"500m\" half of one. Empty means the machine's CPUs (no ceiling beyond the machine). A workshop's accounts get 1. A container's own CPU limit above it is lowered to it.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"memoryQuota": {
+						SchemaProps: spec.SchemaProps{
+							Description: "MemoryQuota is the memory all the account's pods together may use, as Kubernetes writes memory (\"4Gi\", \"512Mi\"); past it the kernel kills a process of the account (OOMKilled), never another account's. Empty means 4Gi. A workshop's accounts get 2Gi.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
 				},
 			},
 		},

@@ -91,6 +91,16 @@ func (r *Registry) admit(ctx context.Context, vw *view, account string, o, old m
 					return Invalid("account %q: spec.%s: Forbidden: an account's quota is set when the account is created; delete and recreate the account to change it", v.Name, q.field)
 				}
 			}
+			// The cgroup ceilings too (issue 11): its pods run under them, and cgroup v1 refuses a CPU ceiling
+			// below a running container's.
+			for _, q := range []struct{ field, v, old string }{
+				{"cpuQuota", v.Spec.CPUQuota, oa.Spec.CPUQuota},
+				{"memoryQuota", v.Spec.MemoryQuota, oa.Spec.MemoryQuota},
+			} {
+				if q.v != q.old {
+					return Invalid("account %q: spec.%s: Forbidden: an account's quota is set when the account is created; delete and recreate the account to change it", v.Name, q.field)
+				}
+			}
 			v.Status = oa.Status
 			return nil
 		}

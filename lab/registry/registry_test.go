@@ -349,4 +349,22 @@ func TestAccountPodAndServiceQuotas(t *testing.T) {
 	if err := r.Update(ctx, "", a); err == nil || !strings.Contains(err.Error(), "spec.podQuota: Forbidden") {
 		t.Errorf("raising the pod quota: %v", err)
 	}
+	// The cgroup ceilings (issue 11) are as fixed as the counts.
+	for field, set := range map[string]func(*api.Account){
+		"cpuQuota":    func(a *api.Account) { a.Spec.CPUQuota = "8" },
+		"memoryQuota": func(a *api.Account) { a.Spec.MemoryQuota = "64Gi" },
+	} {
+		o, _ = st.Get(kindAccount, "", "learner01")
+		a := o.(*api.Account)
+		set(a)
+		if err := r.Update(ctx, "", a); err == nil || !strings.Contains(err.Error(), "spec."+field+": Forbidden") {
+			t.Errorf("raising the %s: %v", field, err)
+		}
+	}
+	o, _ = st.Get(kindAccount, "", "learner01")
+	a = o.(*api.Account)
+	a.Labels = map[string]string{"cohort": "b"}
+	if err := r.Update(ctx, "", a); err != nil {
+		t.Errorf("an update leaving the quotas alone: %v", err)
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/pilab/pi/net/lb"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -66,6 +67,35 @@ func Account(a *api.Account) field.ErrorList {
 	}{{"fipQuota", a.Spec.FIPQuota}, {"podQuota", a.Spec.PodQuota}, {"serviceQuota", a.Spec.ServiceQuota}} {
 		if q.n < 0 {
 			errs = append(errs, field.Invalid(field.NewPath("spec", q.field), q.n, "must be greater than or equal to 0"))
+		}
+	}
+	return append(errs, accountCeilings(a.Spec)...)
+}
+
+// accountCeilings checks the CPU and memory ceilings of an account's cgroup: Kubernetes quantities, not
+// below what the kernel can enforce and a container needs.
+func accountCeilings(s api.AccountSpec) field.ErrorList {
+	var errs field.ErrorList
+	for _, q := range []struct {
+		field, v, example string
+		value             func(*resource.Quantity) int64
+		min               int64
+		minText           string
+	}{
+		{"cpuQuota", s.CPUQuota, `"2" or "500m"`, (*resource.Quantity).MilliValue, api.MinAccountCPUQuotaMilli, "10m"},
+		{"memoryQuota", s.MemoryQuota, `"4Gi" or "512Mi"`, (*resource.Quantity).Value, api.MinAccountMemoryQuota, "16Mi"},
+	} {
+		if q.v == "" {
+			continue // the default
+		}
+		p := field.NewPath("spec", q.field)
+		v, err := resource.ParseQuantity(q.v)
+		if err != nil {
+			errs = append(errs, field.Invalid(p, q.v, "must be a quantity such as "+q.example))
+			continue
+		}
+		if q.value(&v) < q.min {
+			errs = append(errs, field.Invalid(p, q.v, "must be at least "+q.minText+" (or empty for the lab's default)"))
 		}
 	}
 	return errs

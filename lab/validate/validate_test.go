@@ -362,6 +362,30 @@ spec: {fipQuota: -1}`, "spec.fipQuota", "must be greater than or equal to 0"},
 		{"account", `apiVersion: pilab.dev/v1
 kind: Account
 metadata: {name: alice}`, "", ""},
+		{"account ceilings", `apiVersion: pilab.dev/v1
+kind: Account
+metadata: {name: alice}
+spec: {cpuQuota: 500m, memoryQuota: 2Gi}`, "", ""},
+		{"account cpu quota not a quantity", `apiVersion: pilab.dev/v1
+kind: Account
+metadata: {name: alice}
+spec: {cpuQuota: two}`, "spec.cpuQuota", "must be a quantity"},
+		{"account cpu quota below what CFS enforces", `apiVersion: pilab.dev/v1
+kind: Account
+metadata: {name: alice}
+spec: {cpuQuota: 5m}`, "spec.cpuQuota", "at least 10m"},
+		{"account negative cpu quota", `apiVersion: pilab.dev/v1
+kind: Account
+metadata: {name: alice}
+spec: {cpuQuota: "-1"}`, "spec.cpuQuota", "at least 10m"},
+		{"account memory quota too small", `apiVersion: pilab.dev/v1
+kind: Account
+metadata: {name: alice}
+spec: {memoryQuota: 1Mi}`, "spec.memoryQuota", "at least 16Mi"},
+		{"account memory quota not a quantity", `apiVersion: pilab.dev/v1
+kind: Account
+metadata: {name: alice}
+spec: {memoryQuota: lots}`, "spec.memoryQuota", "must be a quantity"},
 		{"fip not an address", `apiVersion: pilab.dev/v1
 kind: FloatingIP
 metadata: {name: web}`, "metadata.name", "must be the Floating IP's IPv4 address"},
