@@ -23,7 +23,8 @@ func newAccountCmd() *cobra.Command {
 		Use:   "create NAME",
 		Short: "Create an account",
 		Long: `Create an account: its own private network behind its own router. Its quotas are set now and
-kept for its life (0: the lab's defaults, 500 pods, no Service limit, pi up's --fip-quota Floating IPs).`,
+kept for its life (0: the lab's defaults, 500 pods, no Service limit, pi up's --fip-quota Floating IPs;
+its pods together get the machine's CPUs and 4Gi of memory unless --cpu-quota and --memory-quota say less).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			a := &api.Account{Spec: quota}
@@ -55,6 +56,8 @@ func addQuotaFlags(cmd *cobra.Command, q *api.AccountSpec, def api.AccountSpec) 
 	cmd.Flags().IntVar(&q.PodQuota, "pod-quota", def.PodQuota, "pods the account may hold (0: the lab's cap)")
 	cmd.Flags().IntVar(&q.ServiceQuota, "service-quota", def.ServiceQuota, "Services the account may hold (0: no limit)")
 	cmd.Flags().IntVar(&q.FIPQuota, "fip-quota", def.FIPQuota, "Floating IPs the account may hold (0: the lab's default)")
+	cmd.Flags().StringVar(&q.CPUQuota, "cpu-quota", def.CPUQuota, `CPU all the account's pods together may use, e.g. "2" or "500m" (empty: the machine's CPUs)`)
+	cmd.Flags().StringVar(&q.MemoryQuota, "memory-quota", def.MemoryQuota, `memory all the account's pods together may use, e.g. "4Gi" (empty: `+api.DefaultAccountMemoryQuota+`)`)
 }
 
 func newAccountTokenCmd() *cobra.Command {

@@ -109,8 +109,9 @@ private network and a kubeconfig holding a token of its own. Serve the lab on an
 	f.add(create.Flags())
 	create.Flags().IntVar(&learners, "learners", 0, "how many accounts to make")
 	create.Flags().StringVar(&out, "out", "", "the directory the kubeconfigs go to (made 0700)")
-	// Pi's documented quotas for an account (seed 000).
-	addQuotaFlags(create, &quota, api.AccountSpec{PodQuota: 20, ServiceQuota: 5, FIPQuota: 5})
+	// Pi's documented quotas for an account (seed 000), and a learner's fair share of the machine: one CPU
+	// and 2Gi for all their pods together (issue 11).
+	addQuotaFlags(create, &quota, api.AccountSpec{PodQuota: 20, ServiceQuota: 5, FIPQuota: 5, CPUQuota: "1", MemoryQuota: "2Gi"})
 	create.Flags().StringVar(&serverURL, "server", "", "the API server URL in the kubeconfigs: where learners reach the lab (default: the lab's listener)")
 
 	status := newWorkshopStatusCmd(&prefix)

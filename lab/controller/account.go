@@ -85,6 +85,10 @@ func (m *Manager) finishAccountDeletion(ctx context.Context, acct *api.Account) 
 	if left > 0 {
 		return time.Second, nil
 	}
+	// Its pods are gone, and each took its own cgroup level with it: the account's level is empty.
+	if err := m.Runtime.RemoveAccountCgroups(string(acct.UID)); err != nil {
+		return 0, fmt.Errorf("account %q: %w", acct.Name, err)
+	}
 	m.accountGone(acct)
 	if err := m.Network.DeleteAccount(acct.Name, acct.Status.Index); err != nil {
 		return 0, fmt.Errorf("account %q: remove network: %w", acct.Name, err)

@@ -241,10 +241,17 @@ func (m *Manager) syncContainers(ctx context.Context, pod *corev1.Pod, acct *api
 				statuses = append(statuses, cs)
 				continue
 			}
-			err := m.Runtime.StartContainer(ctx, pods.ContainerOptions{
-				Pod: pod, Container: c, Sandbox: sb, Attempt: int(cs.RestartCount), Mounts: podMounts(sb),
-				Labels: map[string]string{"pilab.dev/account": api.AccountOf(pod)},
-			})
+			// Under the account's cgroup with its CPU and memory ceilings (issue 11, a fair share).
+			cpu, mem, err := api.AccountCeilings(acct.Spec)
+			if err == nil {
+				err = m.Runtime.StartContainer(ctx, pods.ContainerOptions{
+					Pod: pod, Container: c, Sandbox: sb, Attempt: int(cs.RestartCount), Mounts: podMounts(sb),
+					Labels:  map[string]string{"pilab.dev/account": api.AccountOf(pod)},
+					Account: pods.AccountCgroup{UID: string(acct.UID), CPUMilli: cpu, MemoryBytes: mem},
+				})
+			} else {
+				err = fmt.Errorf("account %q: %w", acct.Name, err)
+			}
 			if err != nil {
 				m.startBackoff.Next(bkey, now)
 				cs.State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CreateContainerError", Message: err.Error()}}
