@@ -274,3 +274,27 @@ func TestRenderMaskedAndRegisterSet(t *testing.T) {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
 }
+
+// TestRenderCtState: the router's "replies" rule reads as nft prints it, not as a hex mask.
+func TestRenderCtState(t *testing.T) {
+	bits := func(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
+	for _, c := range []struct {
+		op   expr.CmpOp
+		data []byte
+		want string
+	}{
+		{expr.CmpOpNeq, bits(0), "ct state established,related accept"},
+		{expr.CmpOpEq, bits(0), "ct state & (established,related) == 0 accept"},
+		{expr.CmpOpEq, bits(expr.CtStateBitESTABLISHED), "ct state & (established,related) established accept"},
+	} {
+		rule := []expr.Any{
+			&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: bits(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED), Xor: bits(0)},
+			&expr.Cmp{Op: c.op, Register: 1, Data: c.data},
+			&expr.Verdict{Kind: expr.VerdictAccept},
+		}
+		if got := RenderRule(&nftables.Rule{Exprs: rule}); got != c.want {
+			t.Errorf("got  %s\nwant %s", got, c.want)
+		}
+	}
+}

@@ -82,6 +82,8 @@ type operand struct {
 	// prefix is the length of the network mask an address was masked with (nft's "ip saddr 10.0.0.0/8"),
 	// 0 if none.
 	prefix int
+	// flags is the mask ct state was masked with: "(ct state & mask) != 0" is nft's "ct state established,related".
+	flags []byte
 }
 
 type valueKind int
@@ -157,6 +159,12 @@ func RenderRule(r *nftables.Rule) string {
 				load(e.DestRegister, o)
 				continue
 			}
+			if o.kind == kindCtState && !slices.ContainsFunc(e.Xor, func(b byte) bool { return b != 0 }) {
+				// A test of ct state's bits: nft names them.
+				o.flags = e.Mask
+				load(e.DestRegister, o)
+				continue
+			}
 			o.name = fmt.Sprintf("%s & 0x%s", o.name, hex.EncodeToString(e.Mask))
 			if slices.ContainsFunc(e.Xor, func(b byte) bool { return b != 0 }) {
 				o.name += " ^ 0x" + hex.EncodeToString(e.Xor)
@@ -170,6 +178,19 @@ func RenderRule(r *nftables.Rule) string {
 			name, _ := concat(e.Register)
 			op := map[expr.CmpOp]string{expr.CmpOpEq: "", expr.CmpOpNeq: "!= ", expr.CmpOpLt: "< ",
 				expr.CmpOpLte: "<= ", expr.CmpOpGt: "> ", expr.CmpOpGte: ">= "}[e.Op]
+			if o.flags != nil {
+				// (ct state & flags) != 0 is "any of these"; == 0 is "none of them".
+				zero := !slices.ContainsFunc(e.Data, func(b byte) bool { return b != 0 })
+				switch {
+				case zero && e.Op == expr.CmpOpNeq:
+					out = append(out, fmt.Sprintf("%s %s", name, formatValue(o.flags, kindCtState)))
+					continue
+				case zero && e.Op == expr.CmpOpEq:
+					out = append(out, fmt.Sprintf("%s & (%s) == 0", name, formatValue(o.flags, kindCtState)))
+					continue
+				}
+				name = fmt.Sprintf("%s & (%s)", name, formatValue(o.flags, kindCtState))
+			}
 			v := formatValue(e.Data, o.kind)
 			if o.prefix > 0 {
 				v += fmt.Sprintf("/%d", o.prefix)
