@@ -54,6 +54,15 @@ type AccountCgroup struct {
 	MemoryBytes int64
 }
 
+// cpuMilli is the account's CPU ceiling with the default filled in: the
+// machine's cpus.
+func (a AccountCgroup) cpuMilli(cpus int) int64 {
+	if a.CPUMilli > 0 {
+		return a.CPUMilli
+	}
+	return int64(cpus) * 1000
+}
+
 // cgroupMode is which cgroup interface the machine has.
 type cgroupMode int
 
@@ -122,10 +131,7 @@ func planCgroups(mode cgroupMode, ns string, a AccountCgroup, podUID string, cpu
 	if a.MemoryBytes <= 0 {
 		return cgroupPlan{}, fmt.Errorf("account %s: memory ceiling %d bytes; the account needs spec.memoryQuota (the API defaults it)", a.UID, a.MemoryBytes)
 	}
-	cpu := a.CPUMilli
-	if cpu <= 0 {
-		cpu = int64(cpus) * 1000
-	}
+	cpu := a.cpuMilli(cpus)
 	quota := strconv.FormatInt(cpu*cfsPeriod/1000, 10)
 	mem := strconv.FormatInt(a.MemoryBytes, 10)
 	acct, pod := accountCgroup(ns, a.UID), podCgroup(ns, a.UID, podUID)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -256,5 +257,19 @@ func TestAccountCgroupCeilings(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(cgroupRoot, "*", acg)); len(left) > 0 {
 		t.Errorf("account removed, its cgroups remain: %v", left)
+	}
+
+	// An account with the default CPU ceiling (the machine's CPUs) runs a
+	// container asking for more than the machine has: its limit is
+	// lowered to the account's, which cgroup v1 requires.
+	big := ctr("big", "sleep")
+	big.Resources.Limits = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("64")}
+	pod3, sb3 := e.newPod(t, "three", big)
+	acct = AccountCgroup{UID: "acct2-" + e.ns, MemoryBytes: 64 << 20}
+	start(pod3, sb3, "big")
+	want := strconv.Itoa(runtime.NumCPU() * cfsPeriod)
+	cg3 := strings.TrimPrefix(CgroupsPath(e.ns, acct.UID, string(pod3.UID), ContainerID(pod3, "big")), "/")
+	if got := readCgroup(t, "cpu", cg3, "cpu.cfs_quota_us"); got != want {
+		t.Errorf("a 64-CPU container under the default ceiling: cpu.cfs_quota_us = %s, want %s (the machine's)", got, want)
 	}
 }

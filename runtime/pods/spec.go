@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 
 	"github.com/containerd/containerd"
@@ -140,12 +141,10 @@ func specOpts(o ContainerOptions, img containerd.Image, ic ocispec.ImageConfig, 
 	}
 	if a := o.Account; a.UID != "" {
 		// Below the account's cgroup. A container's CPU limit above its
-		// account's is clamped to it: it could not use more anyway, and
-		// cgroup v1 refuses a child's cfs quota above its parent's
-		// (EINVAL from runc).
-		if a.CPUMilli > 0 && cpu > a.CPUMilli {
-			cpu = a.CPUMilli
-		}
+		// account's (the machine's CPUs by default) is clamped to it: it
+		// could not use more anyway, and cgroup v1 refuses a child's cfs
+		// quota above its parent's (EINVAL from runc).
+		cpu = min(cpu, a.cpuMilli(runtime.NumCPU()))
 		opts = append(opts, oci.WithCgroup(CgroupsPath(ns, a.UID, string(pod.UID), ContainerID(pod, c.Name))))
 	}
 	opts = append(opts, oci.WithCPUCFS(max(cpu*period/1000, 1000), period))
