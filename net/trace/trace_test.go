@@ -43,7 +43,7 @@ func run(t testing.TB, ns string, stdin string, args ...string) string {
 	return string(out)
 }
 
-func newTopo(t *testing.T) *topo {
+func newTopo(t testing.TB) *topo {
 	netnstest.RequireRoot(t, "network namespaces, veths and nftables")
 	for _, bin := range []string{"ip", "nft"} {
 		if _, err := exec.LookPath(bin); err != nil {
