@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -141,6 +142,42 @@ func TestWorkshop(t *testing.T) {
 		if out := must("learner01", "get", "accounts", "-o", "name"); !strings.Contains(out, "learner01") || strings.Contains(out, "learner02") || strings.Contains(out, "default") {
 			t.Errorf("learner01 lists accounts: %q, want its own alone", out)
 		}
+	})
+
+	// The Kubernetes lesson (seed 003), typed by learner03 on its own side with kubectl and its kubeconfig:
+	// pods on the flat network, an interactive shell, curl from pod to pod and to podinfo's /env.
+	t.Run("the Kubernetes lesson, remotely", func(t *testing.T) {
+		mustPi(t, lab, "image", "build", "nginx", "httpd", "podinfo")
+		must("learner03", "run", "nginx", "--image=nginx")
+		must("learner03", "run", "httpd", "--image=httpd")
+		must("learner03", "create", "deployment", "podinfo", "--image=podinfo", "--replicas=3")
+		must("learner03", "wait", "--for=condition=Ready", "pod/nginx", "pod/httpd", "--timeout=120s")
+		must("learner03", "rollout", "status", "deployment/podinfo", "--timeout=120s")
+		out := must("learner03", "get", "pods", "-o", "wide")
+		if !regexp.MustCompile(`(?m)^NAME +READY +STATUS +RESTARTS +AGE +IP +NODE +NOMINATED NODE +READINESS GATES$`).MatchString(out) {
+			t.Errorf("learner03: kubectl get pods -o wide:\n%s", out)
+		}
+		ip := func(name string) string {
+			m := regexp.MustCompile(`(?m)^` + name + `\S* +1/1 +Running +\d+ +\S+ +(10\.244\.\d+\.\d+) `).FindStringSubmatch(out)
+			if m == nil {
+				t.Fatalf("learner03: no running %s with an IP in\n%s", name, out)
+			}
+			return m[1]
+		}
+		interactiveShell(t, "learner03's kubectl", func() *exec.Cmd {
+			c := exec.Command("ip", "netns", "exec", hostNS, kubectl, "--kubeconfig", filepath.Join(dir, "learner03.kubeconfig"), "exec", "-it", "nginx", "--", "sh")
+			c.Env = append(os.Environ(), "HOME="+home)
+			return c
+		}())
+		if out := must("learner03", "exec", "nginx", "--", "curl", "-s", ip("httpd")); !strings.Contains(out, "It works!") {
+			t.Errorf("learner03: curl httpd's %s from nginx: %q", ip("httpd"), out)
+		}
+		if out := must("learner03", "exec", "nginx", "--", "curl", "-s", ip("podinfo")+":9898/env"); !strings.Contains(out, "HOSTNAME=podinfo-") {
+			t.Errorf("learner03: curl podinfo's %s:9898/env from nginx: %q", ip("podinfo"), out)
+		}
+		must("learner03", "delete", "deployment", "podinfo", "--wait")
+		must("learner03", "delete", "pod", "nginx", "httpd", "--wait")
+		must("learner03", "wait", "--for=delete", "pod", "-l", "app=podinfo", "--timeout=60s")
 	})
 
 	// learner02 against learner01's pod "secret" and a name nobody has: the same answers, NotFound.
@@ -332,7 +369,8 @@ func TestNoisyNeighbour(t *testing.T) {
 	lab := startLab(t)
 	mustPi(t, lab, "image", "build", "busybox", "nginx")
 	mustPi(t, lab, "account", "create", "bob")
-	mustPi(t, lab, "account", "create", "eve")
+	// eve's pods together get half a CPU (issue 11's account cgroup).
+	mustPi(t, lab, "account", "create", "eve", "--cpu-quota", "500m", "--memory-quota", "2Gi")
 	mustPi(t, lab, "--account", "bob", "run", "web", "--image=nginx")
 	mustPi(t, lab, "--account", "bob", "run", "client", "--image=busybox", "--", "sleep", "3600")
 	mustPi(t, lab, "--account", "eve", "run", "bomb", "--image=busybox", "--", "sleep", "3600")
@@ -369,6 +407,29 @@ func TestNoisyNeighbour(t *testing.T) {
 	}
 	defer func() { bomb.Process.Kill(); bomb.Wait() }()
 	time.Sleep(5 * time.Second)
+	// eve's account cgroup (/<lab>/a-<account UID>, the lab's containerd namespace being its name) holds
+	// all of eve's busy loops to its 500m: the bomb's container alone may have 1 CPU.
+	eveUID := strings.TrimSpace(mustPi(t, lab, "get", "account", "eve", "-o", "jsonpath={.metadata.uid}"))
+	bombUID := strings.TrimSpace(mustPi(t, lab, "--account", "eve", "get", "pod", "bomb", "-o", "jsonpath={.metadata.uid}"))
+	eveCgroup := filepath.Join("/sys/fs/cgroup/cpuacct", lab, "a-"+eveUID)
+	cpuUsage := func() time.Duration {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(eveCgroup, "cpuacct.usage"))
+		if err != nil {
+			t.Fatalf("eve's account cgroup: %v", err)
+		}
+		n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		return time.Duration(n)
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/cpuacct"); err == nil { // cgroup v1, as this machine and CI
+		u0, w0 := cpuUsage(), time.Now()
+		time.Sleep(3 * time.Second)
+		used, wall := cpuUsage()-u0, time.Since(w0)
+		t.Logf("eve's pods used %s of CPU in %s (quota 500m)", used, wall.Round(time.Millisecond))
+		if used > wall/2+300*time.Millisecond {
+			t.Errorf("eve's pods used %s of CPU in %s, above the account's 500m", used, wall.Round(time.Millisecond))
+		}
+	}
 	during := requests()
 	t.Logf("bob's requests during eve's fork bomb: worst %.2fs", worst(during))
 	if w := worst(during); w >= 1 {
@@ -377,6 +438,9 @@ func TestNoisyNeighbour(t *testing.T) {
 	t0 := time.Now()
 	mustPi(t, lab, "--account", "eve", "delete", "pod", "bomb")
 	t.Logf("deleted the bomb in %s", time.Since(t0))
+	if left, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", lab, "a-"+eveUID, "p-"+bombUID)); len(left) > 0 {
+		t.Errorf("the bomb pod's cgroups outlive it: %v", left)
+	}
 
 	// A memory hog: dd's one 700 MiB block, past the container's 512 MiB limit.
 	mustPi(t, lab, "--account", "eve", "run", "hog", "--image=busybox", "--", "sleep", "3600")
@@ -390,5 +454,10 @@ func TestNoisyNeighbour(t *testing.T) {
 	}
 	if w := worst(requests()); w >= 1 {
 		t.Errorf("after eve's memory hog bob's slowest request took %.2fs, want < 1s", w)
+	}
+	// eve goes, and so does her account's cgroup, in every hierarchy.
+	mustPi(t, lab, "account", "delete", "eve", "--all")
+	if left, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", lab, "a-"+eveUID)); len(left) > 0 {
+		t.Errorf("eve's account cgroups outlive her account: %v", left)
 	}
 }
