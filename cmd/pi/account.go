@@ -24,7 +24,7 @@ func newAccountCmd() *cobra.Command {
 		Short: "Create an account",
 		Long: `Create an account: its own private network behind its own router. Its quotas are set now and
 kept for its life (0: the lab's defaults, 500 pods, no Service limit, pi up's --fip-quota Floating IPs;
-its pods together get the machine's CPUs and 4Gi of memory unless --cpu-quota and --memory-quota say less).`,
+its pods together get the machine's CPUs and 4Gi of memory unless --cpu-quota and --memory-quota say otherwise).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			a := &api.Account{Spec: quota}
