@@ -376,6 +376,31 @@ func TestTwoNodesTwoAccounts(t *testing.T) {
 		}
 	}
 
+	// MTUs: the account bridges stay at 1400 although their VXLAN port is 1450.
+	for _, c := range []struct {
+		path, link string
+		mtu        int
+	}{
+		{netns.Path(m.NodeNetnsName(1)), BridgeName(1), 1400},
+		{netns.Path(m.NodeNetnsName(2)), BridgeName(2), 1400},
+		{netns.Path(m.NodeNetnsName(1)), VXLANName(1), 1450},
+		{netns.Path(m.NodeNetnsName(1)), UnderlayLink, 1500},
+		{routers[1], network.BridgeName, 1400},
+		{routers[1], VXLANName(1), 1450},
+	} {
+		if got := linkMTU(t, c.path, c.link); got != c.mtu {
+			t.Errorf("%s in %s: MTU %d, want %d", c.link, c.path, got, c.mtu)
+		}
+	}
+	// A VXLAN device lost (deleted by hand) is rebuilt with its flood entries.
+	run(t, netns.Path(m.NodeNetnsName(2)), "ip", "link", "del", VXLANName(1))
+	if _, err := m.EnsureSegment(1, routers[1], []int{1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	if got := floodDstsOf(t, netns.Path(m.NodeNetnsName(2)), VXLANName(1)); strings.Join(got, " ") != "169.254.1.1 169.254.16.1" {
+		t.Errorf("rebuilt vx1 on node 2 floods to %v", got)
+	}
+
 	// Within an account: node 1's pod reaches node 2's pod and the router.
 	for _, a := range []int{1, 2} {
 		p1 := pods[[2]int{a, 1}]
@@ -643,6 +668,20 @@ func state(t *testing.T, l *testLab, routers map[int]string) string {
 		}
 	}
 	return b.String()
+}
+
+func linkMTU(t *testing.T, path, name string) int {
+	t.Helper()
+	h, err := netns.NewHandle(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(name)
+	if err != nil {
+		t.Fatalf("%s in %s: %v", name, path, err)
+	}
+	return l.Attrs().MTU
 }
 
 var timerRE = regexp.MustCompile(`\w+_timer\s+[0-9.]+`)
