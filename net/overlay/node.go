@@ -319,7 +319,7 @@ func (m *Manager) DeleteNode(index int) error {
 
 func (m *Manager) deleteNode(index int, ip net.IP) error {
 	// The node's own devices go with its netns; the others must forget it.
-	err := m.eachVTEP(func(v *vtep) error {
+	err := m.eachVTEP(0, func(v *vtep) error {
 		if v.local.Equal(ip) {
 			return nil
 		}

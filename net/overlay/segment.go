@@ -160,10 +160,7 @@ func (m *Manager) ensureSegment(a int, rip net.IP, routerNetns string, set map[i
 	}
 
 	// Flood entries: each member toward every other member, nothing else.
-	err = m.eachVTEP(func(v *vtep) error {
-		if v.account != a {
-			return nil
-		}
+	err = m.eachVTEP(a, func(v *vtep) error {
 		var want []net.IP
 		for _, ip := range members {
 			if !ip.Equal(v.local) {
@@ -320,9 +317,9 @@ type vtep struct {
 	vx      netlink.Link
 }
 
-// eachVTEP calls fn for every vx<A> device of the lab: on every node and in
-// every router attached to the fabric.
-func (m *Manager) eachVTEP(fn func(v *vtep) error) error {
+// eachVTEP calls fn for every vx<A> device of the lab (only account A's if
+// only > 0): on every node and in every router attached to the fabric.
+func (m *Manager) eachVTEP(only int, fn func(v *vtep) error) error {
 	idx, err := m.nodeIndexes()
 	if err != nil {
 		return err
@@ -336,7 +333,7 @@ func (m *Manager) eachVTEP(fn func(v *vtep) error) error {
 			}
 			for _, l := range links {
 				a, ok := vxlanAccount(l)
-				if !ok {
+				if !ok || (only > 0 && a != only) {
 					continue
 				}
 				if err := fn(&vtep{where: fmt.Sprintf("node %d (%s)", n, path), account: a, local: nip, h: h, vx: l}); err != nil {
@@ -353,7 +350,7 @@ func (m *Manager) eachVTEP(fn func(v *vtep) error) error {
 		return err
 	}
 	for a, path := range routers {
-		if !exists(path) {
+		if !exists(path) || (only > 0 && a != only) {
 			continue
 		}
 		h, err := netns.NewHandle(path)
@@ -463,7 +460,7 @@ func (v *vtep) syncFlood(keep func(net.IP) bool, add []net.IP) error {
 // floodRefs describes every flood entry of the lab toward ip.
 func (m *Manager) floodRefs(ip net.IP) ([]string, error) {
 	var out []string
-	err := m.eachVTEP(func(v *vtep) error {
+	err := m.eachVTEP(0, func(v *vtep) error {
 		dsts, err := v.floodDsts()
 		if err != nil {
 			return err

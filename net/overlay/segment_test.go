@@ -614,6 +614,10 @@ func TestNotOurs(t *testing.T) {
 	if _, err := m.EnsureSegment(4, empty, []int{1}); err == nil || !strings.Contains(err.Error(), "ul0 (type veth) that is not the peer of fabric port r4") {
 		t.Errorf("segment with a foreign ul0 in the router: %v", err)
 	}
+	// Two accounts given the same router netns.
+	if _, err := m.EnsureSegment(5, r, []int{1}); err == nil || !strings.Contains(err.Error(), "not the peer of fabric port r5") {
+		t.Errorf("account 5 on account 3's router: %v", err)
+	}
 	if err := m.StopNode(7); err == nil || !strings.Contains(err.Error(), "EnsureNode(7)") {
 		t.Errorf("StopNode of a missing node: %v", err)
 	}
