@@ -298,8 +298,8 @@ func (m *Manager) setNodeUp(index int, up bool) error {
 	return nil
 }
 
-// DeleteNode removes node index: the flood entries toward it on every other
-// member of every segment, then its netns (with its bridges, VXLAN devices,
+// DeleteNode removes node index: the FDB entries toward it (flood and
+// learned) on every other member of every segment, then its netns (with its bridges, VXLAN devices,
 // the node side of its pods' veths and its underlay veth). It returns only
 // after checking that neither the netns, nor its fabric port, nor an FDB
 // entry toward its address is left. Deleting a node that does not exist is
@@ -323,7 +323,7 @@ func (m *Manager) deleteNode(index int, ip net.IP) error {
 		if v.local.Equal(ip) {
 			return nil
 		}
-		return v.syncFlood(func(dst net.IP) bool { return !dst.Equal(ip) }, nil)
+		return v.forget(ip)
 	})
 	if err != nil {
 		return err
@@ -352,7 +352,7 @@ func (m *Manager) checkNodeGone(index int, ip net.IP) error {
 			left = append(left, "fabric port "+nodePort(index))
 		}
 	}
-	refs, err := m.floodRefs(ip)
+	refs, err := m.fdbRefs(ip)
 	if err != nil {
 		return err
 	}

@@ -412,19 +412,55 @@ func (m *Manager) routers() (map[int]string, error) {
 	return out, nil
 }
 
-// floodDsts lists the destinations of v's all-zero FDB entries.
-func (v *vtep) floodDsts() ([]net.IP, error) {
+// remotes lists v's FDB entries that point at a remote VTEP: the all-zero
+// flood entries and the learned ones.
+func (v *vtep) remotes() ([]netlink.Neigh, error) {
 	neighs, err := v.h.NeighList(v.vx.Attrs().Index, unix.AF_BRIDGE)
 	if err != nil {
 		return nil, fmt.Errorf("%s: list fdb of %s: %w", v.where, v.vx.Attrs().Name, err)
 	}
-	var out []net.IP
+	var out []netlink.Neigh
 	for _, n := range neighs {
-		if n.LinkIndex == v.vx.Attrs().Index && n.IP != nil && bytes.Equal(n.HardwareAddr, zeroMAC) {
+		if n.LinkIndex == v.vx.Attrs().Index && n.IP != nil && len(n.HardwareAddr) == 6 {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// floodDsts lists the destinations of v's all-zero FDB entries.
+func (v *vtep) floodDsts() ([]net.IP, error) {
+	all, err := v.remotes()
+	if err != nil {
+		return nil, err
+	}
+	var out []net.IP
+	for _, n := range all {
+		if bytes.Equal(n.HardwareAddr, zeroMAC) {
 			out = append(out, n.IP)
 		}
 	}
 	return out, nil
+}
+
+// forget deletes every FDB entry of v toward dst, flood and learned: a
+// learned entry would keep sending a MAC's frames to a VTEP that is gone
+// until it ages out (300 s).
+func (v *vtep) forget(dst net.IP) error {
+	all, err := v.remotes()
+	if err != nil {
+		return err
+	}
+	for _, n := range all {
+		if !n.IP.Equal(dst) {
+			continue
+		}
+		err := v.h.NeighDel(&netlink.Neigh{LinkIndex: v.vx.Attrs().Index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, IP: dst, HardwareAddr: n.HardwareAddr})
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("%s: delete fdb %s dst %v on %s: %w", v.where, n.HardwareAddr, dst, v.vx.Attrs().Name, err)
+		}
+	}
+	return nil
 }
 
 // syncFlood deletes v's flood entries whose dst keep rejects and appends one
@@ -457,16 +493,18 @@ func (v *vtep) syncFlood(keep func(net.IP) bool, add []net.IP) error {
 	return nil
 }
 
-// floodRefs describes every flood entry of the lab toward ip.
-func (m *Manager) floodRefs(ip net.IP) ([]string, error) {
+// fdbRefs describes every FDB entry of the lab toward ip.
+func (m *Manager) fdbRefs(ip net.IP) ([]string, error) {
 	var out []string
 	err := m.eachVTEP(0, func(v *vtep) error {
-		dsts, err := v.floodDsts()
+		all, err := v.remotes()
 		if err != nil {
 			return err
 		}
-		if containsIP(dsts, ip) {
-			out = append(out, fmt.Sprintf("fdb 00:00:00:00:00:00 dst %v on %s in %s", ip, v.vx.Attrs().Name, v.where))
+		for _, n := range all {
+			if n.IP.Equal(ip) {
+				out = append(out, fmt.Sprintf("fdb %s dst %v on %s in %s", n.HardwareAddr, ip, v.vx.Attrs().Name, v.where))
+			}
 		}
 		return nil
 	})
@@ -536,7 +574,7 @@ func (m *Manager) deleteSegment(a int, rip net.IP, routerNetns string) error {
 		return err
 	}
 	left = append(left, l...)
-	refs, err := m.floodRefs(rip)
+	refs, err := m.fdbRefs(rip)
 	if err != nil {
 		return err
 	}

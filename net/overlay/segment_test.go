@@ -506,8 +506,18 @@ func TestTwoNodesTwoAccounts(t *testing.T) {
 	}
 
 	// DeleteNode(3): its flood entries go from every other member.
+	for _, p := range []string{netns.Path(m.NodeNetnsName(1)), routers[1]} {
+		if got := run(t, p, "bridge", "fdb", "show", "dev", VXLANName(1)); !regexp.MustCompile(`0a:58:0a:f4:03:05 dst 169.254.1.3 self\s*\n`).MatchString(got) {
+			t.Errorf("%s has not learned node 3's pod MAC behind 169.254.1.3 (the check below would prove nothing):\n%s", p, got)
+		}
+	}
 	if err := m.DeleteNode(3); err != nil {
 		t.Fatal(err)
+	}
+	for _, p := range []string{netns.Path(m.NodeNetnsName(1)), netns.Path(m.NodeNetnsName(2)), routers[1]} {
+		if got := run(t, p, "bridge", "fdb", "show"); strings.Contains(got, "169.254.1.3") {
+			t.Errorf("after DeleteNode(3), %s keeps fdb entries toward it:\n%s", p, got)
+		}
 	}
 	if got := floodDstsOf(t, routers[1], VXLANName(1)); strings.Join(got, " ") != "169.254.1.1 169.254.1.2" {
 		t.Errorf("after DeleteNode(3), router 1's vx1 floods to %v", got)
