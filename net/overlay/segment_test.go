@@ -28,7 +28,7 @@ type testLab struct {
 	m   *Manager
 }
 
-func newTestLab(t *testing.T) *testLab {
+func newTestLab(t testing.TB) *testLab {
 	t.Helper()
 	netnstest.RequireRoot(t, "network namespaces, bridges, VXLAN devices, nftables")
 	lab := netnstest.Lab()
@@ -50,7 +50,7 @@ func newTestLab(t *testing.T) *testLab {
 
 // router makes a stand-in for net/network's router netns of account a: a
 // netns with bridge br0 (MTU 1400) holding 10.244.0.1/16.
-func (l *testLab) router(t *testing.T, a int) string {
+func (l *testLab) router(t testing.TB, a int) string {
 	t.Helper()
 	path, err := netns.EnsureNamed(l.lab + "-r" + strconv.Itoa(a))
 	if err != nil {
@@ -82,7 +82,7 @@ func (l *testLab) router(t *testing.T, a int) string {
 // pod makes a pod netns for account a on node n with address ip: eth0 (MTU
 // 1400, default via the router) whose peer is a hairpin port of the node's
 // b<a>, as the daemon will plug pods.
-func (l *testLab) pod(t *testing.T, n, a int, ip net.IP) string {
+func (l *testLab) pod(t testing.TB, n, a int, ip net.IP) string {
 	t.Helper()
 	path, err := netns.EnsureNamed(fmt.Sprintf("%s-pod%d-%d-%d", l.lab, a, n, ip.To4()[3]))
 	if err != nil {
@@ -220,7 +220,7 @@ func csum(b []byte) uint16 {
 }
 
 // reach pings until an answer or the deadline (the first ping waits for ARP).
-func reach(t *testing.T, path string, dst net.IP, size int, within time.Duration) bool {
+func reach(t testing.TB, path string, dst net.IP, size int, within time.Duration) bool {
 	t.Helper()
 	end := time.Now().Add(within)
 	for {
@@ -239,7 +239,7 @@ func reach(t *testing.T, path string, dst net.IP, size int, within time.Duration
 
 // udpCounter listens on UDP port inside the netns at path and counts the
 // datagrams that carry tag.
-func udpCounter(t *testing.T, path string, port int, tag string) func() int {
+func udpCounter(t testing.TB, path string, port int, tag string) func() int {
 	t.Helper()
 	var c net.PacketConn
 	if err := netns.Do(path, func() error {
@@ -274,7 +274,7 @@ func udpCounter(t *testing.T, path string, port int, tag string) func() int {
 }
 
 // sendUDP sends count datagrams carrying tag to dst from inside the netns at path.
-func sendUDP(t *testing.T, path string, dst *net.UDPAddr, tag string, count int) {
+func sendUDP(t testing.TB, path string, dst *net.UDPAddr, tag string, count int) {
 	t.Helper()
 	if err := netns.Do(path, func() error {
 		c, err := net.DialUDP("udp4", nil, dst)
@@ -292,7 +292,7 @@ func sendUDP(t *testing.T, path string, dst *net.UDPAddr, tag string, count int)
 	}
 }
 
-func run(t *testing.T, nsPath string, args ...string) string {
+func run(t testing.TB, nsPath string, args ...string) string {
 	t.Helper()
 	var out []byte
 	err := netns.Do(nsPath, func() error {
@@ -308,7 +308,7 @@ func run(t *testing.T, nsPath string, args ...string) string {
 
 // floodDstsOf lists, as `bridge fdb show` prints them, the dst of the
 // all-zero entries of dev in the netns at path.
-func floodDstsOf(t *testing.T, path, dev string) []string {
+func floodDstsOf(t testing.TB, path, dev string) []string {
 	t.Helper()
 	var out []string
 	for _, line := range strings.Split(run(t, path, "bridge", "fdb", "show", "dev", dev), "\n") {
@@ -636,7 +636,7 @@ func TestNotOurs(t *testing.T) {
 	}
 }
 
-func rttP50(t *testing.T, path string, dst net.IP) time.Duration {
+func rttP50(t testing.TB, path string, dst net.IP) time.Duration {
 	t.Helper()
 	var rtts []time.Duration
 	for i := 0; i < 21; i++ {
@@ -651,7 +651,7 @@ func rttP50(t *testing.T, path string, dst net.IP) time.Duration {
 }
 
 // state describes the overlay's kernel state: links with details, fdb, per netns.
-func state(t *testing.T, l *testLab, routers map[int]string) string {
+func state(t testing.TB, l *testLab, routers map[int]string) string {
 	t.Helper()
 	paths := []string{netns.Path(l.m.FabricNetnsName())}
 	idx, err := l.m.nodeIndexes()
@@ -684,7 +684,7 @@ func state(t *testing.T, l *testLab, routers map[int]string) string {
 	return b.String()
 }
 
-func linkMTU(t *testing.T, path, name string) int {
+func linkMTU(t testing.TB, path, name string) int {
 	t.Helper()
 	h, err := netns.NewHandle(path)
 	if err != nil {
