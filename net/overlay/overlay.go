@@ -13,11 +13,26 @@
 //	   pod veths (plugged by the caller into b<A>, hairpin on)
 //
 // Every member of account A's segment (its router and each node carrying A)
-// has, on its vx<A>, one all-zero-MAC FDB entry ("bridge fdb append 00:00:00:
-// 00:00:00 dst <peer>") per other member: broadcasts and unknown unicast are
-// replicated to every peer, as flannel's and Docker's overlays do without
-// multicast. Two accounts never share a bridge or a VNI, so their identical
-// addresses never meet.
+// has, on its vx<A>, one all-zero-MAC FDB entry per other member, as `bridge
+// fdb append 00:00:00:00:00:00 dev vx<A> dst <peer>` makes: broadcasts and
+// unknown unicast are replicated to every peer, as flannel's and Docker's
+// overlays do without multicast. Two accounts never share a bridge or a VNI,
+// so their identical addresses never meet.
+//
+// The router terminates VXLAN itself, so the datagrams cross its input hook:
+// a router filter that drops by default must accept `iifname "ul0" udp dport
+// 4789` (net/network's router table does not yet).
+//
+// Use (the daemon's order):
+//
+//	m, _ := overlay.New(overlay.Options{Lab: "pi"})
+//	m.EnsureNode(1); m.EnsureNode(2)                      // netns pi-n1, pi-n2 on the fabric
+//	acct, _ := network.EnsureAccount("alice", 7)          // router netns with br0
+//	seg, _ := m.EnsureSegment(7, acct.RouterNetns, []int{1, 2}) // VNI 7, b7/vx7 on both nodes
+//	nsPath, br := m.NodeBridge(2, 7)                      // plug alice's pod on node 2 here
+//	m.StopNode(2); m.StartNode(2)                         // a dead host, and back
+//	m.EnsureSegment(7, acct.RouterNetns, []int{1})        // node 2 left the segment (no pods there)
+//	m.DeleteNode(2); m.DeleteSegment(7, acct.RouterNetns); m.Reset()
 //
 // Every call converges the kernel to the declared state and can be repeated.
 // Kernel names come from indexes, never from user-chosen names. A link found
@@ -142,6 +157,14 @@ func BridgeName(account int) string { return "b" + strconv.Itoa(account) }
 
 // VXLANName is account a's VXLAN device, on nodes and in its router.
 func VXLANName(account int) string { return "vx" + strconv.Itoa(account) }
+
+// NodeBridge says where the pods of account a on node n plug in: the node's
+// netns (path) and the account's bridge in it. Create a pod's veth from the
+// pod netns with its peer placed straight into that netns, attach the peer to
+// the bridge with hairpin on (as net/network does with the router's br0).
+func (m *Manager) NodeBridge(node, account int) (netnsPath, bridge string) {
+	return netns.Path(m.NodeNetnsName(node)), BridgeName(account)
+}
 
 func nodePort(index int) string     { return "n" + strconv.Itoa(index) }
 func routerPort(account int) string { return "r" + strconv.Itoa(account) }
