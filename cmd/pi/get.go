@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/pilab/pi/lab/printers"
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -79,16 +81,30 @@ func lookupKind(s string) (api.Kind, error) {
 
 func printContext(ctx context.Context, cl *client.Client, k api.Kind, o getOptions) printers.Context {
 	pc := printers.Context{AllAccounts: o.allAccounts}
-	if k.Name == "Pod" && o.output == "wide" {
-		var info daemon.Info
-		if cl.Do(ctx, "GET", "/x/info", nil, nil, &info) == nil {
-			pc.Node = info.Node
-		}
-	}
+
 	if k.Name == "Account" {
 		pc.Counts = accountCounts(ctx, cl)
+		pc.Usage = accountUsage(ctx, cl)
 	}
 	return pc
+}
+
+// accountUsage is each account's CPU and memory, used of its ceilings, as the lab reads them from the
+// accounts' cgroups (the whole lab's for the admin, a learner's own for a learner); none if it cannot.
+func accountUsage(ctx context.Context, cl *client.Client) map[string][2]string {
+	var usage map[string]daemon.AccountUsage
+	q := url.Values{"allAccounts": {"true"}}
+	if err := cl.Do(ctx, "GET", "/x/usage", q, nil, &usage); err != nil {
+		return nil
+	}
+	out := map[string][2]string{}
+	for name, u := range usage {
+		cpu := resource.NewMilliQuantity(u.CPUMilli, resource.DecimalSI).String() + "/" +
+			resource.NewMilliQuantity(u.CPUQuotaMilli, resource.DecimalSI).String()
+		mem := fmt.Sprintf("%dMi/%s", u.MemoryBytes>>20, resource.NewQuantity(u.MemoryQuotaBytes, resource.BinarySI).String())
+		out[name] = [2]string{cpu, mem}
+	}
+	return out
 }
 
 func accountCounts(ctx context.Context, cl *client.Client) map[string][3]int {

@@ -6,7 +6,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -178,3 +180,87 @@ func terminalLines(master io.ReadWriter) <-chan string {
 	}()
 	return lines
 }
+
+// ptyScreen runs cmd on a new terminal (100x30, TERM=xterm) and returns what to type into it and a wait
+// for text to appear on it: everything the program wrote, its escape sequences taken out, searched as
+// one text (a full-screen program redraws parts of lines, without newlines).
+func ptyScreen(t *testing.T, cmd *exec.Cmd) (send func(string), waitFor func(string), done <-chan error) {
+	t.Helper()
+	master, slavePath, err := console.NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { master.Close() })
+	if err := master.Resize(console.WinSize{Height: 30, Width: 100}); err != nil {
+		t.Fatal(err)
+	}
+	slave, err := os.OpenFile(slavePath, os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, "TERM=xterm")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+
+	var mu sync.Mutex
+	var screen strings.Builder
+	lines := terminalLines(rawTee{master, func(p []byte) {
+		mu.Lock()
+		screen.WriteString(ansiSeq.ReplaceAllString(string(p), ""))
+		mu.Unlock()
+	}})
+	go func() {
+		for range lines {
+		}
+	}()
+	waitFor = func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for time.Now().Before(deadline) {
+			mu.Lock()
+			got := screen.String()
+			mu.Unlock()
+			if strings.Contains(got, want) {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("no %q on the terminal in 60 s; it showed (escapes taken out):\n%s", want, screen.String())
+	}
+	send = func(s string) {
+		if _, err := io.WriteString(master, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return send, waitFor, exited
+}
+
+// ansiSeq matches terminal escape sequences: CSI (colours, cursor moves), OSC (titles, colour queries).
+var ansiSeq = regexp.MustCompile(`\x1b\[[0-9;?<>=]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[=>78DEHMc]`)
+
+// rawTee is a terminal master whose reads are also handed to see.
+type rawTee struct {
+	rw  io.ReadWriter
+	see func([]byte)
+}
+
+func (r rawTee) Read(p []byte) (int, error) {
+	n, err := r.rw.Read(p)
+	if n > 0 {
+		r.see(p[:n])
+	}
+	return n, err
+}
+func (r rawTee) Write(p []byte) (int, error) { return r.rw.Write(p) }

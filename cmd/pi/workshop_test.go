@@ -270,6 +270,31 @@ func TestWorkshop(t *testing.T) {
 		pi("delete", "fip", fip)
 		pi("delete", "service", "web")
 
+		// pi tutorial from the learner's side: the live pane shows learner02's pods (a watch through the
+		// kubeconfig), and a step runs and passes.
+		tutorial := filepath.Join(dir, "tutorial.yaml")
+		os.WriteFile(tutorial, []byte("title: Look around\nsteps:\n  - title: Your pods\n    commands:\n      - pi get pods\n    checks:\n      - match: box\n"), 0o644)
+		tc := exec.Command("ip", "netns", "exec", hostNS, "bash", "-c", `exec -a pi "$0" "$@"`, os.Args[0],
+			"--kubeconfig", filepath.Join(dir, "learner02.kubeconfig"), "tutorial", tutorial)
+		tc.Env = append(os.Environ(), "HOME="+home, "PI_SOCKET=", "PI_LAB=", "PI_ACCOUNT=")
+		send, waitFor, exited := ptyScreen(t, tc)
+		waitFor("box")
+		waitFor("to begin")
+		send("\r")
+		waitFor("Your pods")
+		time.Sleep(500 * time.Millisecond)
+		send("\r")
+		waitFor("passed")
+		send("q")
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("learner02: pi tutorial ended with %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("learner02: pi tutorial did not quit on q")
+		}
+
 		// A scenario played from the learner's side: its commands are learner02's pi, its Floating IP check
 		// ("from the laptop") is fetched by the lab from its Internet side, and each step's result is
 		// recorded for the instructor. Step 3 fails on purpose (no such pod).
@@ -429,6 +454,14 @@ func TestNoisyNeighbour(t *testing.T) {
 		if used > wall/2+300*time.Millisecond {
 			t.Errorf("eve's pods used %s of CPU in %s, above the account's 500m", used, wall.Round(time.Millisecond))
 		}
+	}
+	// pi get accounts shows eve's pods at their ceiling, and bob's far below his.
+	accounts := mustPi(t, lab, "get", "accounts")
+	t.Logf("pi get accounts during eve's fork bomb:\n%s", accounts)
+	if m := regexp.MustCompile(`(?m)^eve +\S+ +1 +0 +0 +(\d+)m/500m +\d+Mi/2Gi `).FindStringSubmatch(accounts); m == nil {
+		t.Errorf("pi get accounts shows no CPU/MEMORY of eve's 500m and 2Gi:\n%s", accounts)
+	} else if n, _ := strconv.Atoi(m[1]); n < 300 || n > 650 {
+		t.Errorf("pi get accounts: eve uses %sm of 500m during the bomb, want about 500m", m[1])
 	}
 	during := requests()
 	t.Logf("bob's requests during eve's fork bomb: worst %.2fs", worst(during))

@@ -131,6 +131,7 @@ func (d *Daemon) Extra() http.Handler {
 	mux.HandleFunc("GET /bill", d.bill)
 	mux.HandleFunc("POST /fetch", d.fetch)
 	mux.HandleFunc("POST /progress", d.progress)
+	mux.HandleFunc("GET /usage", d.usage)
 	mux.HandleFunc("POST /trace", d.trace)
 	mux.HandleFunc("GET /network", d.networkView)
 	mux.HandleFunc("GET /rules", d.rulesView)

@@ -70,6 +70,8 @@ type Context struct {
 	Node string
 	// Counts per account (PODS SERVICES FIPS of `get accounts`).
 	Counts map[string][3]int
+	// Usage per account: CPU and MEMORY of `get accounts`, used of the ceiling ("120m/1", "45Mi/2Gi").
+	Usage map[string][2]string
 	// AllAccounts adds an ACCOUNT column.
 	AllAccounts bool
 	// Single prints one named object by itself in json and yaml, not inside a List.
@@ -105,7 +107,7 @@ func Header(k api.Kind, c Context) []string {
 	case "Event":
 		h = []string{"LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"}
 	case "Account":
-		h = []string{"NAME", "NETWORK", "PODS", "SERVICES", "FIPS", "AGE"}
+		h = []string{"NAME", "NETWORK", "PODS", "SERVICES", "FIPS", "CPU", "MEMORY", "AGE"}
 		if c.Wide {
 			h = append(h, "ROUTER", "DNS", "WAN-IP")
 		}
@@ -171,7 +173,11 @@ func Row(o metav1.Object, c Context) []string {
 		if network == "" {
 			network = "<pending>"
 		}
-		r = []string{v.Name, network, fmt.Sprint(n[0]), fmt.Sprint(n[1]), fmt.Sprint(n[2]), Age(v.CreationTimestamp)}
+		u, ok := c.Usage[v.Name]
+		if !ok {
+			u = [2]string{"-", "-"}
+		}
+		r = []string{v.Name, network, fmt.Sprint(n[0]), fmt.Sprint(n[1]), fmt.Sprint(n[2]), u[0], u[1], Age(v.CreationTimestamp)}
 		if c.Wide {
 			r = append(r, orNone(v.Status.RouterIP), orNone(v.Status.DNSIP), orNone(v.Status.WANIP))
 		}
@@ -297,7 +303,11 @@ func podRow(p *corev1.Pod, c Context) []string {
 	}
 	r := []string{p.Name, fmt.Sprintf("%d/%d", ready, len(p.Spec.Containers)), PodStatus(p), rs, Age(p.CreationTimestamp)}
 	if c.Wide {
-		node := c.Node
+		// The pod's own node, as the API serves it; c.Node for a pod read before the API set it.
+		node := p.Spec.NodeName
+		if node == "" {
+			node = c.Node
+		}
 		if node == "" {
 			node = "<none>"
 		}

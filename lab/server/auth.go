@@ -195,7 +195,7 @@ func accountPath(m, p string) bool {
 		return true
 	case m == http.MethodPost && strings.HasPrefix(p, "/x/fips/") && strings.HasSuffix(p, "/name"):
 		return true
-	case m == http.MethodGet && (p == "/x/bill" || p == "/x/network" || p == "/x/rules" || p == "/x/images"):
+	case m == http.MethodGet && (p == "/x/bill" || p == "/x/network" || p == "/x/rules" || p == "/x/images" || p == "/x/usage"):
 		return true
 	}
 	return false
