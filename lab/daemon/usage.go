@@ -91,4 +91,3 @@ func (d *Daemon) usage(w http.ResponseWriter, r *http.Request) {
 	}
 	server.WriteJSON(w, http.StatusOK, out)
 }
-
