@@ -78,7 +78,8 @@ type Command struct {
 	// With sh: the pod the shell line runs in.
 	Pod string `json:"pod,omitempty"`
 	// FROM TARGET, as pi trace takes them: a request sent from FROM ([account/]pod, router or internet) to TARGET
-	// (http://HOST[:PORT]/PATH, tcp://HOST:PORT or HOST:PORT); the output is its path, one line per hop.
+	// (http://HOST[:PORT]/PATH, tcp://HOST:PORT, HOST:PORT, udp://HOST:PORT or icmp://HOST); the output is its
+	// path, one line per hop.
 	Trace string `json:"trace,omitempty"`
 	// Variables set from the output: NAME: a regexp with exactly one group (...), whose match becomes {{.NAME}}.
 	Capture map[string]string `json:"capture,omitempty"`
@@ -368,8 +369,9 @@ func (sc *Scenario) validateCommand(c Command, known map[string]bool) []error {
 	return errs
 }
 
-// traceTarget is what a trace may be sent to, as pi trace takes it: http:// or tcp:// URL, or HOST:PORT.
-var traceTarget = regexp.MustCompile(`^(http://[^\s/]+(/\S*)?|tcp://[^\s/]+:[^\s/]+|[^\s/:]+:[^\s/]+)$`)
+// traceTarget is what a trace may be sent to, as pi trace takes it: an http://, tcp:// or udp:// URL,
+// HOST:PORT, or icmp://HOST.
+var traceTarget = regexp.MustCompile(`^(http://[^\s/]+(/\S*)?|(tcp|udp)://[^\s/]+:[^\s/]+|icmp://[^\s/:]+|[^\s/:]+:[^\s/]+)$`)
 
 // TraceArgs splits a trace: line, variables expanded or not, into where the request starts and its target.
 func TraceArgs(line string) (from, target string, err error) {
@@ -402,7 +404,7 @@ func checkTrace(line string, known map[string]bool) []error {
 	}
 	// A variable stands for a host or a port here: it has no blank or slash, so the target's shape shows.
 	if !traceTarget.MatchString(target) {
-		errs = append(errs, fmt.Errorf("trace: target %q: give http://HOST[:PORT]/PATH, tcp://HOST:PORT or HOST:PORT", target))
+		errs = append(errs, fmt.Errorf("trace: target %q: give http://HOST[:PORT]/PATH, tcp://HOST:PORT, HOST:PORT, udp://HOST:PORT or icmp://HOST", target))
 	}
 	return errs
 }

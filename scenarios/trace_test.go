@@ -183,3 +183,18 @@ func TestTraceValidation(t *testing.T) {
 		}
 	}
 }
+
+// TestTraceTargets: the targets a trace: command takes are pi trace's.
+func TestTraceTargets(t *testing.T) {
+	for target, ok := range map[string]bool{
+		"http://podinfo:9898/": true, "http://{{.FIP}}:8080/": true, "tcp://10.244.0.7:9898": true, "10.244.0.7:80": true,
+		"udp://10.244.0.2:53": true, "icmp://10.244.0.7": true, "icmp://{{.IP}}": true,
+		"icmp://10.244.0.7:80": false, "udp://10.244.0.2": false, "sctp://10.244.0.7:80": false, "nginx": false,
+	} {
+		y := "title: x\nsteps:\n  - title: a\n    commands:\n      - run: pi create fip\n        capture: {FIP: '(\\S+)', IP: '(\\S+)'}\n      - trace: nginx " + target + "\n"
+		_, err := Parse([]byte(y), "x.yaml", nil)
+		if (err == nil) != ok {
+			t.Errorf("trace: nginx %s: %v, want accepted %v", target, err, ok)
+		}
+	}
+}

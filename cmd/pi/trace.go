@@ -21,11 +21,14 @@ func newTraceCmd() *cobra.Command {
 the lab's Internet side) and prints its real path, observed from the kernel: the DNS lookup, the nftables
 rules that matched in each namespace the packets crossed, the NAT conntrack applied and the answer.
 
-TARGET is http://HOST[:PORT]/PATH, tcp://HOST:PORT or HOST:PORT. HOST is a pod IP, a Service IP or a
-Service name (asked of the account's DNS), or with --from internet one of the lab's Floating IPs. A trace
-never goes outside the lab.`,
+TARGET is http://HOST[:PORT]/PATH, tcp://HOST:PORT or HOST:PORT, udp://HOST:PORT (one datagram, answered by
+any datagram back) or icmp://HOST (a ping). HOST is a pod IP, a Service IP or a Service name (asked of the
+account's DNS), an address of the lab's Internet side (the egress NAT), or with --from internet one of the
+lab's Floating IPs. A trace never goes outside the lab.`,
 		Example: `  pi trace nginx http://podinfo:9898/
   pi trace nginx tcp://10.244.0.7:9898
+  pi trace nginx udp://10.244.0.2:53          # the account's DNS server
+  pi trace nginx icmp://10.244.0.7            # a ping on the flat network
   pi trace --from internet http://198.18.0.1:8080/`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -290,6 +290,44 @@ func TestTrace(t *testing.T) {
 		if !regexp.MustCompile(`(?m)^HTTP 200 in \d+\.\d ms, answered by the Internet side 203\.0\.113\.80:8080$`).MatchString(out) {
 			t.Errorf("no last line HTTP 200 answered by the Internet side")
 		}
+
+		// A ping takes the same way out: forwarded, masqueraded behind the WAN address, answered.
+		out = mustPi(t, lab, "trace", "nginx", "icmp://203.0.113.80")
+		t.Logf("pi trace nginx icmp://203.0.113.80:\n%s", out)
+		if !regexp.MustCompile(`(?m)^flow +icmp 10\.244\.\d+\.\d+ → 203\.0\.113\.80 `).MatchString(out) {
+			t.Errorf("no icmp flow line")
+		}
+		if !regexp.MustCompile(`(?m)^\d+ +router default +\S+-router/postrouting +oifname "wan0" ip saddr 10\.244\.0\.0/16 masquerade`).MatchString(out) ||
+			!regexp.MustCompile(`(?m)^\d+ +router default +nat +conntrack: source rewritten to ` + regexp.QuoteMeta(wan) + ` \(`).MatchString(out) {
+			t.Errorf("no masquerade rule hop, or no rewrite to the WAN address %s, for the ping", wan)
+		}
+		if !regexp.MustCompile(`(?m)^echo reply in \d+\.\d ms, answered by the Internet side 203\.0\.113\.80$`).MatchString(out) {
+			t.Errorf("no last line: echo reply answered by the Internet side")
+		}
+	})
+
+	// udp:// and icmp:// inside the account: the account's DNS server answers a datagram; a pod answers a
+	// ping on the flat network; a ping to a Service IP is refused, saying why.
+	t.Run("udp and icmp", func(t *testing.T) {
+		out := mustPi(t, lab, "trace", "nginx", "udp://10.244.0.2:53")
+		t.Logf("pi trace nginx udp://10.244.0.2:53:\n%s", out)
+		if !regexp.MustCompile(`(?m)^datagram answered in \d+\.\d ms`).MatchString(out) {
+			t.Errorf("no answer from the account's DNS server")
+		}
+		var ip string
+		for p := range podinfo {
+			ip = p
+			break
+		}
+		out = mustPi(t, lab, "trace", "nginx", "icmp://"+ip)
+		t.Logf("pi trace nginx icmp://%s:\n%s", ip, out)
+		if !regexp.MustCompile(`(?m)^echo reply in \d+\.\d ms, answered by ` + regexp.QuoteMeta(podinfo[ip]) + `$`).MatchString(out) {
+			t.Errorf("no echo reply from %s", podinfo[ip])
+		}
+		b, err := piCmd(lab, "trace", "nginx", "icmp://"+svcIP).CombinedOutput()
+		if err == nil || !strings.Contains(string(b), "forwards its Services' ports only") {
+			t.Errorf("a ping to the Service IP: %v\n%s", err, b)
+		}
 	})
 
 	// Tracing left pilab's rules as they were, and no trace table anywhere the traces went.

@@ -142,16 +142,36 @@ func (d *Daemon) trace(w http.ResponseWriter, r *http.Request) {
 
 // traceTarget is a parsed target.
 type traceTarget struct {
-	scheme string // "http" or "tcp"
+	scheme string // "http", "tcp", "udp" or "icmp"
 	host   string
-	port   uint16
+	port   uint16 // none for icmp
 	url    string // for http
 }
 
-// parseTraceTarget accepts http://host[:port][/path], tcp://host:port and host:port.
+// proto is the IP protocol the target is reached by.
+func (t traceTarget) proto() uint8 {
+	switch t.scheme {
+	case "udp":
+		return unix.IPPROTO_UDP
+	case "icmp":
+		return unix.IPPROTO_ICMP
+	}
+	return unix.IPPROTO_TCP
+}
+
+// dst is the target's address as a flow prints it: with its port, but for icmp.
+func (t traceTarget) dst(ip netip.Addr) string {
+	if t.scheme == "icmp" {
+		return ip.String()
+	}
+	return netip.AddrPortFrom(ip, t.port).String()
+}
+
+// parseTraceTarget accepts http://host[:port][/path], tcp://host:port, host:port, udp://host:port (a
+// datagram, answered by any datagram back) and icmp://host (a ping).
 func parseTraceTarget(s string) (traceTarget, error) {
 	if s == "" {
-		return traceTarget{}, errors.New("no target; give http://HOST:PORT/, tcp://HOST:PORT or HOST:PORT")
+		return traceTarget{}, errors.New("no target; give http://HOST:PORT/, tcp://HOST:PORT, HOST:PORT, udp://HOST:PORT or icmp://HOST")
 	}
 	if !strings.Contains(s, "://") {
 		s = "tcp://" + s
@@ -166,9 +186,17 @@ func parseTraceTarget(s string) (traceTarget, error) {
 	case "http":
 		def = "80"
 		t.url = u.String()
-	case "tcp":
+	case "tcp", "udp":
+	case "icmp":
+		if t.host == "" {
+			return traceTarget{}, fmt.Errorf("target %q has no host", s)
+		}
+		if u.Port() != "" || (u.Path != "" && u.Path != "/") {
+			return traceTarget{}, fmt.Errorf("target %q: a ping has no port or path; give icmp://HOST", s)
+		}
+		return t, nil
 	default:
-		return traceTarget{}, fmt.Errorf("target %q: scheme %q not traced; use http:// or tcp://", s, u.Scheme)
+		return traceTarget{}, fmt.Errorf("target %q: scheme %q not traced; use http://, tcp://, udp:// or icmp://", s, u.Scheme)
 	}
 	if t.host == "" {
 		return traceTarget{}, fmt.Errorf("target %q has no host", s)
@@ -358,6 +386,10 @@ func (d *Daemon) runTrace(ctx context.Context, req TraceRequest) (*TraceResult, 
 	if err != nil {
 		return nil, err
 	}
+	if tt.scheme == "icmp" && (kind == targetService || kind == targetFIP) {
+		// kube-proxy's rules, as the lab's, forward a Service's or Floating IP's ports only.
+		return nil, server.Invalid("%s forwards its Services' ports only, so a ping to it is not answered by any pod; trace a port (tcp://%s:PORT), or ping a pod", dst, dst)
+	}
 
 	// The plan: the namespaces the packet should cross, in path order.
 	plan := []traceNS{client}
@@ -396,16 +428,24 @@ func (d *Daemon) runTrace(ctx context.Context, req TraceRequest) (*TraceResult, 
 		res.Namespaces = append(res.Namespaces, plan[i].label)
 	}
 
-	// The client's source port, chosen here so the trace follows the connection through every NAT.
-	sport, err := freePort(client.path)
-	if err != nil {
-		return nil, fmt.Errorf("trace: pick a source port in %s: %w", client.label, err)
+	// The client's source port, chosen here so the trace follows the connection through every NAT. A ping
+	// has no port: it is followed by its destination, which no NAT on a ping's path rewrites (a ping to a
+	// Service or Floating IP is refused above).
+	proto := tt.proto()
+	var sport uint16
+	if proto != unix.IPPROTO_ICMP {
+		if sport, err = freePort(client.path, proto); err != nil {
+			return nil, fmt.Errorf("trace: pick a source port in %s: %w", client.label, err)
+		}
 	}
-	flow := trace.Flow{Proto: unix.IPPROTO_TCP, SrcPort: sport}
+	flow := trace.Flow{Proto: proto, SrcPort: sport}
 	if client.ip.IsValid() {
 		flow.Src = client.ip
 	}
-	follow := trace.Flow{Proto: unix.IPPROTO_TCP, SrcPort: sport}
+	follow := trace.Flow{Proto: proto, SrcPort: sport}
+	if proto == unix.IPPROTO_ICMP {
+		flow.Dst, follow.Dst = dst, dst
+	}
 	var nss []trace.Namespace
 	for i, n := range plan {
 		ns := trace.Namespace{Name: n.label, Path: n.path}
@@ -436,10 +476,15 @@ func (d *Daemon) runTrace(ctx context.Context, req TraceRequest) (*TraceResult, 
 	} else if !local.IsValid() && routeSrc.IsValid() {
 		local = netip.AddrPortFrom(routeSrc, sport) // the source the route gives
 	}
-	if local.IsValid() {
-		res.Flow = fmt.Sprintf("tcp %s → %s", local, netip.AddrPortFrom(dst, tt.port))
-	} else {
-		res.Flow = fmt.Sprintf("tcp *:%d → %s", sport, netip.AddrPortFrom(dst, tt.port))
+	switch {
+	case proto == unix.IPPROTO_ICMP && local.IsValid():
+		res.Flow = fmt.Sprintf("icmp %s → %s", local.Addr(), dst)
+	case proto == unix.IPPROTO_ICMP:
+		res.Flow = fmt.Sprintf("icmp * → %s", dst)
+	case local.IsValid():
+		res.Flow = fmt.Sprintf("%s %s → %s", trace.ProtoName(proto), local, tt.dst(dst))
+	default:
+		res.Flow = fmt.Sprintf("%s *:%d → %s", trace.ProtoName(proto), sport, tt.dst(dst))
 	}
 	time.Sleep(traceSettle)
 	stopErr := sess.Stop()
@@ -457,20 +502,20 @@ func (d *Daemon) runTrace(ctx context.Context, req TraceRequest) (*TraceResult, 
 	for ip, n := range l.pods {
 		names[ip] = n
 	}
-	hops, endpoint := buildHops(plan, route, sport, events, names)
+	hops, endpoint := buildHops(plan, route, directionOf(proto, sport), events, names)
 	res.Hops = hops
 	switch {
 	case endpoint.IsValid():
 		res.Endpoint = endpoint.String()
 	case kind == targetPod:
-		res.Endpoint = netip.AddrPortFrom(dst, tt.port).String()
+		res.Endpoint = tt.dst(dst)
 	}
 	if endpoint.IsValid() {
 		res.AnsweredBy = names[endpoint.Addr()]
 	} else if kind == targetPod {
 		res.AnsweredBy = names[dst]
 	} else if kind == targetInternet {
-		res.Endpoint = netip.AddrPortFrom(dst, tt.port).String()
+		res.Endpoint = tt.dst(dst)
 	}
 	if reqErr != nil {
 		res.Error = reqErr.Error()
@@ -633,9 +678,17 @@ func tablesLeft(path string) ([]string, error) {
 
 // freePort asks the kernel of the client's namespace for a free TCP port and hands it back: the trace is
 // set up for it before the connection is made from it.
-func freePort(path string) (uint16, error) {
+func freePort(path string, proto uint8) (uint16, error) {
 	var port uint16
 	err := netns.Do(path, func() error {
+		if proto == unix.IPPROTO_UDP {
+			c, err := net.ListenPacket("udp4", "0.0.0.0:0")
+			if err != nil {
+				return err
+			}
+			port = uint16(c.LocalAddr().(*net.UDPAddr).Port)
+			return c.Close()
+		}
 		l, err := net.Listen("tcp4", "0.0.0.0:0")
 		if err != nil {
 			return err
@@ -697,6 +750,14 @@ func doRequest(ctx context.Context, path string, tt traceTarget, dst netip.Addr,
 	}
 	start := time.Now()
 	defer func() { ms = float64(time.Since(start).Microseconds()) / 1000 }()
+	switch tt.scheme {
+	case "udp":
+		local, err = udpRequest(ctx, path, dst, tt.port, sport)
+		return local, 0, err, 0
+	case "icmp":
+		local, err = ping(ctx, path, dst)
+		return local, 0, err, 0
+	}
 	if tt.scheme == "tcp" {
 		conn, err := dial(ctx, "tcp", "")
 		if err != nil {
@@ -741,7 +802,7 @@ func describeDialError(err error) error {
 // connection's later packets gave; a namespace the packet should have crossed but where the kernel
 // reported nothing is said so. Endpoints that DNAT did not pick are left out. It returns the endpoint DNAT
 // chose, if any.
-func buildHops(plan []traceNS, route TraceHop, sport uint16, events []trace.Event, names map[netip.Addr]string) ([]TraceHop, netip.AddrPort) {
+func buildHops(plan []traceNS, route TraceHop, dirOf func(*trace.Packet) string, events []trace.Event, names map[netip.Addr]string) ([]TraceHop, netip.AddrPort) {
 	byNS := map[string][]trace.Event{}
 	for _, ev := range events {
 		byNS[ev.Netns] = append(byNS[ev.Netns], ev)
@@ -771,7 +832,7 @@ func buildHops(plan []traceNS, route TraceHop, sport uint16, events []trace.Even
 		// packet's).
 		var req, nat, reply []TraceHop
 		seen, more := false, 0
-		for _, g := range firstPackets(evs, sport) {
+		for _, g := range firstPackets(evs, dirOf) {
 			ev := g.ev
 			switch {
 			case ev.Trace != nil:
@@ -834,10 +895,28 @@ type tracedEvent struct {
 	dir string
 }
 
+// directionOf tells a traced packet's direction: the request's source port is the client's, a reply's
+// destination port; a ping is an echo request (type 8) or its reply (type 0). "?" is neither.
+func directionOf(proto uint8, sport uint16) func(*trace.Packet) string {
+	return func(p *trace.Packet) string {
+		switch {
+		case proto == unix.IPPROTO_ICMP && p.Proto == unix.IPPROTO_ICMP && p.ICMPType == 8:
+			return "request"
+		case proto == unix.IPPROTO_ICMP && p.Proto == unix.IPPROTO_ICMP && p.ICMPType == 0:
+			return "reply"
+		case proto != unix.IPPROTO_ICMP && p.SrcPort == sport:
+			return "request"
+		case proto != unix.IPPROTO_ICMP && p.DstPort == sport:
+			return "reply"
+		}
+		return "?"
+	}
+}
+
 // firstPackets tags one namespace's events. The kernel's packet id is a hash of the packet buffer's
 // address, which a later packet of the connection may reuse; the headers a message carries (sent once per
 // chain walk) tell the packets apart: a NAT rewrites addresses and ports but not the TCP flags and length.
-func firstPackets(evs []trace.Event, sport uint16) []tracedEvent {
+func firstPackets(evs []trace.Event, direction func(*trace.Packet) string) []tracedEvent {
 	type pkt struct {
 		id    uint32
 		flags uint8
@@ -864,14 +943,7 @@ func firstPackets(evs []trace.Event, sport uint16) []tracedEvent {
 			k := pkt{t.ID, t.Packet.TCPFlags, t.Packet.Len}
 			cur[t.ID] = k
 			if _, ok := dirOf[k]; !ok {
-				switch {
-				case t.Packet.SrcPort == sport:
-					dirOf[k] = "request"
-				case t.Packet.DstPort == sport:
-					dirOf[k] = "reply"
-				default:
-					dirOf[k] = "?"
-				}
+				dirOf[k] = direction(&t.Packet)
 				if d := dirOf[k]; d != "?" {
 					if _, ok := first[d]; !ok {
 						first[d] = k
@@ -983,7 +1055,11 @@ func natHop(ns string, c trace.Conntrack, names map[netip.Addr]string) (TraceHop
 	}
 	if from, ok := c.SNAT(); ok {
 		// conntrack records that the source was rewritten, not whether by snat or masquerade.
-		parts = append(parts, fmt.Sprintf("source rewritten to %s (snat/masquerade: the server answers %s)", from, from.Addr()))
+		to := from.String()
+		if c.Orig.Proto == unix.IPPROTO_ICMP {
+			to = from.Addr().String() // a ping has no port
+		}
+		parts = append(parts, fmt.Sprintf("source rewritten to %s (snat/masquerade: the server answers %s)", to, from.Addr()))
 	}
 	if len(parts) == 0 {
 		return h, false
@@ -1047,6 +1123,10 @@ func summary(r *TraceResult) string {
 		return s
 	case r.HTTPStatus != 0:
 		return fmt.Sprintf("HTTP %d in %.1f ms%s", r.HTTPStatus, r.Ms, by)
+	case strings.HasPrefix(r.Flow, "icmp "):
+		return fmt.Sprintf("echo reply in %.1f ms%s", r.Ms, by)
+	case strings.HasPrefix(r.Flow, "udp "):
+		return fmt.Sprintf("datagram answered in %.1f ms%s", r.Ms, by)
 	}
 	return fmt.Sprintf("connected in %.1f ms%s", r.Ms, by)
 }

@@ -25,7 +25,12 @@ func TestParseTraceTarget(t *testing.T) {
 		{"10.244.0.7:80", traceTarget{scheme: "tcp", host: "10.244.0.7", port: 80}, ""},
 		{"", traceTarget{}, "no target"},
 		{"tcp://10.244.0.7", traceTarget{}, "has no port"},
-		{"udp://10.244.0.7:53", traceTarget{}, `scheme "udp" not traced`},
+		{"udp://10.244.0.2:53", traceTarget{scheme: "udp", host: "10.244.0.2", port: 53}, ""},
+		{"udp://10.244.0.2", traceTarget{}, "has no port"},
+		{"icmp://10.244.0.7", traceTarget{scheme: "icmp", host: "10.244.0.7"}, ""},
+		{"icmp://10.244.0.7:80", traceTarget{}, "a ping has no port"},
+		{"icmp://", traceTarget{}, "has no host"},
+		{"sctp://10.244.0.7:80", traceTarget{}, `scheme "sctp" not traced`},
 		{"http://:80/", traceTarget{}, "has no host"},
 		{"http://podinfo:0/", traceTarget{}, "is not 1-65535"},
 		{"http://podinfo:70000/", traceTarget{}, "is not 1-65535"},
@@ -204,7 +209,7 @@ func TestBuildHops(t *testing.T) {
 	}
 	route := TraceHop{Netns: "pod nginx", Kind: "route", Via: "10.244.0.1", Text: "from 10.244.3.7 out eth0 via 10.244.0.1"}
 	names := map[netip.Addr]string{netip.MustParseAddr("10.244.9.1"): "podinfo-a", netip.MustParseAddr("10.244.9.2"): "podinfo-b"}
-	hops, ep := buildHops(plan, route, sport, events, names)
+	hops, ep := buildHops(plan, route, directionOf(unix.IPPROTO_TCP, sport), events, names)
 	var got []string
 	for _, h := range hops {
 		got = append(got, h.Netns+" | "+h.Kind+" | "+h.Direction+" | "+h.Text)
@@ -228,7 +233,7 @@ func TestBuildHops(t *testing.T) {
 	}
 
 	// No DNAT seen (refused before it): the Service's endpoints were never reached and are left out.
-	hops, ep = buildHops(plan, route, sport, events[:2], names)
+	hops, ep = buildHops(plan, route, directionOf(unix.IPPROTO_TCP, sport), events[:2], names)
 	for _, h := range hops {
 		if strings.HasPrefix(h.Netns, "pod podinfo") {
 			t.Errorf("endpoint hop without a DNAT: %+v", h)
@@ -239,7 +244,7 @@ func TestBuildHops(t *testing.T) {
 	}
 
 	// Nothing from the router, which has rules: the trace says so and marks the reason inferred.
-	hops, _ = buildHops(plan[:2], route, sport, nil, names)
+	hops, _ = buildHops(plan[:2], route, directionOf(unix.IPPROTO_TCP, sport), nil, names)
 	if len(hops) != 2 || hops[1].Kind != "silent" || !hops[1].Inferred || !strings.Contains(hops[1].Text, "the kernel reported nothing here") {
 		t.Errorf("silent router: %+v", hops)
 	}
@@ -251,7 +256,7 @@ func TestBuildHops(t *testing.T) {
 	}
 	// On-link (pod to pod): the router bridges the frames, below its IP rules.
 	route.Via = ""
-	hops, _ = buildHops(plan[:2], route, sport, nil, names)
+	hops, _ = buildHops(plan[:2], route, directionOf(unix.IPPROTO_TCP, sport), nil, names)
 	if len(hops) != 2 || !hops[1].Inferred || !strings.Contains(hops[1].Text, "bridges the frames at layer 2") {
 		t.Errorf("silent router, on-link client: %+v", hops)
 	}

@@ -273,6 +273,15 @@ func TestRenderMaskedAndRegisterSet(t *testing.T) {
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
+	markTest := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: []byte{0, 0, 0x40, 0}, Xor: []byte{0, 0, 0, 0}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
+		&expr.Verdict{Kind: expr.VerdictReturn},
+	}
+	if got, want := RenderRule(&nftables.Rule{Exprs: markTest}), "meta mark & 0x00004000 == 0x00000000 return"; got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
 }
 
 // TestRenderCtState: the router's "replies" rule reads as nft prints it, not as a hex mask.
@@ -285,7 +294,7 @@ func TestRenderCtState(t *testing.T) {
 	}{
 		{expr.CmpOpNeq, bits(0), "ct state established,related accept"},
 		{expr.CmpOpEq, bits(0), "ct state & (established,related) == 0 accept"},
-		{expr.CmpOpEq, bits(expr.CtStateBitESTABLISHED), "ct state & (established,related) established accept"},
+		{expr.CmpOpEq, bits(expr.CtStateBitESTABLISHED), "ct state & (established,related) == established accept"},
 	} {
 		rule := []expr.Any{
 			&expr.Ct{Key: expr.CtKeySTATE, Register: 1},

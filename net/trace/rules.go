@@ -191,6 +191,9 @@ func RenderRule(r *nftables.Rule) string {
 				}
 				name = fmt.Sprintf("%s & (%s)", name, formatValue(o.flags, kindCtState))
 			}
+			if op == "" && strings.Contains(name, " & ") {
+				op = "== " // nft writes the equality of a masked value out: meta mark & 0x00400000 == 0x00000000
+			}
 			v := formatValue(e.Data, o.kind)
 			if o.prefix > 0 {
 				v += fmt.Sprintf("/%d", o.prefix)
