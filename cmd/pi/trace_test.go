@@ -298,7 +298,7 @@ func TestTrace(t *testing.T) {
 			t.Errorf("no icmp flow line")
 		}
 		if !regexp.MustCompile(`(?m)^\d+ +router default +\S+-router/postrouting +oifname "wan0" ip saddr 10\.244\.0\.0/16 masquerade`).MatchString(out) ||
-			!regexp.MustCompile(`(?m)^\d+ +router default +nat +conntrack: source rewritten to ` + regexp.QuoteMeta(wan) + ` \(`).MatchString(out) {
+			!regexp.MustCompile(`(?m)^\d+ +router default +nat +conntrack: source rewritten to `+regexp.QuoteMeta(wan)+` \(`).MatchString(out) {
 			t.Errorf("no masquerade rule hop, or no rewrite to the WAN address %s, for the ping", wan)
 		}
 		if !regexp.MustCompile(`(?m)^echo reply in \d+\.\d ms, answered by the Internet side 203\.0\.113\.80$`).MatchString(out) {

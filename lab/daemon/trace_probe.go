@@ -89,4 +89,3 @@ func ping(ctx context.Context, path string, dst netip.Addr) (local netip.AddrPor
 		}
 	}
 }
-
