@@ -56,32 +56,8 @@ func TestExecInteractiveTTY(t *testing.T) {
 // becomes the client's.
 func interactiveShell(t *testing.T, client string, cmd *exec.Cmd) {
 	t.Helper()
-	master, slavePath, err := console.NewPty()
-	if err != nil {
-		t.Fatal(err)
-	}
+	master, done := startOnPty(t, cmd)
 	defer master.Close()
-	if err := master.Resize(console.WinSize{Height: 30, Width: 100}); err != nil {
-		t.Fatal(err)
-	}
-	slave, err := os.OpenFile(slavePath, os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
-	// A terminal as people have: TERM=xterm, so the client's libraries may ask it questions (bubbletea, in
-	// pi, asks for the background colour at start), which terminalLines answers as xterm does.
-	if cmd.Env == nil {
-		cmd.Env = os.Environ()
-	}
-	cmd.Env = append(cmd.Env, "TERM=xterm")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	slave.Close()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
 
 	lines := terminalLines(master)
 	var seen []string
@@ -186,31 +162,11 @@ func terminalLines(master io.ReadWriter) <-chan string {
 // one text (a full-screen program redraws parts of lines, without newlines).
 func ptyScreen(t *testing.T, cmd *exec.Cmd) (send func(string), waitFor func(string), done <-chan error) {
 	t.Helper()
-	master, slavePath, err := console.NewPty()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { master.Close() })
-	if err := master.Resize(console.WinSize{Height: 30, Width: 100}); err != nil {
-		t.Fatal(err)
-	}
-	slave, err := os.OpenFile(slavePath, os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
-	if cmd.Env == nil {
-		cmd.Env = os.Environ()
-	}
-	cmd.Env = append(cmd.Env, "TERM=xterm")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	slave.Close()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill() })
+	master, exited := startOnPty(t, cmd)
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		master.Close()
+	})
 
 	var mu sync.Mutex
 	var screen strings.Builder
@@ -264,3 +220,35 @@ func (r rawTee) Read(p []byte) (int, error) {
 	return n, err
 }
 func (r rawTee) Write(p []byte) (int, error) { return r.rw.Write(p) }
+
+// startOnPty starts cmd on a new terminal of 100x30 as its controlling terminal, as a person's shell
+// would run it (TERM=xterm), and returns the terminal's master side and cmd's end.
+func startOnPty(t *testing.T, cmd *exec.Cmd) (console.Console, <-chan error) {
+	t.Helper()
+	master, slavePath, err := console.NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := master.Resize(console.WinSize{Height: 30, Width: 100}); err != nil {
+		t.Fatal(err)
+	}
+	slave, err := os.OpenFile(slavePath, os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	// A terminal as people have: TERM=xterm, so the client's libraries may ask it questions (bubbletea, in
+	// pi, asks for the background colour at start), which terminalLines answers as xterm does.
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, "TERM=xterm")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	return master, done
+}

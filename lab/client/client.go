@@ -177,16 +177,22 @@ func (c *Client) header(req *http.Request, namespaced bool) {
 
 // Do sends one request to pilab's own paths (/x/...) and decodes a JSON answer into out (if not nil).
 func (c *Client) Do(ctx context.Context, method, path string, q url.Values, body any, out any) error {
-	resp, err := c.Raw(ctx, method, path, q, body)
-	if err != nil {
-		return err
+	return decodeInto(c.Raw(ctx, method, path, q, body))(out)
+}
+
+// decodeInto reads a successful answer's JSON body into out (nil: the body is dropped) and closes it.
+func decodeInto(resp *http.Response, err error) func(out any) error {
+	return func(out any) error {
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if out == nil {
+			io.Copy(io.Discard, resp.Body)
+			return nil
+		}
+		return json.NewDecoder(resp.Body).Decode(out)
 	}
-	defer resp.Body.Close()
-	if out == nil {
-		io.Copy(io.Discard, resp.Body)
-		return nil
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
 }
 
 // Raw sends one request to pilab's own paths (/x/...), for the client's account, and returns the answer
@@ -280,16 +286,7 @@ func path(k api.Kind, name, sub string) string {
 
 // kube sends one request to the Kubernetes API about kind k and decodes the answer into out (if not nil).
 func (c *Client) kube(ctx context.Context, method string, k api.Kind, name, sub string, q url.Values, body any, out any) error {
-	resp, err := c.send(ctx, method, path(k, name, sub), q, body, "application/json", k.Namespaced)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if out == nil {
-		io.Copy(io.Discard, resp.Body)
-		return nil
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return decodeInto(c.send(ctx, method, path(k, name, sub), q, body, "application/json", k.Namespaced))(out)
 }
 
 // incoming marks an object read from the API with the account it belongs to, as the store keeps it: the

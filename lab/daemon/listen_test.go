@@ -131,27 +131,8 @@ func TestListenHostSide(t *testing.T) {
 // TestListenRefusesOversizedHeaders: a request whose headers pass 64 KiB is refused (431) before any
 // handler or credential check sees it, and the listener goes on serving.
 func TestListenRefusesOversizedHeaders(t *testing.T) {
-	root := t.TempDir()
-	d := &Daemon{cfg: Config{Lab: "lt", Root: root, RunDir: filepath.Join(root, "run"), KubeListen: "127.0.0.1:0"},
-		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	kl, addr, err := d.listenKube()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kl.close()
-	go kl.serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }))
-	defer kl.shutdown(context.Background())
-	p, err := pki.LoadClient(PKIDir(root))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(p.CAPEM)
-	cert, err := tls.X509KeyPair(p.AdminPEM, p.AdminKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}}}
+	addr, tc := teapotListener(t)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
 	req, _ := http.NewRequest("GET", "https://"+addr+"/version", nil)
 	req.Header.Set("X-Padding", strings.Repeat("a", 100<<10))
 	resp, err := hc.Do(req)
@@ -178,24 +159,7 @@ func TestListenSlowloris(t *testing.T) {
 	old := listenHeaderTimeout
 	listenHeaderTimeout = 2 * time.Second
 	defer func() { listenHeaderTimeout = old }()
-	root := t.TempDir()
-	d := &Daemon{cfg: Config{Lab: "lt", Root: root, RunDir: filepath.Join(root, "run"), KubeListen: "127.0.0.1:0"},
-		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	kl, addr, err := d.listenKube()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kl.close()
-	go kl.serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }))
-	defer kl.shutdown(context.Background())
-	p, err := pki.LoadClient(PKIDir(root))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(p.CAPEM)
-	cert, _ := tls.X509KeyPair(p.AdminPEM, p.AdminKey)
-	tc := &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: "127.0.0.1"}
+	addr, tc := teapotListener(t)
 
 	const slow = 100
 	cut := make(chan time.Duration, slow)
@@ -248,4 +212,33 @@ func TestListenSlowloris(t *testing.T) {
 			t.Fatalf("slow clients still connected %v after the header timeout", 10*time.Second)
 		}
 	}
+}
+
+// teapotListener is the lab's HTTPS listener on a free loopback port, with its own CA and admin
+// certificate, serving a handler that answers 418; and the admin's TLS configuration for it.
+func teapotListener(t *testing.T) (string, *tls.Config) {
+	t.Helper()
+	root := t.TempDir()
+	d := &Daemon{cfg: Config{Lab: "lt", Root: root, RunDir: filepath.Join(root, "run"), KubeListen: "127.0.0.1:0"},
+		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	kl, addr, err := d.listenKube()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go kl.serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }))
+	t.Cleanup(func() {
+		kl.shutdown(context.Background())
+		kl.close()
+	})
+	p, err := pki.LoadClient(PKIDir(root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(p.CAPEM)
+	cert, err := tls.X509KeyPair(p.AdminPEM, p.AdminKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr, &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: "127.0.0.1"}
 }
