@@ -15,7 +15,6 @@ import (
 	"github.com/pilab/pi/lab/printers"
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -99,10 +98,7 @@ func accountUsage(ctx context.Context, cl *client.Client) map[string][2]string {
 	}
 	out := map[string][2]string{}
 	for name, u := range usage {
-		cpu := resource.NewMilliQuantity(u.CPUMilli, resource.DecimalSI).String() + "/" +
-			resource.NewMilliQuantity(u.CPUQuotaMilli, resource.DecimalSI).String()
-		mem := fmt.Sprintf("%dMi/%s", u.MemoryBytes>>20, resource.NewQuantity(u.MemoryQuotaBytes, resource.BinarySI).String())
-		out[name] = [2]string{cpu, mem}
+		out[name] = printers.UsageCells(u.CPUMilli, u.CPUQuotaMilli, u.MemoryBytes, u.MemoryQuotaBytes)
 	}
 	return out
 }

@@ -142,6 +142,11 @@ func TestWorkshop(t *testing.T) {
 		if out := must("learner01", "get", "accounts", "-o", "name"); !strings.Contains(out, "learner01") || strings.Contains(out, "learner02") || strings.Contains(out, "default") {
 			t.Errorf("learner01 lists accounts: %q, want its own alone", out)
 		}
+		// Its use of a workshop account's ceilings (1 CPU, 2Gi), as the lab reads its cgroup.
+		if out := must("learner01", "get", "accounts"); !regexp.MustCompile(`(?m)^NAME +NETWORK +PODS +SERVICES +FIPS +CPU +MEMORY +AGE\n` +
+			`learner01 +10\.244\.0\.0/16 +2 +0 +0 +\d+m?/1 +\d+Mi/2Gi +\S+\n$`).MatchString(out) {
+			t.Errorf("learner01: kubectl get accounts:\n%s", out)
+		}
 	})
 
 	// The Kubernetes lesson (seed 003), typed by learner03 on its own side with kubectl and its kubeconfig:

@@ -7,8 +7,10 @@ import (
 	"time"
 
 	"github.com/pilab/pi/lab/api"
+	"github.com/pilab/pi/lab/printers"
 	"github.com/pilab/pi/lab/server"
 	"github.com/pilab/pi/runtime/pods"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // AccountUsage is what an account's pods use of its ceilings (its cgroup's CPU and memory), as
@@ -48,6 +50,17 @@ func (d *Daemon) usage(w http.ResponseWriter, r *http.Request) {
 		}
 		accts = append(accts, a)
 	}
+	out, err := d.accountUsage(accts)
+	if err != nil {
+		server.WriteError(w, err)
+		return
+	}
+	server.WriteJSON(w, http.StatusOK, out)
+}
+
+// accountUsage samples what each account uses of its ceilings: two readings of its cgroup usageSample
+// apart, for the CPU rate.
+func (d *Daemon) accountUsage(accts []*api.Account) (map[string]AccountUsage, error) {
 	read := func() (map[string]pods.Usage, error) {
 		out := map[string]pods.Usage{}
 		for _, a := range accts {
@@ -69,16 +82,14 @@ func (d *Daemon) usage(w http.ResponseWriter, r *http.Request) {
 		second, err = read()
 	}
 	if err != nil {
-		server.WriteError(w, err)
-		return
+		return nil, err
 	}
 	dt := time.Since(t0).Nanoseconds()
 	out := map[string]AccountUsage{}
 	for _, a := range accts {
 		cpu, mem, err := api.AccountCeilings(a.Spec)
 		if err != nil {
-			server.WriteError(w, fmt.Errorf("account %q: %w", a.Name, err))
-			return
+			return nil, fmt.Errorf("account %q: %w", a.Name, err)
 		}
 		if cpu == 0 {
 			cpu = int64(runtime.NumCPU()) * 1000
@@ -89,5 +100,26 @@ func (d *Daemon) usage(w http.ResponseWriter, r *http.Request) {
 		}
 		out[a.Name] = u
 	}
-	server.WriteJSON(w, http.StatusOK, out)
+	return out, nil
+}
+
+// AccountUsageCells are the accounts' CPU and MEMORY cells of the API's Table (server.AccountUsager);
+// none when the cgroups cannot be read, and the columns say "-".
+func (d *Daemon) AccountUsageCells(objs []metav1.Object) map[string][2]string {
+	var accts []*api.Account
+	for _, o := range objs {
+		if a, ok := o.(*api.Account); ok {
+			accts = append(accts, a)
+		}
+	}
+	usage, err := d.accountUsage(accts)
+	if err != nil {
+		d.log.Warn("read the accounts' usage for a table", "err", err)
+		return nil
+	}
+	out := map[string][2]string{}
+	for name, u := range usage {
+		out[name] = printers.UsageCells(u.CPUMilli, u.CPUQuotaMilli, u.MemoryBytes, u.MemoryQuotaBytes)
+	}
+	return out
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/pilab/pi/lab/api"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"sigs.k8s.io/yaml"
@@ -196,6 +197,15 @@ func Row(o metav1.Object, c Context) []string {
 		r = append([]string{api.AccountOf(o)}, r...)
 	}
 	return r
+}
+
+// UsageCells are the CPU and MEMORY cells of `get accounts`: what the account's pods use of its ceilings,
+// "487m/500m" and "99Mi/2Gi".
+func UsageCells(cpuMilli, cpuQuotaMilli int64, memoryBytes uint64, memoryQuotaBytes int64) [2]string {
+	return [2]string{
+		resource.NewMilliQuantity(cpuMilli, resource.DecimalSI).String() + "/" + resource.NewMilliQuantity(cpuQuotaMilli, resource.DecimalSI).String(),
+		fmt.Sprintf("%dMi/%s", memoryBytes>>20, resource.NewQuantity(memoryQuotaBytes, resource.BinarySI).String()),
+	}
 }
 
 func orNone(s string) string {

@@ -40,7 +40,9 @@ var columns = map[string][]column{
 		{"Ports", "string", false, "The ports the endpoints of this slice expose."}, {"Endpoints", "string", false, "The addresses of the endpoints of this slice (at most three shown)."}, {"Age", "string", false, ""}},
 	"Namespace":  {{"Name", "string", false, ""}, {"Status", "string", false, "The status of the namespace"}, {"Age", "string", false, ""}},
 	"FloatingIP": {{"FIP", "string", false, "The address."}, {"Name", "string", false, "The display name set with `pi name fip`."}, {"CreatedAt", "string", false, "When the account got the address."}, {"Services", "string", false, "The LoadBalancer services that use the address."}},
-	"Account": {{"Name", "string", false, ""}, {"Network", "string", false, "The account's pod network."}, {"Pods", "integer", false, ""}, {"Services", "integer", false, ""}, {"FIPs", "integer", false, ""}, {"Age", "string", false, ""},
+	"Account": {{"Name", "string", false, ""}, {"Network", "string", false, "The account's pod network."}, {"Pods", "integer", false, ""}, {"Services", "integer", false, ""}, {"FIPs", "integer", false, ""},
+		{"CPU", "string", false, "CPU the account's pods use, of its ceiling (spec.cpuQuota)."}, {"Memory", "string", false, "Memory the account's pods use (working set), of its ceiling (spec.memoryQuota)."},
+		{"Age", "string", false, ""},
 		{"Router", "string", true, "The address of the account's router."}, {"DNS", "string", true, "The address of the account's DNS server."}, {"WAN-IP", "string", true, "What servers on the Internet see as the account's address."}},
 }
 
@@ -62,11 +64,15 @@ func (k *kubeAPI) table(req *readRequest, objs []metav1.Object, rv uint64) *meta
 		t.ColumnDefinitions = append(t.ColumnDefinitions, cd)
 	}
 	var counts map[string][3]int
+	var usage map[string][2]string
 	if req.res.kind == "Account" {
 		counts = k.accountCounts()
+		if u, ok := k.s.Backend.(AccountUsager); ok {
+			usage = u.AccountUsageCells(objs)
+		}
 	}
 	for _, o := range objs {
-		cells := k.cells(o, counts)
+		cells := k.cells(o, counts, usage)
 		row := metav1.TableRow{Cells: make([]any, len(cells))}
 		for i, c := range cells {
 			row.Cells[i] = c
@@ -83,7 +89,7 @@ func (k *kubeAPI) table(req *readRequest, objs []metav1.Object, rv uint64) *meta
 }
 
 // cells are an object's cells: pi's printers' where they exist, so `pi get` and kubectl agree.
-func (k *kubeAPI) cells(o metav1.Object, counts map[string][3]int) []string {
+func (k *kubeAPI) cells(o metav1.Object, counts map[string][3]int, usage map[string][2]string) []string {
 	switch v := o.(type) {
 	case *corev1.Namespace:
 		return []string{v.Name, string(v.Status.Phase), printers.Age(v.CreationTimestamp)}
@@ -104,7 +110,13 @@ func (k *kubeAPI) cells(o metav1.Object, counts map[string][3]int) []string {
 	case *corev1.Pod:
 		return printers.Row(v, printers.Context{Wide: true, Node: v.Spec.NodeName})
 	}
-	return printers.Row(o, printers.Context{Wide: true, Counts: counts})
+	return printers.Row(o, printers.Context{Wide: true, Counts: counts, Usage: usage})
+}
+
+// AccountUsager is a Backend that reads what accounts use of their ceilings (the daemon: their cgroups),
+// for the CPU and Memory columns of the accounts' Table.
+type AccountUsager interface {
+	AccountUsageCells(accounts []metav1.Object) map[string][2]string
 }
 
 // accountCounts counts each account's pods, services and FIPs (the PODS SERVICES FIPS columns).

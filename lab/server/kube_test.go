@@ -238,7 +238,7 @@ func TestKubeTable(t *testing.T) {
 	}{
 		{"/api/v1/namespaces/default/pods", "Name Ready Status Restarts Age IP Node Nominated Node Readiness Gates", "IP Node Nominated Node Readiness Gates", "web"},
 		{"/apis/pilab.dev/v1/namespaces/default/floatingips", "FIP Name CreatedAt Services", "", "site"},
-		{"/apis/pilab.dev/v1/accounts", "Name Network Pods Services FIPs Age Router DNS WAN-IP", "Router DNS WAN-IP", "alice"},
+		{"/apis/pilab.dev/v1/accounts", "Name Network Pods Services FIPs CPU Memory Age Router DNS WAN-IP", "Router DNS WAN-IP", "alice"},
 	} {
 		code, body := rawGet(t, srv.URL+c.path, accept)
 		var tb metav1.Table
