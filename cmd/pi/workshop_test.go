@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -213,13 +214,36 @@ func TestWorkshop(t *testing.T) {
 		}
 	})
 
-	// A learner's pod reaches the Internet side through its router's NAT, but not the lab server's
-	// listener there.
-	t.Run("pods cannot reach the listener", func(t *testing.T) {
-		out, _ := kc("learner02", "exec", "box", "--", "sh", "-c", "nc -w 3 "+workshopAddr+" 6443 </dev/null && echo CONNECTED; echo done")
-		t.Logf("nc from learner02's pod to the listener: %s", out)
-		if strings.Contains(out, "CONNECTED") || !strings.Contains(out, "done") {
-			t.Errorf("learner02's pod connected to the listener %s:6443:\n%s", workshopAddr, out)
+	// A workshop server's own services are closed to the learners' pods: its listener, and any other
+	// (here a TCP server of the test's on the server's address), while the server's own connections into
+	// the lab (a Floating IP fetched, below) still get their replies.
+	t.Run("pods cannot reach the server", func(t *testing.T) {
+		var l net.Listener
+		if err := netns.Do(path, func() (err error) {
+			l, err = net.Listen("tcp", workshopAddr+":8081")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		accepted := make(chan struct{}, 1)
+		go func() {
+			if c, err := l.Accept(); err == nil {
+				accepted <- struct{}{}
+				c.Close()
+			}
+		}()
+		for _, port := range []string{"6443", "8081"} {
+			out, _ := kc("learner02", "exec", "box", "--", "sh", "-c", "nc -w 3 "+workshopAddr+" "+port+" </dev/null && echo CONNECTED; echo done")
+			t.Logf("nc from learner02's pod to the server's port %s: %s", port, out)
+			if strings.Contains(out, "CONNECTED") || !strings.Contains(out, "done") {
+				t.Errorf("learner02's pod connected to the server's %s:%s:\n%s", workshopAddr, port, out)
+			}
+		}
+		select {
+		case <-accepted:
+			t.Errorf("the server's own service on %s:8081 accepted a connection from a learner's pod", workshopAddr)
+		default:
 		}
 	})
 

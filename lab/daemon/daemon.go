@@ -161,7 +161,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	d.network, err = network.New(network.Options{Lab: cfg.Lab, HostNetns: cfg.HostNetns, GuardPorts: kube.guardPorts()})
+	d.network, err = network.New(network.Options{Lab: cfg.Lab, HostNetns: cfg.HostNetns, GuardHost: kube.guardsHost()})
 	if err != nil {
 		return fmt.Errorf("network: %w", err)
 	}

@@ -143,14 +143,11 @@ func hostAddrs(hostNetns string) ([]string, error) {
 	return out, netns.Do(netns.Path(hostNetns), read)
 }
 
-// guardPorts are the listener's port when it listens where pods could reach it (not on loopback): the
-// lab's edge table closes it to them (net/network).
-func (k *kubeListener) guardPorts() []uint16 {
+// guardsHost: a listener where pods could reach it (not on loopback) makes this a workshop server, whose
+// own services are closed to the lab's pods (network.Options.GuardHost).
+func (k *kubeListener) guardsHost() bool {
 	a, ok := k.l.Addr().(*net.TCPAddr)
-	if !ok || a.IP.IsLoopback() {
-		return nil
-	}
-	return []uint16{uint16(a.Port)}
+	return ok && !a.IP.IsLoopback()
 }
 
 // serve answers with h (the API's handler, the unix socket's) behind authentication until shutdown.

@@ -29,7 +29,7 @@ func (m *Manager) ensureEdge(hostLink string) error {
 	if err != nil {
 		return fmt.Errorf("host: %w", err)
 	}
-	if _, err := ensureTable(nc, edgeTable(m.edgeTableName(), recorded || fwd == "0", m.guardPorts)); err != nil {
+	if _, err := ensureTable(nc, edgeTable(m.edgeTableName(), recorded || fwd == "0", m.guardHost)); err != nil {
 		return fmt.Errorf("host: %w", err)
 	}
 	if fwd != "1" {

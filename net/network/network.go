@@ -78,9 +78,12 @@ type Options struct {
 	// existing named netns (or a path to a netns file), leaving the machine's
 	// own namespace exactly as it was.
 	HostNetns string
-	// GuardPorts are TCP ports of the host side that the lab's pods must not
-	// reach: the lab's API listener when it serves learners there.
-	GuardPorts []uint16
+	// GuardHost closes the host side itself to the lab's pods: no new
+	// connection from a router reaches a service of the host (its API listener,
+	// its sshd, anything), only what the host forwards (the Internet). A
+	// workshop server sets it: the machine hosting the class is not the
+	// learners' to reach.
+	GuardHost bool
 }
 
 // Manager programs the account networks of one lab. Its methods are safe for
@@ -90,8 +93,8 @@ type Manager struct {
 	hostName string   // named host netns ("" for the process's own)
 	host     *os.File // kept open: peer namespace for transit veths, nft conn
 	hostPath string   // path for netns.Do / handles (/proc/self/fd/N)
-	// guardPorts: Options.GuardPorts, closed to the routers in the edge table.
-	guardPorts []uint16
+	// guardHost: Options.GuardHost, in the edge table's input chain.
+	guardHost bool
 
 	// mu: account-level changes (and Reset) exclude each other and pod
 	// changes; pod changes of different pods run in parallel.
@@ -117,7 +120,7 @@ func New(o Options) (*Manager, error) {
 	if !labRE.MatchString(o.Lab) {
 		return nil, fmt.Errorf("network: lab prefix %q invalid: want 1-6 lowercase letters/digits starting with a letter", o.Lab)
 	}
-	m := &Manager{lab: o.Lab, guardPorts: o.GuardPorts}
+	m := &Manager{lab: o.Lab, guardHost: o.GuardHost}
 	var err error
 	if o.HostNetns == "" {
 		m.host, err = openOwnNetns()

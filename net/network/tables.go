@@ -1,7 +1,6 @@
 package network
 
 import (
-	"fmt"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -103,10 +102,12 @@ func routerTable(name string) tableSpec {
 //	             masqueraded (the outside sees the host); traffic to the host's
 //	             own addresses never passes here, so local servers see the
 //	             router's WAN address
-//	input:       (with guardPorts) the lab's own services on the host, its API
-//	             listener, are not for its pods: a pod reaches the Internet
-//	             side, not the server that hosts the class
-func edgeTable(name string, recordIPForward bool, guardPorts []uint16) tableSpec {
+//	input:       (with guardHost) the host's own services, the lab's API
+//	             listener among them, are not for its pods: a pod reaches the
+//	             Internet through the host, not the server that hosts the class;
+//	             replies to the host's own connections (a Floating IP opened
+//	             from the host) still come in
+func edgeTable(name string, recordIPForward bool, guardHost bool) tableSpec {
 	spec := tableSpec{
 		name: name,
 		sets: []setSpec{
@@ -137,14 +138,13 @@ func edgeTable(name string, recordIPForward bool, guardPorts []uint16) tableSpec
 			},
 		},
 	}
-	if len(guardPorts) > 0 {
-		in := chainSpec{name: "input", hook: nftables.ChainHookInput, prio: nftables.ChainPriorityFilter,
-			typ: nftables.ChainTypeFilter, policy: policyRef(nftables.ChainPolicyAccept)}
-		for _, p := range guardPorts {
-			in.rules = append(in.rules, rule(fmt.Sprintf("pods reach no lab service: tcp port %d", p),
-				ifnameInSet(expr.MetaKeyIIFNAME, EdgeTransitSet, false), l4proto(unix.IPPROTO_TCP), dport(p), counter(), drop()))
-		}
-		spec.chains = append(spec.chains, in)
+	if guardHost {
+		spec.chains = append(spec.chains, chainSpec{name: "input", hook: nftables.ChainHookInput, prio: nftables.ChainPriorityFilter,
+			typ: nftables.ChainTypeFilter, policy: policyRef(nftables.ChainPolicyAccept),
+			rules: []ruleSpec{
+				rule("replies to the host", ifnameInSet(expr.MetaKeyIIFNAME, EdgeTransitSet, false), establishedRelated(), accept()),
+				rule("pods reach none of the host's own services", ifnameInSet(expr.MetaKeyIIFNAME, EdgeTransitSet, false), counter(), drop()),
+			}})
 	}
 	if recordIPForward {
 		spec.chains = append(spec.chains, chainSpec{name: recordChain})
