@@ -1,7 +1,6 @@
 package network
 
 import (
-
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
