@@ -296,6 +296,12 @@ func TestWorkshop(t *testing.T) {
 		if out, err := run("account", "create", "sneaky"); err == nil || !strings.Contains(out, "orbidden") {
 			t.Errorf("learner02: pi account create: %v\n%s", err, out)
 		}
+		// A trace never shows another account's network, not even through its (public) Floating IP.
+		other := strings.TrimSpace(mustPi(t, lab, "--account", "learner01", "create", "fip"))
+		if out, err := run("trace", "--from", "internet", "http://"+other+":8080/"); err == nil || !strings.Contains(out, `is not one of account "learner02"'s Floating IPs`) {
+			t.Errorf("learner02: pi trace --from internet to learner01's FIP %s: %v\n%s", other, err, out)
+		}
+		mustPi(t, lab, "--account", "learner01", "delete", "fip", other)
 		pi("delete", "fip", fip)
 		pi("delete", "service", "web")
 

@@ -42,8 +42,11 @@ type TraceRequest struct {
 	// From is a pod name ("[account/]pod"), "router" (the account's router) or "internet" (the lab's
 	// Internet side, the daemon's --host-netns).
 	From string `json:"from"`
-	// Target is http://host[:port]/path, tcp://host:port or host:port.
+	// Target is http://host[:port]/path, tcp://host:port, host:port, udp://host:port or icmp://host.
 	Target string `json:"target"`
+	// ownOnly keeps the trace inside Account: an account's token may not follow a Floating IP into another
+	// account's router and pods (the admin may).
+	ownOnly bool
 }
 
 // TraceResult is what a trace observed, in path order.
@@ -126,7 +129,7 @@ func (d *Daemon) trace(w http.ResponseWriter, r *http.Request) {
 	}
 	if u, ok := server.UserFrom(r.Context()); ok && !u.IsAdmin() {
 		// An account traces from its own pods only; another account's pod is as unknown as a name nobody has.
-		req.Account = u.Name
+		req.Account, req.ownOnly = u.Name, true
 		if a, pod, found := strings.Cut(req.From, "/"); found && a != u.Name {
 			server.WriteError(w, fmt.Errorf("pod %q not found in account %q: %w", pod, u.Name, store.ErrNotFound))
 			return
@@ -339,6 +342,10 @@ func (d *Daemon) runTrace(ctx context.Context, req TraceRequest) (*TraceResult, 
 	}
 	if fromInternet {
 		if acct, ok := l.fips[dst]; ok && acct != account {
+			if req.ownOnly {
+				// Its path would show another account's router, rules and pods.
+				return nil, server.Invalid("%s is not one of account %q's Floating IPs (pi get fips lists them); a trace shows only your own account's network", dst, account)
+			}
 			// The Floating IP's account is the one whose router and pods the packet crosses.
 			account, res.Account = acct, acct
 			if l, err = d.labAddrs(account); err != nil {
