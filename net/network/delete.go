@@ -6,6 +6,7 @@ import (
 	"regexp"
 
 	"github.com/pilab/pi/net/netns"
+	"github.com/pilab/pi/net/nlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
@@ -46,12 +47,12 @@ func (m *Manager) deleteAccount(name string, index int) ([]string, error) {
 	}
 	defer hh.Close()
 	hostLink := m.hostLinkName(index)
-	l, err := linkByName(hh, hostLink)
+	l, err := nlink.LinkByName(hh, hostLink)
 	if err != nil {
 		return done, err
 	}
 	if l != nil {
-		if err := delLink(hh, l); err != nil {
+		if err := nlink.DelLink(hh, l); err != nil {
 			return done, err
 		}
 		done = append(done, m.where("link "+hostLink))
@@ -111,7 +112,7 @@ func (m *Manager) Reset() ([]string, error) {
 	re := m.hostLinkRE()
 	for _, l := range links {
 		if re.MatchString(l.Attrs().Name) {
-			if err := delLink(hh, l); err != nil {
+			if err := nlink.DelLink(hh, l); err != nil {
 				errs = append(errs, err)
 				continue
 			}
@@ -171,7 +172,7 @@ func deleteAllLinks(path string) error {
 		if l.Attrs().Name == "lo" {
 			continue
 		}
-		if err := h.LinkSetGroup(l, deleteGroup); err != nil && !isNotFound(err) {
+		if err := h.LinkSetGroup(l, deleteGroup); err != nil && !nlink.IsNotFound(err) {
 			return fmt.Errorf("mark link %s for deletion: %w", l.Attrs().Name, err)
 		}
 		n++
@@ -183,7 +184,7 @@ func deleteAllLinks(path string) error {
 		req := nl.NewNetlinkRequest(unix.RTM_DELLINK, unix.NLM_F_ACK)
 		req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 		req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(deleteGroup)))
-		if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil && !isNotFound(err) {
+		if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil && !nlink.IsNotFound(err) {
 			return fmt.Errorf("delete %d links (group %#x): %w", n, deleteGroup, err)
 		}
 		return nil

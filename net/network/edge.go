@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/google/nftables"
+	"github.com/pilab/pi/net/nlink"
 	"github.com/vishvananda/netlink"
 )
 
@@ -33,7 +34,7 @@ func (m *Manager) ensureEdge(hostLink string) error {
 		return fmt.Errorf("host: %w", err)
 	}
 	if fwd != "1" {
-		if err := setSysctls(m.hostPath, []sysctl{{key: ipForwardKey, value: "1"}}); err != nil {
+		if err := nlink.SetSysctls(m.hostPath, []nlink.Sysctl{{Key: ipForwardKey, Value: "1"}}); err != nil {
 			return fmt.Errorf("host: %w", err)
 		}
 	}
@@ -146,7 +147,7 @@ func (m *Manager) releaseEdge(hh *netlink.Handle, hostLink string, force bool) (
 			}
 		}
 		if len(users) == 0 {
-			if err := setSysctls(m.hostPath, []sysctl{{key: ipForwardKey, value: "0"}}); err != nil {
+			if err := nlink.SetSysctls(m.hostPath, []nlink.Sysctl{{Key: ipForwardKey, Value: "0"}}); err != nil {
 				return done, fmt.Errorf("host: %w", err)
 			}
 			done = append(done, m.where("sysctl net.ipv4.ip_forward restored to 0"))

@@ -17,6 +17,7 @@ import (
 
 	"github.com/pilab/pi/net/netns"
 	"github.com/pilab/pi/net/netns/netnstest"
+	"github.com/pilab/pi/net/nlink"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -47,7 +48,7 @@ func newEnv(t testing.TB) *testEnv {
 	// A new netns copies ip_forward from the machine's (devconf_inherit_init_net 0), which another
 	// test or a lab may have switched on: start from a host that does not forward, so the tests see the
 	// lab switch it on and its last cleanup switch it back.
-	if err := setSysctls(hostPath, []sysctl{{key: ipForwardKey, value: "0"}}); err != nil {
+	if err := nlink.SetSysctls(hostPath, []nlink.Sysctl{{Key: ipForwardKey, Value: "0"}}); err != nil {
 		t.Fatal(err)
 	}
 	return addLab(t, lab, hostName, hostPath)

@@ -34,6 +34,7 @@ import (
 	"sync"
 
 	"github.com/pilab/pi/net/netns"
+	"github.com/pilab/pi/net/nlink"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -191,82 +192,6 @@ func macFor(ip net.IP) net.HardwareAddr {
 	return net.HardwareAddr{0x0a, 0x58, ip4[0], ip4[1], ip4[2], ip4[3]}
 }
 
-func isNotFound(err error) bool {
-	var lnf netlink.LinkNotFoundError
-	return errors.As(err, &lnf) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT)
-}
-
-// linkByName returns nil, nil when the link does not exist.
-func linkByName(h *netlink.Handle, name string) (netlink.Link, error) {
-	l, err := h.LinkByName(name)
-	if err != nil {
-		if isNotFound(err) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("look up link %s: %w", name, err)
-	}
-	return l, nil
-}
-
-func delLink(h *netlink.Handle, l netlink.Link) error {
-	if err := h.LinkDel(l); err != nil && !isNotFound(err) {
-		return fmt.Errorf("delete link %s: %w", l.Attrs().Name, err)
-	}
-	return nil
-}
-
-func setUp(h *netlink.Handle, l netlink.Link) error {
-	if l.Attrs().Flags&net.FlagUp != 0 {
-		return nil
-	}
-	if err := h.LinkSetUp(l); err != nil {
-		return fmt.Errorf("set %s up: %w", l.Attrs().Name, err)
-	}
-	return nil
-}
-
-// vethPair reports whether a and b (in two namespaces) are the two ends of one veth.
-func vethPair(a, b netlink.Link) bool {
-	return a != nil && b != nil && a.Type() == "veth" && b.Type() == "veth" &&
-		a.Attrs().ParentIndex == b.Attrs().Index && b.Attrs().ParentIndex == a.Attrs().Index
-}
-
-// ensureAddrs makes exactly want (in order: the first is primary) the IPv4
-// addresses of l.
-func ensureAddrs(h *netlink.Handle, l netlink.Link, want []*net.IPNet) error {
-	have, err := h.AddrList(l, unix.AF_INET)
-	if err != nil {
-		return fmt.Errorf("list addresses of %s: %w", l.Attrs().Name, err)
-	}
-	same := len(have) == len(want)
-	for i := 0; same && i < len(want); i++ {
-		j := -1
-		for k := range have {
-			if have[k].IPNet.String() == want[i].String() {
-				j = k
-			}
-		}
-		// The first wanted address must be the primary one (source of replies).
-		if j < 0 || (i == 0 && have[j].Flags&unix.IFA_F_SECONDARY != 0) {
-			same = false
-		}
-	}
-	if same {
-		return nil
-	}
-	for _, a := range have {
-		if err := h.AddrDel(l, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-			return fmt.Errorf("remove address %s from %s: %w", a.IPNet, l.Attrs().Name, err)
-		}
-	}
-	for _, w := range want {
-		if err := h.AddrReplace(l, &netlink.Addr{IPNet: w}); err != nil {
-			return fmt.Errorf("add address %s to %s: %w", w, l.Attrs().Name, err)
-		}
-	}
-	return nil
-}
-
 // ensureDefaultRoute makes "default via gw dev l" the only default route.
 func ensureDefaultRoute(h *netlink.Handle, l netlink.Link, gw net.IP) error {
 	routes, err := h.RouteList(nil, unix.AF_INET)
@@ -371,27 +296,27 @@ func (m *Manager) ensureAccount(name string, index int) (*Account, error) {
 // of its IP hooks (br_netfilter may be built in: then bridged pod-to-pod
 // frames would cross the NAT and filter chains).
 func routerSysctls(path string) error {
-	return setSysctls(path, []sysctl{
-		{"net/ipv6/conf/default/disable_ipv6", "1", true},
-		{"net/ipv6/conf/all/disable_ipv6", "1", true},
-		{"net/ipv4/ip_forward", "1", false},
-		{"net/ipv4/conf/all/rp_filter", "1", false},
-		{"net/ipv4/conf/default/rp_filter", "1", false},
-		{"net/ipv4/conf/all/send_redirects", "0", false},
-		{"net/ipv4/conf/default/send_redirects", "0", false},
-		{"net/bridge/bridge-nf-call-iptables", "0", true},
-		{"net/bridge/bridge-nf-call-ip6tables", "0", true},
-		{"net/bridge/bridge-nf-call-arptables", "0", true},
+	return nlink.SetSysctls(path, []nlink.Sysctl{
+		{Key: "net/ipv6/conf/default/disable_ipv6", Value: "1", Optional: true},
+		{Key: "net/ipv6/conf/all/disable_ipv6", Value: "1", Optional: true},
+		{Key: "net/ipv4/ip_forward", Value: "1"},
+		{Key: "net/ipv4/conf/all/rp_filter", Value: "1"},
+		{Key: "net/ipv4/conf/default/rp_filter", Value: "1"},
+		{Key: "net/ipv4/conf/all/send_redirects", Value: "0"},
+		{Key: "net/ipv4/conf/default/send_redirects", Value: "0"},
+		{Key: "net/bridge/bridge-nf-call-iptables", Value: "0", Optional: true},
+		{Key: "net/bridge/bridge-nf-call-ip6tables", Value: "0", Optional: true},
+		{Key: "net/bridge/bridge-nf-call-arptables", Value: "0", Optional: true},
 	})
 }
 
 func ensureBridge(rh *netlink.Handle, account, rpath string) error {
-	br, err := linkByName(rh, BridgeName)
+	br, err := nlink.LinkByName(rh, BridgeName)
 	if err != nil {
 		return err
 	}
 	if br != nil && br.Type() != "bridge" {
-		if err := delLink(rh, br); err != nil {
+		if err := nlink.DelLink(rh, br); err != nil {
 			return err
 		}
 		br = nil
@@ -426,12 +351,12 @@ func ensureBridge(rh *netlink.Handle, account, rpath string) error {
 			return fmt.Errorf("set %s MAC: %w", BridgeName, err)
 		}
 	}
-	if err := ensureAddrs(rh, br, []*net.IPNet{
+	if err := nlink.EnsureAddrs(rh, br, []*net.IPNet{
 		{IP: RouterIP, Mask: PodCIDR.Mask}, {IP: DNSIP, Mask: PodCIDR.Mask},
 	}); err != nil {
 		return err
 	}
-	return setUp(rh, br)
+	return nlink.SetUp(rh, br)
 }
 
 // transitCandidate derives the attempt-th candidate /30 for (lab, index):
@@ -495,15 +420,15 @@ func transitConflict(hh *netlink.Handle, cand *net.IPNet, own int) (string, erro
 // unlabelled leftover or this account's, never another account's. It
 // returns the /30.
 func (m *Manager) ensureTransit(hh, rh *netlink.Handle, account, hostLink string, index int) (*net.IPNet, error) {
-	hl, err := linkByName(hh, hostLink)
+	hl, err := nlink.LinkByName(hh, hostLink)
 	if err != nil {
 		return nil, fmt.Errorf("host: %w", err)
 	}
-	wl, err := linkByName(rh, WANName)
+	wl, err := nlink.LinkByName(rh, WANName)
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
 	}
-	if !vethPair(hl, wl) && hl != nil {
+	if !nlink.VethPair(hl, wl) && hl != nil {
 		// The router netns is this account's (ensureBridge checked its label), so its wan0 may go; the
 		// host link lives in the shared host netns and must be checked first.
 		if hl.Type() != "veth" {
@@ -513,13 +438,13 @@ func (m *Manager) ensureTransit(hh, rh *netlink.Handle, account, hostLink string
 			return nil, fmt.Errorf("host link %s belongs to account %q (its alias), not %q: two accounts were given the same index", hostLink, a, account)
 		}
 	}
-	if !vethPair(hl, wl) {
+	if !nlink.VethPair(hl, wl) {
 		for _, x := range []struct {
 			h *netlink.Handle
 			l netlink.Link
 		}{{hh, hl}, {rh, wl}} {
 			if x.l != nil {
-				if err := delLink(x.h, x.l); err != nil {
+				if err := nlink.DelLink(x.h, x.l); err != nil {
 					return nil, err
 				}
 			}
@@ -539,7 +464,7 @@ func (m *Manager) ensureTransit(hh, rh *netlink.Handle, account, hostLink string
 		if wl, err = rh.LinkByName(WANName); err != nil {
 			return nil, fmt.Errorf("router side %s after creation: %w", WANName, err)
 		}
-		if !vethPair(hl, wl) {
+		if !nlink.VethPair(hl, wl) {
 			return nil, fmt.Errorf("host link %s after creation is not the peer of the router's %s", hostLink, WANName)
 		}
 	}
@@ -571,20 +496,20 @@ func (m *Manager) ensureTransit(hh, rh *netlink.Handle, account, hostLink string
 		if subnet == nil {
 			return nil, fmt.Errorf("no free /30 in %s for the transit link: host routes overlap every candidate (last: %s); remove the overlapping routes", TransitRange, last)
 		}
-		if err := ensureAddrs(hh, hl, []*net.IPNet{{IP: addIP(subnet.IP, 1), Mask: subnet.Mask}}); err != nil {
+		if err := nlink.EnsureAddrs(hh, hl, []*net.IPNet{{IP: addIP(subnet.IP, 1), Mask: subnet.Mask}}); err != nil {
 			return nil, fmt.Errorf("host: %w", err)
 		}
-		if err := ensureAddrs(rh, wl, []*net.IPNet{{IP: addIP(subnet.IP, 2), Mask: subnet.Mask}}); err != nil {
+		if err := nlink.EnsureAddrs(rh, wl, []*net.IPNet{{IP: addIP(subnet.IP, 2), Mask: subnet.Mask}}); err != nil {
 			return nil, fmt.Errorf("router: %w", err)
 		}
 	}
 	// The Internet side's connections to Floating IPs cross the router's IP stack too.
 	ensureBigTCP(hh, hl)
 	ensureBigTCP(rh, wl)
-	if err := setUp(hh, hl); err != nil {
+	if err := nlink.SetUp(hh, hl); err != nil {
 		return nil, err
 	}
-	if err := setUp(rh, wl); err != nil {
+	if err := nlink.SetUp(rh, wl); err != nil {
 		return nil, err
 	}
 	if err := ensureDefaultRoute(rh, wl, addIP(subnet.IP, 1)); err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/pilab/pi/net/netns"
 	"github.com/pilab/pi/net/netns/netnstest"
+	"github.com/pilab/pi/net/nlink"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -525,7 +526,7 @@ func TestBridgeNetfilter(t *testing.T) {
 	if v != "0" {
 		t.Fatalf("router bridge-nf-call-iptables = %s", v)
 	}
-	if err := setSysctls(a.RouterNetns, []sysctl{{key: "net/bridge/bridge-nf-call-iptables", value: "1"}}); err != nil {
+	if err := nlink.SetSysctls(a.RouterNetns, []nlink.Sysctl{{Key: "net/bridge/bridge-nf-call-iptables", Value: "1"}}); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := dialTCP(p1, "10.244.1.2:8080", okTimeout); err != nil || got != "p2 10.244.1.1" {

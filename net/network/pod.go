@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pilab/pi/net/netns"
+	"github.com/pilab/pi/net/nlink"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -43,7 +44,7 @@ func (m *Manager) openRouter(account string, index int) (*router, error) {
 		return nil, err
 	}
 	r := &router{path: path, f: f, h: h}
-	br, err := linkByName(h, BridgeName)
+	br, err := nlink.LinkByName(h, BridgeName)
 	if err == nil && br != nil && br.Attrs().Alias != "" && br.Attrs().Alias != account {
 		err = fmt.Errorf("router netns %s belongs to account %q, not %q", path, br.Attrs().Alias, account)
 	}
@@ -112,15 +113,15 @@ func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip n
 
 	portName := podPortName(podID)
 	mac := macFor(ip4)
-	eth0, err := linkByName(ph, PodLink)
+	eth0, err := nlink.LinkByName(ph, PodLink)
 	if err != nil {
 		return fmt.Errorf("pod: %w", err)
 	}
-	port, err := linkByName(r.h, portName)
+	port, err := nlink.LinkByName(r.h, portName)
 	if err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
-	if !vethPair(eth0, port) {
+	if !nlink.VethPair(eth0, port) {
 		// Whatever exists under our names must be ours before it is rebuilt: a netns or a port name two
 		// pods were given by mistake must fail here, not take the other pod's link away.
 		if eth0 != nil {
@@ -130,11 +131,11 @@ func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip n
 			}
 			// Our own link, no longer peered with this router's port (the port was rebuilt or the account's
 			// router was): rebuild. Deleting it also deletes its peer, wherever that is.
-			if err := delLink(ph, eth0); err != nil {
+			if err := nlink.DelLink(ph, eth0); err != nil {
 				return fmt.Errorf("pod: %w", err)
 			}
 			eth0 = nil
-			if port, err = linkByName(r.h, portName); err != nil {
+			if port, err = nlink.LinkByName(r.h, portName); err != nil {
 				return fmt.Errorf("router: %w", err)
 			}
 		}
@@ -146,7 +147,7 @@ func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip n
 			// This pod's port whose peer was in the pod's previous netns, which is gone or going (its
 			// veth is destroyed asynchronously): drop the stale port now. An unlabelled one is ours too:
 			// only this function creates links under this pod's port name, and labels them in the same call.
-			if err := delLink(r.h, port); err != nil {
+			if err := nlink.DelLink(r.h, port); err != nil {
 				return fmt.Errorf("router: stale port: %w", err)
 			}
 			port = nil
@@ -167,7 +168,7 @@ func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip n
 		defer func() {
 			if err != nil {
 				if l, e := ph.LinkByName(PodLink); e == nil {
-					delLink(ph, l)
+					nlink.DelLink(ph, l)
 				}
 			}
 		}()
@@ -177,7 +178,7 @@ func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip n
 		if port, err = r.h.LinkByName(portName); err != nil {
 			return fmt.Errorf("router: %s after creation: %w", portName, err)
 		}
-		if !vethPair(eth0, port) {
+		if !nlink.VethPair(eth0, port) {
 			return fmt.Errorf("router: %s after creation is not the peer of the pod's %s", portName, PodLink)
 		}
 	}
@@ -205,7 +206,7 @@ func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip n
 
 	// Pod side. IPv6 is off on eth0 (the pod network is IPv4): otherwise
 	// every pod's DAD, router and MLD multicasts flood all bridge ports.
-	if err := setSysctls(podNetnsPath, []sysctl{{key: "net/ipv6/conf/" + PodLink + "/disable_ipv6", value: "1", optional: true}}); err != nil {
+	if err := nlink.SetSysctls(podNetnsPath, []nlink.Sysctl{{Key: "net/ipv6/conf/" + PodLink + "/disable_ipv6", Value: "1", Optional: true}}); err != nil {
 		return fmt.Errorf("pod: %w", err)
 	}
 	if eth0.Attrs().MTU != MTU {
@@ -219,14 +220,14 @@ func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip n
 			return fmt.Errorf("pod: %s MAC: %w", PodLink, err)
 		}
 	}
-	if err := ensureAddrs(ph, eth0, []*net.IPNet{{IP: ip4, Mask: PodCIDR.Mask}}); err != nil {
+	if err := nlink.EnsureAddrs(ph, eth0, []*net.IPNet{{IP: ip4, Mask: PodCIDR.Mask}}); err != nil {
 		return fmt.Errorf("pod: %w", err)
 	}
-	if err := setUp(ph, eth0); err != nil {
+	if err := nlink.SetUp(ph, eth0); err != nil {
 		return fmt.Errorf("pod: %w", err)
 	}
 	if lo, err := ph.LinkByName("lo"); err == nil {
-		if err := setUp(ph, lo); err != nil {
+		if err := nlink.SetUp(ph, lo); err != nil {
 			return fmt.Errorf("pod: %w", err)
 		}
 	}
@@ -240,7 +241,7 @@ func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip n
 	// port is disabled, and the pod's first packet (its ARP request) is lost:
 	// a 1 s stall on the pod's first connection. A port that is up when it
 	// joins the bridge forwards at once.
-	if err := setUp(r.h, port); err != nil {
+	if err := nlink.SetUp(r.h, port); err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
 	if port.Attrs().MasterIndex != r.br.Attrs().Index {
@@ -298,7 +299,7 @@ func (m *Manager) DeletePod(account string, index int, podID string) error {
 		return nil
 	}
 	defer r.close()
-	port, err := linkByName(r.h, podPortName(podID))
+	port, err := nlink.LinkByName(r.h, podPortName(podID))
 	if err != nil || port == nil {
 		return err
 	}
@@ -306,7 +307,7 @@ func (m *Manager) DeletePod(account string, index int, podID string) error {
 		return fmt.Errorf("network: delete pod %s (account %s): router netns %s has a link %s (%s, %s) that is not this pod's port: not deleting it",
 			podID, account, r.path, port.Attrs().Name, port.Type(), ownerText(owner))
 	}
-	if err := delLink(r.h, port); err != nil {
+	if err := nlink.DelLink(r.h, port); err != nil {
 		return fmt.Errorf("network: delete pod %s (account %s): %w", podID, account, err)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"sort"
 
 	"github.com/pilab/pi/net/netns"
+	"github.com/pilab/pi/net/nlink"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -39,7 +40,7 @@ func (m *Manager) ensureFabric() (*fabric, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := setSysctls(path, l2Sysctls); err != nil {
+	if err := nlink.SetSysctls(path, l2Sysctls); err != nil {
 		return nil, err
 	}
 	f, err := netns.Open(path)
@@ -80,7 +81,7 @@ func (m *Manager) openFabric() (*fabric, error) {
 // ensureBridge makes a bridge name with that MTU exist and be up in the netns
 // at path; a link of that name of another type is not ours: an error.
 func ensureBridge(h *netlink.Handle, path, name string, mtu int) (netlink.Link, error) {
-	br, err := linkByName(h, name)
+	br, err := nlink.LinkByName(h, name)
 	if err != nil {
 		return nil, fmt.Errorf("netns %s: %w", path, err)
 	}
@@ -100,7 +101,7 @@ func ensureBridge(h *netlink.Handle, path, name string, mtu int) (netlink.Link, 
 	if err := ensureMTU(h, br, mtu); err != nil {
 		return nil, fmt.Errorf("netns %s: %w", path, err)
 	}
-	if err := setUp(h, br); err != nil {
+	if err := nlink.SetUp(h, br); err != nil {
 		return nil, fmt.Errorf("netns %s: %w", path, err)
 	}
 	return br, nil
@@ -126,15 +127,15 @@ func ensureMTU(h *netlink.Handle, l netlink.Link, mtu int) error {
 // whether a ul0 that already exists is brought up (a stopped node stays
 // down until StartNode); a new one always comes up.
 func ensureUnderlay(fb *fabric, h *netlink.Handle, path, port, alias string, ip net.IP, up bool) (netlink.Link, error) {
-	ul, err := linkByName(h, UnderlayLink)
+	ul, err := nlink.LinkByName(h, UnderlayLink)
 	if err != nil {
 		return nil, fmt.Errorf("netns %s: %w", path, err)
 	}
-	fp, err := linkByName(fb.h, port)
+	fp, err := nlink.LinkByName(fb.h, port)
 	if err != nil {
 		return nil, fmt.Errorf("fabric: %w", err)
 	}
-	if !vethPair(ul, fp) {
+	if !nlink.VethPair(ul, fp) {
 		if ul != nil {
 			return nil, fmt.Errorf("netns %s already has a link %s (type %s) that is not the peer of fabric port %s: not ours, refusing to adopt or delete it; remove it by hand", path, UnderlayLink, ul.Type(), port)
 		}
@@ -153,7 +154,7 @@ func ensureUnderlay(fb *fabric, h *netlink.Handle, path, port, alias string, ip 
 		if fp, err = fb.h.LinkByName(port); err != nil {
 			return nil, fmt.Errorf("fabric port %s after creation: %w", port, err)
 		}
-		if !vethPair(ul, fp) {
+		if !nlink.VethPair(ul, fp) {
 			return nil, fmt.Errorf("fabric port %s after creation is not the peer of %s in %s", port, UnderlayLink, path)
 		}
 		up = true
@@ -176,14 +177,14 @@ func ensureUnderlay(fb *fabric, h *netlink.Handle, path, port, alias string, ip 
 			return nil, err
 		}
 	}
-	if err := setUp(fb.h, fp); err != nil {
+	if err := nlink.SetUp(fb.h, fp); err != nil {
 		return nil, fmt.Errorf("fabric: %w", err)
 	}
-	if err := ensureAddrs(h, ul, []*net.IPNet{{IP: ip, Mask: UnderlayCIDR.Mask}}); err != nil {
+	if err := nlink.EnsureAddrs(h, ul, []*net.IPNet{{IP: ip, Mask: UnderlayCIDR.Mask}}); err != nil {
 		return nil, fmt.Errorf("netns %s: %w", path, err)
 	}
 	if up {
-		if err := setUp(h, ul); err != nil {
+		if err := nlink.SetUp(h, ul); err != nil {
 			return nil, fmt.Errorf("netns %s: %w", path, err)
 		}
 	}
@@ -217,7 +218,7 @@ func (m *Manager) ensureNode(index int, ip net.IP) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := setSysctls(path, l2Sysctls); err != nil {
+	if err := nlink.SetSysctls(path, l2Sysctls); err != nil {
 		return nil, err
 	}
 	h, err := netns.NewHandle(path)
@@ -248,7 +249,7 @@ func (m *Manager) Nodes() ([]Node, error) {
 		if err != nil {
 			return nil, err
 		}
-		ul, err := linkByName(h, UnderlayLink)
+		ul, err := nlink.LinkByName(h, UnderlayLink)
 		h.Close()
 		if err != nil {
 			return nil, fmt.Errorf("overlay: node %d: %w", i, err)
@@ -283,7 +284,7 @@ func (m *Manager) setNodeUp(index int, up bool) error {
 		return fmt.Errorf("overlay: %s node %d: %w", verb, index, err)
 	}
 	defer h.Close()
-	ul, err := linkByName(h, UnderlayLink)
+	ul, err := nlink.LinkByName(h, UnderlayLink)
 	if err != nil || ul == nil {
 		return fmt.Errorf("overlay: %s node %d: no underlay link %s in %s (%v): EnsureNode(%d) repairs it", verb, index, UnderlayLink, path, err, index)
 	}
@@ -346,7 +347,7 @@ func (m *Manager) checkNodeGone(index int, ip net.IP) error {
 	}
 	if fb != nil {
 		defer fb.close()
-		if l, err := linkByName(fb.h, nodePort(index)); err != nil {
+		if l, err := nlink.LinkByName(fb.h, nodePort(index)); err != nil {
 			return fmt.Errorf("fabric: %w", err)
 		} else if l != nil {
 			left = append(left, "fabric port "+nodePort(index))
@@ -444,7 +445,7 @@ func deleteNetns(name string) error {
 		if l.Attrs().Flags&net.FlagLoopback != 0 {
 			continue
 		}
-		if err := delLink(h, l); err != nil {
+		if err := nlink.DelLink(h, l); err != nil {
 			h.Close()
 			return fmt.Errorf("netns %s: %w", name, err)
 		}

@@ -41,7 +41,6 @@
 package overlay
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -53,8 +52,7 @@ import (
 
 	"github.com/pilab/pi/net/netns"
 	"github.com/pilab/pi/net/network"
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
+	"github.com/pilab/pi/net/nlink"
 )
 
 const (
@@ -228,110 +226,13 @@ func exists(path string) bool {
 	return err == nil
 }
 
-// ---- netlink helpers (the style of net/network's) ----
-
-func isNotFound(err error) bool {
-	var lnf netlink.LinkNotFoundError
-	return errors.As(err, &lnf) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENOENT)
-}
-
-// linkByName returns nil, nil when the link does not exist.
-func linkByName(h *netlink.Handle, name string) (netlink.Link, error) {
-	l, err := h.LinkByName(name)
-	if err != nil {
-		if isNotFound(err) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("look up link %s: %w", name, err)
-	}
-	return l, nil
-}
-
-func delLink(h *netlink.Handle, l netlink.Link) error {
-	if err := h.LinkDel(l); err != nil && !isNotFound(err) {
-		return fmt.Errorf("delete link %s: %w", l.Attrs().Name, err)
-	}
-	return nil
-}
-
-func setUp(h *netlink.Handle, l netlink.Link) error {
-	if l.Attrs().Flags&net.FlagUp != 0 {
-		return nil
-	}
-	if err := h.LinkSetUp(l); err != nil {
-		return fmt.Errorf("set %s up: %w", l.Attrs().Name, err)
-	}
-	return nil
-}
-
-// vethPair reports whether a and b (in two namespaces) are the two ends of one veth.
-func vethPair(a, b netlink.Link) bool {
-	return a != nil && b != nil && a.Type() == "veth" && b.Type() == "veth" &&
-		a.Attrs().ParentIndex == b.Attrs().Index && b.Attrs().ParentIndex == a.Attrs().Index
-}
-
-// ensureAddrs makes exactly want the IPv4 addresses of l.
-func ensureAddrs(h *netlink.Handle, l netlink.Link, want []*net.IPNet) error {
-	have, err := h.AddrList(l, unix.AF_INET)
-	if err != nil {
-		return fmt.Errorf("list addresses of %s: %w", l.Attrs().Name, err)
-	}
-	same := len(have) == len(want)
-	for i := 0; same && i < len(want); i++ {
-		found := false
-		for _, a := range have {
-			found = found || a.IPNet.String() == want[i].String()
-		}
-		same = found
-	}
-	if same {
-		return nil
-	}
-	for _, a := range have {
-		if err := h.AddrDel(l, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-			return fmt.Errorf("remove address %s from %s: %w", a.IPNet, l.Attrs().Name, err)
-		}
-	}
-	for _, w := range want {
-		if err := h.AddrReplace(l, &netlink.Addr{IPNet: w}); err != nil {
-			return fmt.Errorf("add address %s to %s: %w", w, l.Attrs().Name, err)
-		}
-	}
-	return nil
-}
-
-// setSysctls writes key=value pairs (below /proc/sys) inside the netns at
-// path; /proc/sys/net shows the namespace of the thread that opens it. Keys
-// whose file is missing (IPv6 or bridge netfilter not built) are skipped.
-func setSysctls(path string, kv [][2]string) error {
-	return netns.Do(path, func() error {
-		for _, s := range kv {
-			p := "/proc/sys/" + s[0]
-			cur, err := os.ReadFile(p)
-			if errors.Is(err, os.ErrNotExist) {
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("read sysctl %s in %s: %w", s[0], path, err)
-			}
-			if strings.TrimSpace(string(cur)) == s[1] {
-				continue
-			}
-			if err := os.WriteFile(p, []byte(s[1]), 0o644); err != nil {
-				return fmt.Errorf("set sysctl %s=%s in %s: %w", s[0], s[1], path, err)
-			}
-		}
-		return nil
-	})
-}
-
 // l2Sysctls: fabric and nodes only switch frames. No IPv6 on their links
 // (router solicitations and DAD would be flooded to every VTEP), and bridged
 // frames stay out of the IP hooks if br_netfilter is loaded.
-var l2Sysctls = [][2]string{
-	{"net/ipv6/conf/default/disable_ipv6", "1"},
-	{"net/ipv6/conf/all/disable_ipv6", "1"},
-	{"net/bridge/bridge-nf-call-iptables", "0"},
-	{"net/bridge/bridge-nf-call-ip6tables", "0"},
-	{"net/bridge/bridge-nf-call-arptables", "0"},
+var l2Sysctls = []nlink.Sysctl{
+	{Key: "net/ipv6/conf/default/disable_ipv6", Value: "1", Optional: true},
+	{Key: "net/ipv6/conf/all/disable_ipv6", Value: "1", Optional: true},
+	{Key: "net/bridge/bridge-nf-call-iptables", Value: "0", Optional: true},
+	{Key: "net/bridge/bridge-nf-call-ip6tables", Value: "0", Optional: true},
+	{Key: "net/bridge/bridge-nf-call-arptables", Value: "0", Optional: true},
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pilab/pi/net/netns"
 	"github.com/pilab/pi/net/network"
+	"github.com/pilab/pi/net/nlink"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -115,7 +116,7 @@ func (m *Manager) ensureSegment(a int, rip net.IP, routerNetns string, set map[i
 		return nil, err
 	}
 	defer rh.Close()
-	br, err := linkByName(rh, network.BridgeName)
+	br, err := nlink.LinkByName(rh, network.BridgeName)
 	if err != nil {
 		return nil, fmt.Errorf("router netns %s: %w", routerNetns, err)
 	}
@@ -136,7 +137,7 @@ func (m *Manager) ensureSegment(a int, rip net.IP, routerNetns string, set map[i
 		nip, _ := NodeUnderlayIP(n)
 		members = append(members, nip)
 		if err := m.withNode(n, func(h *netlink.Handle, path string) error {
-			ul, err := linkByName(h, UnderlayLink)
+			ul, err := nlink.LinkByName(h, UnderlayLink)
 			if err != nil {
 				return fmt.Errorf("node %d: %w", n, err)
 			}
@@ -222,7 +223,7 @@ func notOurVXLAN(l netlink.Link, a int, local net.IP) string {
 // MTU 1450) a port of master, up, and pins master's MTU to network.MTU.
 func ensureVXLAN(h *netlink.Handle, path string, a int, local net.IP, ul, master netlink.Link) (netlink.Link, error) {
 	name := VXLANName(a)
-	l, err := linkByName(h, name)
+	l, err := nlink.LinkByName(h, name)
 	if err != nil {
 		return nil, fmt.Errorf("netns %s: %w", path, err)
 	}
@@ -249,7 +250,7 @@ func ensureVXLAN(h *netlink.Handle, path string, a int, local net.IP, ul, master
 			return nil, fmt.Errorf("netns %s: attach %s to %s: %w", path, name, master.Attrs().Name, err)
 		}
 	}
-	if err := setUp(h, l); err != nil {
+	if err := nlink.SetUp(h, l); err != nil {
 		return nil, fmt.Errorf("netns %s: %w", path, err)
 	}
 	// Joining the bridge may have raised the bridge's MTU to its smallest
@@ -267,7 +268,7 @@ func ensureVXLAN(h *netlink.Handle, path string, a int, local net.IP, ul, master
 // removeNodeSegment deletes vx<a> and b<a> from a node. Unless force, a b<a>
 // with ports besides vx<a> (pods still plugged in) is refused.
 func removeNodeSegment(h *netlink.Handle, path string, a int, force bool) error {
-	vx, err := linkByName(h, VXLANName(a))
+	vx, err := nlink.LinkByName(h, VXLANName(a))
 	if err != nil {
 		return fmt.Errorf("netns %s: %w", path, err)
 	}
@@ -276,7 +277,7 @@ func removeNodeSegment(h *netlink.Handle, path string, a int, force bool) error 
 			return fmt.Errorf("netns %s has a link %s that is not account %d's VXLAN device (%s): not ours, refusing to delete it", path, vx.Attrs().Name, a, why)
 		}
 	}
-	b, err := linkByName(h, BridgeName(a))
+	b, err := nlink.LinkByName(h, BridgeName(a))
 	if err != nil {
 		return fmt.Errorf("netns %s: %w", path, err)
 	}
@@ -300,7 +301,7 @@ func removeNodeSegment(h *netlink.Handle, path string, a int, force bool) error 
 	}
 	for _, l := range []netlink.Link{vx, b} {
 		if l != nil {
-			if err := delLink(h, l); err != nil {
+			if err := nlink.DelLink(h, l); err != nil {
 				return fmt.Errorf("netns %s: %w", path, err)
 			}
 		}
@@ -357,7 +358,7 @@ func (m *Manager) eachVTEP(only int, fn func(v *vtep) error) error {
 		if err != nil {
 			return err
 		}
-		l, err := linkByName(h, VXLANName(a))
+		l, err := nlink.LinkByName(h, VXLANName(a))
 		if err == nil && l != nil {
 			if _, ok := vxlanAccount(l); ok {
 				rip, _ := RouterUnderlayIP(a)
@@ -556,7 +557,7 @@ func (m *Manager) deleteSegment(a int, rip net.IP, routerNetns string) error {
 	for _, n := range idx {
 		if err := m.withNode(n, func(h *netlink.Handle, path string) error {
 			for _, name := range []string{VXLANName(a), BridgeName(a)} {
-				l, err := linkByName(h, name)
+				l, err := nlink.LinkByName(h, name)
 				if err != nil {
 					return fmt.Errorf("netns %s: %w", path, err)
 				}
@@ -595,7 +596,7 @@ func (m *Manager) deleteRouterSide(a int, path string) error {
 	var fp netlink.Link
 	if fb != nil {
 		defer fb.close()
-		if fp, err = linkByName(fb.h, routerPort(a)); err != nil {
+		if fp, err = nlink.LinkByName(fb.h, routerPort(a)); err != nil {
 			return fmt.Errorf("fabric: %w", err)
 		}
 	}
@@ -605,7 +606,7 @@ func (m *Manager) deleteRouterSide(a int, path string) error {
 			return err
 		}
 		defer h.Close()
-		vx, err := linkByName(h, VXLANName(a))
+		vx, err := nlink.LinkByName(h, VXLANName(a))
 		if err != nil {
 			return fmt.Errorf("router netns %s: %w", path, err)
 		}
@@ -613,19 +614,19 @@ func (m *Manager) deleteRouterSide(a int, path string) error {
 			if why := notOurVXLAN(vx, a, nil); why != "" {
 				return fmt.Errorf("router netns %s has a link %s that is not account %d's VXLAN device (%s): not ours, refusing to delete it", path, vx.Attrs().Name, a, why)
 			}
-			if err := delLink(h, vx); err != nil {
+			if err := nlink.DelLink(h, vx); err != nil {
 				return fmt.Errorf("router netns %s: %w", path, err)
 			}
 		}
-		ul, err := linkByName(h, UnderlayLink)
+		ul, err := nlink.LinkByName(h, UnderlayLink)
 		if err != nil {
 			return fmt.Errorf("router netns %s: %w", path, err)
 		}
 		if ul != nil {
-			if !vethPair(ul, fp) {
+			if !nlink.VethPair(ul, fp) {
 				return fmt.Errorf("router netns %s has a link %s (type %s) that is not peered with the fabric's %s: not ours, refusing to delete it", path, UnderlayLink, ul.Type(), routerPort(a))
 			}
-			if err := delLink(h, ul); err != nil {
+			if err := nlink.DelLink(h, ul); err != nil {
 				return fmt.Errorf("router netns %s: %w", path, err)
 			}
 			fp = nil // gone with its peer
@@ -633,7 +634,7 @@ func (m *Manager) deleteRouterSide(a int, path string) error {
 	}
 	if fp != nil {
 		// The fabric is wholly ours: a router port whose router is gone or unknown goes.
-		if err := delLink(fb.h, fp); err != nil {
+		if err := nlink.DelLink(fb.h, fp); err != nil {
 			return fmt.Errorf("fabric: %w", err)
 		}
 	}
@@ -651,7 +652,7 @@ func (m *Manager) routerLeftovers(a int, path string) ([]string, error) {
 		}
 		defer h.Close()
 		for _, name := range []string{VXLANName(a), UnderlayLink} {
-			l, err := linkByName(h, name)
+			l, err := nlink.LinkByName(h, name)
 			if err != nil {
 				return nil, fmt.Errorf("router netns %s: %w", path, err)
 			}
@@ -666,7 +667,7 @@ func (m *Manager) routerLeftovers(a int, path string) ([]string, error) {
 	}
 	if fb != nil {
 		defer fb.close()
-		l, err := linkByName(fb.h, routerPort(a))
+		l, err := nlink.LinkByName(fb.h, routerPort(a))
 		if err != nil {
 			return nil, fmt.Errorf("fabric: %w", err)
 		}
