@@ -319,7 +319,11 @@ func (m *Manager) DeleteNode(index int) error {
 }
 
 func (m *Manager) deleteNode(index int, ip net.IP) error {
-	// The node's own devices go with its netns; the others must forget it.
+	// The node's own devices go with its netns; the others must forget it, after it is gone: while it is on
+	// the underlay a frame of it (an ARP, a neighbour probe) teaches the learning VTEPs its address again.
+	if err := deleteNetns(m.NodeNetnsName(index)); err != nil {
+		return err
+	}
 	err := m.eachVTEP(0, func(v *vtep) error {
 		if v.local.Equal(ip) {
 			return nil
@@ -327,9 +331,6 @@ func (m *Manager) deleteNode(index int, ip net.IP) error {
 		return v.forget(ip)
 	})
 	if err != nil {
-		return err
-	}
-	if err := deleteNetns(m.NodeNetnsName(index)); err != nil {
 		return err
 	}
 	return m.checkNodeGone(index, ip)
