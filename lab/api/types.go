@@ -144,6 +144,9 @@ var kinds = []Kind{
 		New: func() metav1.Object { return &FloatingIP{} }},
 	{Name: "Account", Plural: "accounts", Singular: "account", Short: []string{"acct"}, APIVersion: PiAPIVersion, Namespaced: false,
 		New: func() metav1.Object { return &Account{} }},
+	// Nodes are lab-wide, made by the lab (`pi up --nodes`, `pi node add`), never from manifests.
+	{Name: "Node", Plural: "nodes", Singular: "node", Short: []string{"no"}, APIVersion: "v1", Namespaced: false,
+		New: func() metav1.Object { return &corev1.Node{} }},
 }
 
 // Kinds lists every kind the API serves.
@@ -185,6 +188,8 @@ func KindOf(o metav1.Object) Kind {
 		name = "FloatingIP"
 	case *Account:
 		name = "Account"
+	case *corev1.Node:
+		name = "Node"
 	default:
 		panic(fmt.Sprintf("api: unknown object type %T", o))
 	}
@@ -212,6 +217,8 @@ func SetTypeMeta(o metav1.Object) {
 	case *FloatingIP:
 		v.TypeMeta = tm
 	case *Account:
+		v.TypeMeta = tm
+	case *corev1.Node:
 		v.TypeMeta = tm
 	}
 }
