@@ -35,14 +35,15 @@ type Resource struct {
 
 // Subresource is one subresource of a Resource.
 type Subresource struct {
-	// Name is as in paths: status, scale, exec, attach, portforward, log.
+	// Name is as in paths: status, scale, exec, attach, portforward, log, eviction.
 	Name string
 	// Kind is the group/version/kind it answers with, as discovery lists it.
 	Kind schema.GroupVersionKind
 	// Verbs are discovery's: get, update, patch for status and scale; create, get for the connect ones.
 	Verbs []string
 	// Object is a zero value of the Go type it reads and writes (status: the resource's; scale:
-	// &autoscalingv1.Scale{}); unused by exec, attach, portforward and log, which stream.
+	// &autoscalingv1.Scale{}; eviction: &policyv1.Eviction{}); unused by exec, attach, portforward and log,
+	// which stream.
 	Object any
 }
 
@@ -324,8 +325,14 @@ func routesOf(res *Resource) []common.Route {
 			r := newRoute("GET", p, "read"+namespaced+kind+s, "read "+sub.Name+" of the specified "+kind, nameParams)
 			r.produces, r.writes = []string{"text/plain"}, "string"
 			add("get", sub.Kind, r.returns(http.StatusOK, "OK", "string").options(&corev1.PodLogOptions{}))
-		default: // status, scale: get, replace and patch of the object's part
+		default: // status, scale: get, replace and patch of the object's part; eviction: create
 			obj := sub.Object
+			if has(sv, "create") {
+				r := newRoute("POST", p, "create"+namespaced+kind+s, "create "+sub.Name+" of"+article(kind)+kind, nameParams)
+				r.writes = obj
+				r.returns(http.StatusOK, "OK", obj).returns(http.StatusCreated, "Created", obj).returns(http.StatusAccepted, "Accepted", obj)
+				add("post", sub.Kind, r.body(obj, true).options(&metav1.CreateOptions{}))
+			}
 			if has(sv, "get") {
 				r := newRoute("GET", p, "read"+namespaced+kind+s, "read "+sub.Name+" of the specified "+kind, nameParams)
 				r.writes = obj

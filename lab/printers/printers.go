@@ -114,6 +114,11 @@ func Header(k api.Kind, c Context) []string {
 		}
 	case "FloatingIP":
 		h = []string{"FIP", "NAME", "CREATEDAT", "SERVICES"}
+	case "Node":
+		h = []string{"NAME", "STATUS", "ROLES", "AGE", "VERSION"}
+		if c.Wide {
+			h = append(h, "INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME")
+		}
 	}
 	if c.AllAccounts && k.Namespaced {
 		h = append([]string{"ACCOUNT"}, h...)
@@ -192,6 +197,13 @@ func Row(o metav1.Object, c Context) []string {
 			svcs = strings.Join(v.Status.Services, ",")
 		}
 		r = []string{v.Name, name, v.CreationTimestamp.UTC().Format(time.RFC3339), svcs}
+	case *corev1.Node:
+		info := v.Status.NodeInfo
+		r = []string{v.Name, NodeStatus(v), NodeRoles(v), Age(v.CreationTimestamp), info.KubeletVersion}
+		if c.Wide {
+			r = append(r, nodeAddress(v, corev1.NodeInternalIP), nodeAddress(v, corev1.NodeExternalIP),
+				orUnknown(info.OSImage), orUnknown(info.KernelVersion), orUnknown(info.ContainerRuntimeVersion))
+		}
 	}
 	if c.AllAccounts && api.KindOf(o).Namespaced {
 		r = append([]string{api.AccountOf(o)}, r...)
@@ -206,6 +218,67 @@ func UsageCells(cpuMilli, cpuQuotaMilli int64, memoryBytes uint64, memoryQuotaBy
 		resource.NewMilliQuantity(cpuMilli, resource.DecimalSI).String() + "/" + resource.NewMilliQuantity(cpuQuotaMilli, resource.DecimalSI).String(),
 		fmt.Sprintf("%dMi/%s", memoryBytes>>20, resource.NewQuantity(memoryQuotaBytes, resource.BinarySI).String()),
 	}
+}
+
+// NodeStatus is the STATUS of a node, as kubectl prints it: Ready or NotReady from its Ready condition,
+// Unknown without one, and ",SchedulingDisabled" while it is cordoned.
+func NodeStatus(n *corev1.Node) string {
+	status := "Unknown"
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			status = "NotReady"
+			if c.Status == corev1.ConditionTrue {
+				status = "Ready"
+			}
+			break
+		}
+	}
+	if n.Spec.Unschedulable {
+		status += ",SchedulingDisabled"
+	}
+	return status
+}
+
+// NodeRoles is the ROLES of a node: the roles its node-role.kubernetes.io/ROLE labels and its
+// kubernetes.io/role label name, sorted, or <none>.
+func NodeRoles(n *corev1.Node) string {
+	seen := map[string]bool{}
+	var roles []string
+	for k, v := range n.Labels {
+		role := ""
+		switch {
+		case strings.HasPrefix(k, "node-role.kubernetes.io/"):
+			role = strings.TrimPrefix(k, "node-role.kubernetes.io/")
+		case k == "kubernetes.io/role":
+			role = v
+		}
+		if role != "" && !seen[role] {
+			seen[role] = true
+			roles = append(roles, role)
+		}
+	}
+	if len(roles) == 0 {
+		return "<none>"
+	}
+	sort.Strings(roles)
+	return strings.Join(roles, ",")
+}
+
+// nodeAddress is a node's first address of type t, or <none>.
+func nodeAddress(n *corev1.Node, t corev1.NodeAddressType) string {
+	for _, a := range n.Status.Addresses {
+		if a.Type == t {
+			return a.Address
+		}
+	}
+	return "<none>"
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "<unknown>"
+	}
+	return s
 }
 
 func orNone(s string) string {

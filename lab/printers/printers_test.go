@@ -93,3 +93,52 @@ func TestTableOneBatchIsTabwriter(t *testing.T) {
 		t.Errorf("Table printed\n%s\ntext/tabwriter printed\n%s", got.String(), want.String())
 	}
 }
+
+// Node rows are kubectl's (pkg/printers/internalversion printNode): STATUS from the Ready condition alone
+// (any status but True is NotReady, no condition is Unknown) with ",SchedulingDisabled" when cordoned;
+// ROLES from node-role.kubernetes.io/ROLE and kubernetes.io/role labels; <unknown> for missing node info.
+func TestNodeRow(t *testing.T) {
+	ready := func(s corev1.ConditionStatus) []corev1.NodeCondition {
+		return []corev1.NodeCondition{{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse}, {Type: corev1.NodeReady, Status: s}}
+	}
+	for _, c := range []struct {
+		name          string
+		conditions    []corev1.NodeCondition
+		unschedulable bool
+		labels        map[string]string
+		want          string
+	}{
+		{"ready", ready(corev1.ConditionTrue), false, map[string]string{"node-role.kubernetes.io/worker": ""}, "ready|Ready|worker"},
+		{"down", ready(corev1.ConditionFalse), false, nil, "down|NotReady|<none>"},
+		{"lost", ready(corev1.ConditionUnknown), false, nil, "lost|NotReady|<none>"},
+		{"new", nil, false, nil, "new|Unknown|<none>"},
+		{"cordoned", ready(corev1.ConditionTrue), true, nil, "cordoned|Ready,SchedulingDisabled|<none>"},
+		{"down-cordoned", ready(corev1.ConditionFalse), true, nil, "down-cordoned|NotReady,SchedulingDisabled|<none>"},
+		{"roles", ready(corev1.ConditionTrue), false, map[string]string{"node-role.kubernetes.io/worker": "", "node-role.kubernetes.io/control-plane": "",
+			"node-role.kubernetes.io/": "x", "kubernetes.io/role": "worker", "kubernetes.io/hostname": "roles"}, "roles|Ready|control-plane,worker"},
+	} {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: c.name, Labels: c.labels, CreationTimestamp: metav1.NewTime(Now().Add(-90 * time.Minute))},
+			Spec: corev1.NodeSpec{Unschedulable: c.unschedulable}, Status: corev1.NodeStatus{Conditions: c.conditions}}
+		r := Row(n, Context{Wide: true})
+		if got := strings.Join(r[:3], "|"); got != c.want {
+			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+		}
+		if r[3] != "90m" || r[4] != "" || strings.Join(r[5:], "|") != "<none>|<none>|<unknown>|<unknown>|<unknown>" {
+			t.Errorf("%s: age, version and wide cells %q", c.name, r[3:])
+		}
+	}
+	nodeKind, _ := api.LookupKind("Node")
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "worker2", CreationTimestamp: metav1.NewTime(Now().Add(-3 * time.Hour))},
+		Status: corev1.NodeStatus{Conditions: ready(corev1.ConditionTrue),
+			Addresses: []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: "worker2"}, {Type: corev1.NodeInternalIP, Address: "169.254.1.2"}},
+			NodeInfo:  corev1.NodeSystemInfo{KubeletVersion: "v1.35.4-pilab", OSImage: "Debian GNU/Linux 12 (bookworm)", KernelVersion: "6.1.0", ContainerRuntimeVersion: "containerd://1.7.24"}}}
+	var b bytes.Buffer
+	if err := Print(&b, nodeKind, []metav1.Object{n}, "wide", Context{AllAccounts: true}); err != nil {
+		t.Fatal(err)
+	}
+	want := "NAME      STATUS   ROLES    AGE   VERSION         INTERNAL-IP   EXTERNAL-IP   OS-IMAGE                         KERNEL-VERSION   CONTAINER-RUNTIME\n" +
+		"worker2   Ready    <none>   3h    v1.35.4-pilab   169.254.1.2   <none>        Debian GNU/Linux 12 (bookworm)   6.1.0            containerd://1.7.24\n"
+	if b.String() != want {
+		t.Errorf("pi get nodes -o wide -A:\n%s\nwant:\n%s", b.String(), want)
+	}
+}

@@ -24,6 +24,8 @@ import (
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	policyv1beta1 "k8s.io/api/policy/v1beta1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
@@ -102,6 +104,10 @@ func newScheme() *kruntime.Scheme {
 	must(appsv1.AddToScheme(s))
 	must(discoveryv1.AddToScheme(s))
 	must(autoscalingv1.AddToScheme(s)) // Scale, the scale subresource's kind
+	// Eviction, the body of the pods' eviction subresource (kubectl drain); policy/v1beta1 is what older
+	// clients send. The policy group serves no resource of its own: the lab has no PodDisruptionBudgets.
+	must(policyv1.AddToScheme(s))
+	must(policyv1beta1.AddToScheme(s))
 	metav1.AddToGroupVersion(s, schema.GroupVersion{Version: "v1"})
 	must(metav1.AddMetaToScheme(s))
 	s.AddKnownTypeWithName(PilabGroupVersion.WithKind("FloatingIP"), &FloatingIPObject{})
@@ -144,7 +150,7 @@ func storeKind(name string) api.Kind {
 var resources = []*resource{
 	{gv: corev1.SchemeGroupVersion, name: "pods", singular: "pod", kind: "Pod", short: []string{"po"}, namespaced: true, categories: []string{"all"},
 		store: storeKind("Pod"), hasStore: true, newList: func() kruntime.Object { return &corev1.PodList{} },
-		subresources: []string{"status", "exec", "attach", "portforward", "log"}},
+		subresources: []string{"status", "exec", "attach", "portforward", "log", "eviction"}},
 	{gv: corev1.SchemeGroupVersion, name: "services", singular: "service", kind: "Service", short: []string{"svc"}, namespaced: true, categories: []string{"all"},
 		store: storeKind("Service"), hasStore: true, newList: func() kruntime.Object { return &corev1.ServiceList{} }, subresources: []string{"status"}},
 	{gv: corev1.SchemeGroupVersion, name: "endpoints", singular: "endpoints", kind: "Endpoints", short: []string{"ep"}, namespaced: true,
@@ -154,6 +160,10 @@ var resources = []*resource{
 		project: endpointSlicesOf},
 	{gv: corev1.SchemeGroupVersion, name: "events", singular: "event", kind: "Event", short: []string{"ev"}, namespaced: true,
 		store: storeKind("Event"), hasStore: true, newList: func() kruntime.Object { return &corev1.EventList{} }},
+	// Nodes are the lab's: made and removed by `pi up --nodes`, `pi node add|delete`; the admin may cordon
+	// them (kube_nodes.go).
+	{gv: corev1.SchemeGroupVersion, name: "nodes", singular: "node", kind: "Node", short: []string{"no"},
+		store: storeKind("Node"), hasStore: true, newList: func() kruntime.Object { return &corev1.NodeList{} }, subresources: []string{"status"}},
 	{gv: corev1.SchemeGroupVersion, name: "namespaces", singular: "namespace", kind: "Namespace", short: []string{"ns"},
 		newList: func() kruntime.Object { return &corev1.NamespaceList{} }},
 	{gv: appsv1.SchemeGroupVersion, name: "deployments", singular: "deployment", kind: "Deployment", short: []string{"deploy"}, namespaced: true, categories: []string{"all"},
@@ -199,6 +209,9 @@ func (r *resource) verbs() metav1.Verbs {
 	case r.kind == "FloatingIP":
 		// Addresses are allocated from the lab's pool (`pi create fip`), not created from manifests.
 		return metav1.Verbs{"delete", "deletecollection", "get", "list", "patch", "update", "watch"}
+	case r.kind == "Node":
+		// Nodes are network namespaces the lab builds and removes (`pi node add|delete`).
+		return metav1.Verbs{"get", "list", "patch", "update", "watch"}
 	}
 	return metav1.Verbs{"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"}
 }
@@ -219,6 +232,8 @@ func (r *resource) subresource(sub string) (group, version, kind string, verbs m
 		return "", "v1", "PodPortForwardOptions", metav1.Verbs{"create", "get"}
 	case "log":
 		return "", "v1", "Pod", metav1.Verbs{"get"}
+	case "eviction":
+		return policyv1.GroupName, "v1", "Eviction", metav1.Verbs{"create"}
 	}
 	return r.gv.Group, r.gv.Version, r.kind, nil
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/pilab/pi/lab/api"
 	"github.com/pilab/pi/lab/openapi"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
@@ -53,6 +54,8 @@ func openAPIResources() []openapi.Resource {
 				s.Object = sample
 			case "scale":
 				s.Object = &autoscalingv1.Scale{}
+			case "eviction":
+				s.Object = &policyv1.Eviction{}
 			}
 			o.Subresources = append(o.Subresources, s)
 		}

@@ -231,9 +231,20 @@ func TestOpenAPIV3(t *testing.T) {
 				continue
 			}
 			g, v, kind, _ := r.subresource(sub)
-			o := p.Get
+			o, method := p.Get, "GET"
+			if sub == "eviction" { // only ever created (kubectl drain)
+				o, method = p.Post, "POST"
+				// The path's one operation: kube-openapi's builder moves its parameters to the path.
+				dryRun := false
+				for _, x := range p.Parameters {
+					dryRun = dryRun || (x.Name == "dryRun" && x.In == "query")
+				}
+				if o != nil && (o.Extensions["x-kubernetes-action"] != "post" || !(dryRun || hasQueryParam(o, "dryRun"))) {
+					t.Errorf("%s/%s: POST action %v, or no dryRun parameter", r.name, sub, o.Extensions["x-kubernetes-action"])
+				}
+			}
 			if o == nil || !hasGVK(o.Extensions, schema.GroupVersionKind{Group: g, Version: v, Kind: kind}) {
-				t.Errorf("%s/%s: GET missing or GVK not %s/%s %s", r.name, sub, g, v, kind)
+				t.Errorf("%s/%s: %s missing or GVK not %s/%s %s", r.name, sub, method, g, v, kind)
 			}
 			if (sub == "status" || sub == "scale") && (p.Patch == nil || !hasQueryParam(p.Patch, "fieldValidation")) {
 				t.Errorf("%s/%s: no PATCH with fieldValidation", r.name, sub)

@@ -81,18 +81,25 @@ func (k *kubeAPI) serveGroupVersion(w http.ResponseWriter, r *http.Request, gv s
 				return
 			}
 		}
-	case len(rest) <= 2:
+	case len(rest) <= 3:
 		req.res = findResource(gv, rest[0])
 		if req.res == nil {
 			notFound()
 			return
 		}
-		if len(rest) == 2 {
+		if len(rest) >= 2 {
 			if req.res.namespaced {
 				notFound()
 				return
 			}
 			req.name = rest[1]
+		}
+		if len(rest) == 3 { // a cluster-scoped object's subresource: nodes/NAME/status
+			req.sub = rest[2]
+			if !req.res.hasSubresource(req.sub) {
+				notFound()
+				return
+			}
 		}
 	default:
 		notFound()
@@ -100,6 +107,11 @@ func (k *kubeAPI) serveGroupVersion(w http.ResponseWriter, r *http.Request, gv s
 	}
 	if err := k.parseRead(r, req); err != nil {
 		k.writeStatus(w, r, err)
+		return
+	}
+	if req.sub == "eviction" && r.Method != http.MethodPost {
+		// An eviction is only ever created, as in kube-apiserver.
+		k.writeStatus(w, r, apierrors.NewMethodNotSupported(schema.GroupResource{Resource: "pods/eviction"}, strings.ToLower(r.Method)))
 		return
 	}
 	if h, ok := podStreams[req.sub]; ok && req.res.kind == "Pod" {
@@ -217,6 +229,8 @@ func fieldSet(res *resource, o metav1.Object, node string) fields.Set {
 		set["source"], set["reportingComponent"] = v.Source.Component, v.ReportingController
 	case *corev1.Namespace:
 		set["status.phase"] = string(v.Status.Phase)
+	case *corev1.Node:
+		set["spec.unschedulable"] = strconv.FormatBool(v.Spec.Unschedulable)
 	case nil:
 		switch res.kind {
 		case "Pod":
@@ -230,6 +244,8 @@ func fieldSet(res *resource, o metav1.Object, node string) fields.Set {
 			}
 		case "Namespace":
 			set["status.phase"] = ""
+		case "Node":
+			set["spec.unschedulable"] = ""
 		}
 	}
 	return set
@@ -253,8 +269,7 @@ func (k *kubeAPI) prepare(o metav1.Object) metav1.Object {
 		}
 		o.SetAnnotations(a)
 	}
-	if p, ok := o.(*corev1.Pod); ok && p.Spec.NodeName == "" {
-		// The lab is one node and every pod is placed on it when created.
+	if p, ok := o.(*corev1.Pod); ok && k.hostNodeFallback(p) {
 		p.Spec.NodeName = k.node
 	}
 	api.SetTypeMeta(o)

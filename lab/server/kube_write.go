@@ -58,6 +58,13 @@ func (k *kubeAPI) serveWrite(w http.ResponseWriter, r *http.Request, rr *readReq
 	}
 	res := req.res
 	verb := map[string]string{http.MethodPost: "create", http.MethodPut: "update", http.MethodPatch: "patch", http.MethodDelete: "delete"}[r.Method]
+	if res.kind == "Node" && verb != "" {
+		// Authorization first, as kube-apiserver's: an account learns nothing more of a node it may not write.
+		if err := nodeWriteRefused(req, r.Method); err != nil {
+			k.writeStatus(w, r, err)
+			return
+		}
+	}
 	switch {
 	case verb == "":
 		k.writeStatus(w, r, apierrors.NewMethodNotSupported(res.groupResource(), strings.ToLower(r.Method)))
@@ -85,6 +92,9 @@ func (k *kubeAPI) serveWrite(w http.ResponseWriter, r *http.Request, rr *readReq
 		return
 	case !res.hasStore:
 		k.writeStatus(w, r, apierrors.NewMethodNotSupported(res.groupResource(), verb))
+		return
+	case req.sub == "eviction":
+		k.evict(w, r, req) // kube_nodes.go; serveGroupVersion let only POST through
 		return
 	case req.sub == "scale" && r.Method == http.MethodPost, req.sub == "scale" && r.Method == http.MethodDelete,
 		req.sub == "status" && r.Method == http.MethodPost, req.sub == "status" && r.Method == http.MethodDelete:
@@ -237,10 +247,15 @@ func (k *kubeAPI) decodeObject(w http.ResponseWriter, req *writeRequest, data []
 	return o, nil
 }
 
-// unprepare undoes what prepare adds to a served object: a pod names the lab's node, which the store
-// leaves out (one node; every pod is placed on it).
-func (k *kubeAPI) unprepare(o metav1.Object) {
-	if p, ok := o.(*corev1.Pod); ok && p.Spec.NodeName == k.node {
+// unprepare undoes what prepare adds to a served object, given the stored one it replaces (nil on a
+// create): a pod stored before the lab had a scheduler is served on the machine's node, which its stored
+// spec does not name.
+func (k *kubeAPI) unprepare(o, old metav1.Object) {
+	p, ok := o.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	if op, ok := old.(*corev1.Pod); ok && k.hostNodeFallback(op) && p.Spec.NodeName == k.node {
 		p.Spec.NodeName = ""
 	}
 }
@@ -279,7 +294,7 @@ func (k *kubeAPI) create(w http.ResponseWriter, r *http.Request, req *writeReque
 	if o.GetName() == "" && o.GetGenerateName() != "" {
 		o.SetName(o.GetGenerateName() + randSuffix())
 	}
-	k.unprepare(o)
+	k.unprepare(o, nil)
 	if err := k.validate(req.res, o); err != nil {
 		k.writeStatus(w, r, err)
 		return
@@ -365,7 +380,7 @@ func (k *kubeAPI) getStored(req *writeRequest) (metav1.Object, error) {
 // store validates o, the new state of old, tracks its managed fields and writes it through the
 // registry (the status subresource: only its status).
 func (k *kubeAPI) store(ctx context.Context, req *writeRequest, old, o metav1.Object) (metav1.Object, error) {
-	k.unprepare(o)
+	k.unprepare(o, old)
 	if req.sub != "status" {
 		if err := k.validate(req.res, o); err != nil {
 			return nil, err
@@ -562,8 +577,12 @@ func (k *kubeAPI) apply(w http.ResponseWriter, r *http.Request, req *writeReques
 			return
 		}
 		o := merged.(metav1.Object)
-		k.unprepare(o)
+		k.unprepare(o, old) // old is nil when creating
 		if creating {
+			if err := createRefused(req); err != nil {
+				k.writeStatus(w, r, err)
+				return
+			}
 			if err := k.validate(req.res, o); err != nil {
 				k.writeStatus(w, r, err)
 				return
@@ -815,19 +834,28 @@ func (k *kubeAPI) parseDeleteOptions(r *http.Request) (*metav1.DeleteOptions, er
 	if q.Get("dryRun") == "All" {
 		opts.DryRun = []string{"All"}
 	}
+	if err := checkDeleteOptions(opts); err != nil {
+		return nil, err
+	}
+	return opts, nil
+}
+
+// checkDeleteOptions checks DeleteOptions as kube-apiserver validates them, and turns orphanDependents
+// into the propagationPolicy it means.
+func checkDeleteOptions(opts *metav1.DeleteOptions) error {
 	if opts.GracePeriodSeconds != nil && *opts.GracePeriodSeconds < 0 {
-		return nil, apierrors.NewInvalid(schema.GroupKind{Group: "meta.k8s.io", Kind: "DeleteOptions"}, "",
+		return apierrors.NewInvalid(schema.GroupKind{Group: "meta.k8s.io", Kind: "DeleteOptions"}, "",
 			field.ErrorList{field.Invalid(field.NewPath("gracePeriodSeconds"), *opts.GracePeriodSeconds, "must be greater than or equal to 0")})
 	}
 	if opts.PropagationPolicy != nil {
 		switch *opts.PropagationPolicy {
 		case metav1.DeletePropagationForeground, metav1.DeletePropagationBackground, metav1.DeletePropagationOrphan:
 		default:
-			return nil, apierrors.NewInvalid(schema.GroupKind{Group: "meta.k8s.io", Kind: "DeleteOptions"}, "",
+			return apierrors.NewInvalid(schema.GroupKind{Group: "meta.k8s.io", Kind: "DeleteOptions"}, "",
 				field.ErrorList{field.NotSupported(field.NewPath("propagationPolicy"), *opts.PropagationPolicy, []string{"Foreground", "Background", "Orphan"})})
 		}
 		if opts.OrphanDependents != nil {
-			return nil, apierrors.NewInvalid(schema.GroupKind{Group: "meta.k8s.io", Kind: "DeleteOptions"}, "",
+			return apierrors.NewInvalid(schema.GroupKind{Group: "meta.k8s.io", Kind: "DeleteOptions"}, "",
 				field.ErrorList{field.Invalid(field.NewPath("propagationPolicy"), *opts.PropagationPolicy, "orphanDependents and propagationPolicy cannot both be set")})
 		}
 	}
@@ -840,10 +868,10 @@ func (k *kubeAPI) parseDeleteOptions(r *http.Request) (*metav1.DeleteOptions, er
 	}
 	for _, d := range opts.DryRun {
 		if d != "All" {
-			return nil, apierrors.NewBadRequest(fmt.Sprintf("dryRun: Unsupported value: %q: supported values: \"All\"", d))
+			return apierrors.NewBadRequest(fmt.Sprintf("dryRun: Unsupported value: %q: supported values: \"All\"", d))
 		}
 	}
-	return opts, nil
+	return nil
 }
 
 func (k *kubeAPI) delete(w http.ResponseWriter, r *http.Request, req *writeRequest) {
