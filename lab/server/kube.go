@@ -276,7 +276,9 @@ func groupVersions() []schema.GroupVersion {
 
 // kubeAPI serves the Kubernetes API from a Server's store.
 type kubeAPI struct {
-	s    *Server
+	s *Server
+	// node is the machine's hostname: the node a pod started before the lab had a scheduler is served on
+	// (hostNodeFallback).
 	node string
 }
 

@@ -186,7 +186,8 @@ func TestKubeDiscovery(t *testing.T) {
 			got[l.GroupVersion+"/"+r.Name] = r
 		}
 	}
-	for _, want := range []string{"v1/pods", "v1/services", "v1/endpoints", "v1/events", "v1/namespaces", "apps/v1/deployments", "apps/v1/replicasets", "pilab.dev/v1/floatingips", "pilab.dev/v1/accounts"} {
+	for _, want := range []string{"v1/pods", "v1/services", "v1/endpoints", "v1/events", "v1/namespaces", "v1/nodes", "v1/nodes/status", "v1/pods/eviction",
+		"apps/v1/deployments", "apps/v1/replicasets", "pilab.dev/v1/floatingips", "pilab.dev/v1/accounts"} {
 		if _, ok := got[want]; !ok {
 			t.Errorf("discovery lacks %s (has %v)", want, got)
 		}
@@ -199,6 +200,13 @@ func TestKubeDiscovery(t *testing.T) {
 	}
 	if p := got["v1/pods"]; !slices.Contains(p.Categories, "all") || !slices.Contains(p.ShortNames, "po") {
 		t.Errorf("pods: %+v", p)
+	}
+	// Read from aggregated discovery: a subresource's group and version are its response kind's.
+	if n := got["v1/nodes"]; n.Namespaced || !slices.Contains(n.ShortNames, "no") || slices.Contains(n.Verbs, "create") || !slices.Contains(n.Verbs, "patch") {
+		t.Errorf("nodes: %+v", n)
+	}
+	if e := got["v1/pods/eviction"]; e.Group != "policy" || e.Version != "v1" || e.Kind != "Eviction" || !slices.Equal(e.Verbs, []string{"create"}) {
+		t.Errorf("pods/eviction: %+v", e)
 	}
 	// Aggregated discovery is answered as such (client-go asked for it above; check the content type).
 	req, _ := http.NewRequest("GET", srv.URL+"/apis", nil)
@@ -229,6 +237,9 @@ func TestKubeTable(t *testing.T) {
 	if err := st.Create(fip); err != nil {
 		t.Fatal(err)
 	}
+	if err := st.Create(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "worker"}}); err != nil {
+		t.Fatal(err)
+	}
 	const accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
 	for _, c := range []struct {
 		path string
@@ -238,6 +249,8 @@ func TestKubeTable(t *testing.T) {
 	}{
 		{"/api/v1/namespaces/default/pods", "Name Ready Status Restarts Age IP Node Nominated Node Readiness Gates", "IP Node Nominated Node Readiness Gates", "web"},
 		{"/apis/pilab.dev/v1/namespaces/default/floatingips", "FIP Name CreatedAt Services", "", "site"},
+		{"/api/v1/nodes", "Name Status Roles Age Version Internal-IP External-IP OS-Image Kernel-Version Container-Runtime",
+			"Internal-IP External-IP OS-Image Kernel-Version Container-Runtime", "Unknown"},
 		{"/apis/pilab.dev/v1/accounts", "Name Network Pods Services FIPs CPU Memory Age Router DNS WAN-IP", "Router DNS WAN-IP", "alice"},
 	} {
 		code, body := rawGet(t, srv.URL+c.path, accept)
