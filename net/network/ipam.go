@@ -40,3 +40,25 @@ func (a *Allocator) Next(used map[string]bool) (net.IP, error) {
 	}
 	return nil, fmt.Errorf("network: pod network %s is full: all %d addresses outside %s are in use; delete pods to free some", PodCIDR, n, ReservedCIDR)
 }
+
+// NextInBlock returns a free address of the /24 10.244.<block>.0/24 (1..255):
+// the block a node of a multi-node lab gives its pods, so a pod's address says
+// which node it is on, as in the Kubernetes lesson. Random or lowest-first as
+// Next.
+func (a *Allocator) NextInBlock(block int, used map[string]bool) (net.IP, error) {
+	if block < 1 || block > 255 {
+		return nil, fmt.Errorf("network: block %d out of range 1..255 (10.244.0.0/24 is the platform's)", block)
+	}
+	const n = 254
+	start := uint32(0)
+	if !a.sequential {
+		start = rand.Uint32N(n)
+	}
+	for i := uint32(0); i < n; i++ {
+		ip := net.IPv4(10, 244, byte(block), byte(1+(start+i)%n)).To4()
+		if !used[ip.String()] {
+			return ip, nil
+		}
+	}
+	return nil, fmt.Errorf("network: block 10.244.%d.0/24 is full: all %d addresses are in use; delete pods on that node or add a node", block, n)
+}

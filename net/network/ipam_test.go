@@ -114,3 +114,32 @@ func TestTransitCandidates(t *testing.T) {
 		t.Fatal("retry gives the same candidate")
 	}
 }
+
+func TestAllocatorNextInBlock(t *testing.T) {
+	for _, seq := range []bool{true, false} {
+		a := NewAllocator(seq)
+		used := map[string]bool{}
+		for range 254 {
+			ip, err := a.NextInBlock(2, used)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ip4 := ip.To4()
+			if ip4[2] != 2 || ip4[3] == 0 || ip4[3] == 255 || used[ip.String()] {
+				t.Fatalf("sequential=%v: %s is not a fresh address of 10.244.2.0/24 (.1-.254)", seq, ip)
+			}
+			used[ip.String()] = true
+		}
+		if _, err := a.NextInBlock(2, used); err == nil || !strings.Contains(err.Error(), "10.244.2.0/24 is full") {
+			t.Fatalf("a full block: %v", err)
+		}
+	}
+	if ip, _ := NewAllocator(true).NextInBlock(3, nil); ip.String() != "10.244.3.1" {
+		t.Fatalf("first of block 3: %s", ip)
+	}
+	for _, b := range []int{0, 256} {
+		if _, err := NewAllocator(true).NextInBlock(b, nil); err == nil {
+			t.Fatalf("block %d accepted", b)
+		}
+	}
+}

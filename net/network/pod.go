@@ -69,6 +69,64 @@ func checkPodIP(ip net.IP) (net.IP, error) {
 	return ip4, nil
 }
 
+// Bridge says where a pod's port is plugged: a bridge in a network namespace
+// other than the account's router, such as the account's bridge on a node of
+// a multi-node lab (net/overlay's NodeBridge). The zero Bridge is the router's
+// own br0, the single-node layout.
+type Bridge struct {
+	Netns string // path of the namespace holding the bridge
+	Name  string // the bridge's name in it
+}
+
+func (b Bridge) onRouter() bool { return b.Netns == "" }
+
+// openBridge opens where the pod's port goes: the router (checked to be the
+// account's, as openRouter does) or another namespace's bridge, which must
+// exist already (the overlay builds it).
+func (m *Manager) openBridge(account string, index int, b Bridge) (*router, error) {
+	if b.onRouter() {
+		r, err := m.openRouter(account, index)
+		if err != nil {
+			return nil, err
+		}
+		if r == nil || r.br == nil {
+			if r != nil {
+				r.close()
+			}
+			return nil, fmt.Errorf("router netns %s of the account is missing or has no %s: EnsureAccount first", m.RouterNetnsName(index), BridgeName)
+		}
+		return r, nil
+	}
+	r, err := openNetns(b.Netns)
+	if err != nil {
+		return nil, err
+	}
+	br, err := nlink.LinkByName(r.h, b.Name)
+	if err == nil && (br == nil || br.Type() != "bridge") {
+		err = fmt.Errorf("netns %s has no bridge %s for the account's pods: the node's segment of the account is not built (overlay EnsureSegment first)", b.Netns, b.Name)
+	}
+	if err != nil {
+		r.close()
+		return nil, err
+	}
+	r.br = br
+	return r, nil
+}
+
+// openNetns opens a namespace that holds pod ports (a router's or a node's).
+func openNetns(path string) (*router, error) {
+	f, err := netns.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	h, err := netns.NewHandle(path)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &router{path: path, f: f, h: h}, nil
+}
+
 // EnsurePod plugs the pod's network namespace into the account's bridge:
 // eth0 (MTU 1400, ip/16, MAC derived from ip, default via 10.244.0.1) is
 // created from inside the pod netns with its peer placed straight into the
@@ -77,13 +135,20 @@ func checkPodIP(ip net.IP) (net.IP, error) {
 // rebuilt with the same IP; the stale router port is removed. Repeating the
 // call changes nothing.
 func (m *Manager) EnsurePod(account string, index int, podNetnsPath string, ip net.IP, podID string) error {
-	if err := m.ensurePod(account, index, podNetnsPath, ip, podID); err != nil {
+	return m.EnsurePodOn(account, index, podNetnsPath, ip, podID, Bridge{})
+}
+
+// EnsurePodOn is EnsurePod with the pod's port on bridge b instead of the
+// router's br0: the pod still lives in the account's one layer-2 network
+// (10.244.0.0/16, gateway 10.244.0.1), which the overlay stretches to b.
+func (m *Manager) EnsurePodOn(account string, index int, podNetnsPath string, ip net.IP, podID string, b Bridge) error {
+	if err := m.ensurePod(account, index, podNetnsPath, ip, podID, b); err != nil {
 		return fmt.Errorf("network: ensure pod %s (%s, account %s, netns %s): %w", podID, ip, account, podNetnsPath, err)
 	}
 	return nil
 }
 
-func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip net.IP, podID string) (err error) {
+func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip net.IP, podID string, b Bridge) (err error) {
 	if err := m.checkAccount(account, index); err != nil {
 		return err
 	}
@@ -97,12 +162,9 @@ func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip n
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 
-	r, err := m.openRouter(account, index)
+	r, err := m.openBridge(account, index, b)
 	if err != nil {
 		return err
-	}
-	if r == nil || r.br == nil {
-		return fmt.Errorf("router netns %s of the account is missing or has no %s: EnsureAccount first", m.RouterNetnsName(index), BridgeName)
 	}
 	defer r.close()
 	ph, err := netns.NewHandle(podNetnsPath)
@@ -141,7 +203,7 @@ func (m *Manager) ensurePod(account string, index int, podNetnsPath string, ip n
 		}
 		if port != nil {
 			if owner, labelled := portOwner(port); port.Type() != "veth" || (labelled && owner != podID) {
-				return fmt.Errorf("router netns %s already has a link %s (%s, %s) that is not this pod's port: "+
+				return fmt.Errorf("netns %s already has a link %s (%s, %s) that is not this pod's port: "+
 					"refusing to take it over or delete it", r.path, portName, port.Type(), ownerText(owner))
 			}
 			// This pod's port whose peer was in the pod's previous netns, which is gone or going (its
@@ -286,12 +348,24 @@ func waitOperUp(h *netlink.Handle, name string, limit time.Duration) {
 // DeletePod removes the pod's veth (both ends: the router port and the pod's
 // eth0). Missing router, port or pod netns are fine.
 func (m *Manager) DeletePod(account string, index int, podID string) error {
+	return m.DeletePodOn(account, index, podID, Bridge{})
+}
+
+// DeletePodOn is DeletePod for a pod plugged into bridge b (EnsurePodOn). A
+// missing namespace of b is fine too.
+func (m *Manager) DeletePodOn(account string, index int, podID string, b Bridge) error {
 	if err := m.checkAccount(account, index); err != nil {
 		return err
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	r, err := m.openRouter(account, index)
+	var r *router
+	var err error
+	if b.onRouter() {
+		r, err = m.openRouter(account, index)
+	} else if r, err = openNetns(b.Netns); err != nil && errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("network: delete pod %s: %w", podID, err)
 	}

@@ -24,12 +24,19 @@ const (
 	// recordChain exists in the edge table when this lab switched the host's
 	// net.ipv4.ip_forward from 0 to 1, so the last cleanup can put it back.
 	recordChain = "host-ip_forward-was-0"
+
+	// UnderlayLink is a router's link into its lab's underlay (net/overlay
+	// plugs it in a multi-node lab) and VXLANPort the port the account's
+	// VXLAN device listens on there.
+	UnderlayLink = "ul0"
+	VXLANPort    = 4789
 )
 
 // routerTable declares the account router's filter + NAT table.
 //
 //	input:   replies, lo, from br0 ICMP + DNS on the DNS address, other br0
-//	         traffic refused at once (reset / port unreachable), WAN dropped
+//	         traffic refused at once (reset / port unreachable), VXLAN from
+//	         the underlay (ul0, multi-node labs), WAN dropped
 //	forward: replies; br0<->br0 (pod to pod, also bridged frames when
 //	         br_netfilter hands them to IP hooks); pods never to TransitRange
 //	         (the host's and other routers' transit addresses); pods
@@ -54,6 +61,9 @@ func routerTable(name string) tableSpec {
 						&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}),
 					rule("refuse the rest from pods fast", iifname(BridgeName),
 						&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: 3 /* port unreachable */}),
+					// A multi-node lab stretches br0 to its nodes by VXLAN (net/overlay); the router
+					// terminates the tunnel itself, so the datagrams from the lab's underlay cross input.
+					rule("VXLAN from the lab's nodes", iifname(UnderlayLink), l4proto(unix.IPPROTO_UDP), dport(VXLANPort), accept()),
 					rule("nothing from the Internet", counter(), drop()),
 				},
 			},

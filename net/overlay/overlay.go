@@ -20,8 +20,7 @@
 // so their identical addresses never meet.
 //
 // The router terminates VXLAN itself, so the datagrams cross its input hook:
-// a router filter that drops by default must accept `iifname "ul0" udp dport
-// 4789` (net/network's router table does not yet).
+// net/network's router table accepts `iifname "ul0" udp dport 4789`.
 //
 // Use (the daemon's order):
 //
@@ -57,9 +56,9 @@ import (
 
 const (
 	FabricBridge = "fabric0"
-	UnderlayLink = "ul0" // a node's or a router's link into the fabric
+	UnderlayLink = network.UnderlayLink // a node's or a router's link into the fabric
 	UnderlayMTU  = 1500
-	VXLANPort    = 4789 // IANA's VXLAN port
+	VXLANPort    = network.VXLANPort // IANA's VXLAN port
 	// VXLANOverhead is what encapsulation adds to an inner Ethernet frame's
 	// payload: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14.
 	VXLANOverhead = 50
