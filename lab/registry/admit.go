@@ -110,6 +110,34 @@ func (r *Registry) admit(ctx context.Context, vw *view, account string, o, old m
 			return Invalid("floating IPs are allocated with `pi create fip`, not created from manifests")
 		}
 		v.Status = old.(*api.FloatingIP).Status
+	case *corev1.Node:
+		if old == nil {
+			return Invalid("node %q: nodes are network namespaces the lab builds: add one with `pi node add`", v.Name)
+		}
+		return admitNodeUpdate(v, old.(*corev1.Node))
+	}
+	return nil
+}
+
+// admitNodeUpdate lets a user label, annotate and cordon a node (kubectl label, cordon, uncordon, drain);
+// the rest of a node is the lab's: its status comes from the node's namespace, its pilab.dev annotations
+// say which namespace it is and whether it is stopped.
+func admitNodeUpdate(v, old *corev1.Node) error {
+	want := old.Spec
+	want.Unschedulable = v.Spec.Unschedulable
+	if !reflect.DeepEqual(want, v.Spec) {
+		return Invalid("node %q: only spec.unschedulable may change (kubectl cordon/uncordon); the lab's scheduler reads no taints or other node fields", v.Name)
+	}
+	v.Status = old.Status
+	for _, k := range []string{api.NodeIndexAnnotation, api.NodeStoppedAnnotation} {
+		if val, ok := old.Annotations[k]; ok {
+			if v.Annotations == nil {
+				v.Annotations = map[string]string{}
+			}
+			v.Annotations[k] = val
+		} else {
+			delete(v.Annotations, k)
+		}
 	}
 	return nil
 }

@@ -24,7 +24,6 @@ import (
 	"github.com/pilab/pi/lab/api"
 	"github.com/pilab/pi/lab/store"
 	"github.com/pilab/pi/net/network"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -313,44 +312,6 @@ func withStatusOf(to, from metav1.Object) error {
 		return err
 	}
 	return json.Unmarshal(dst, to)
-}
-
-// AssignPodIP gives a pod its address from its account's network and stores it before anything is built
-// with it, so a crash between the two can never hand one address to two pods. A pod that has one keeps it.
-func (r *Registry) AssignPodIP(account, name string) (*corev1.Pod, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	objs, err := r.store.List(kindPod, account)
-	if err != nil {
-		return nil, err
-	}
-	used := map[string]bool{}
-	for _, o := range objs {
-		if ip := o.(*corev1.Pod).Status.PodIP; ip != "" {
-			used[ip] = true
-		}
-	}
-	ip, err := r.alloc.Next(used)
-	if err != nil {
-		return nil, fmt.Errorf("pod %q: no address left in account %q's network: %w", name, account, err)
-	}
-	out, err := r.store.Mutate(kindPod, account, name, func(o metav1.Object) error {
-		p := o.(*corev1.Pod)
-		if p.Status.PodIP != "" {
-			return store.ErrUnchanged
-		}
-		p.Status.PodIP = ip.String()
-		p.Status.PodIPs = []corev1.PodIP{{IP: ip.String()}}
-		p.Status.HostIP = ""
-		if p.Status.Phase == "" {
-			p.Status.Phase = corev1.PodPending
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out.(*corev1.Pod), nil
 }
 
 // AllocateFIPs gives an account count addresses from the lab's pool within its quota: all of them, or

@@ -157,7 +157,7 @@ func TestPodIPsAreDistinctUnderConcurrency(t *testing.T) {
 		}
 	}
 	for _, err := range parallel(30, func(i int) error {
-		_, err := r.AssignPodIP("alice", fmt.Sprintf("p%d", i))
+		_, err := r.SchedulePod("alice", fmt.Sprintf("p%d", i))
 		return err
 	}) {
 		if err != nil {
@@ -174,7 +174,7 @@ func TestPodIPsAreDistinctUnderConcurrency(t *testing.T) {
 		seen[ip] = true
 	}
 	// A pod keeps its address.
-	p, err := r.AssignPodIP("alice", "p0")
+	p, err := r.SchedulePod("alice", "p0")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,13 +46,11 @@ var podSpecWhy = map[string]string{
 	"serviceAccount":               "Pi has no service accounts",
 	"automountServiceAccountToken": "Pi has no service account tokens",
 	"enableServiceLinks":           "Pi sets no Service environment variables; find Services by their DNS names",
-	"nodeName":                     "the lab has one node and places every pod on it",
-	"nodeSelector":                 "the lab has one node and places every pod on it",
-	"affinity":                     "the lab has one node and places every pod on it",
-	"tolerations":                  "the lab has one node and places every pod on it",
-	"topologySpreadConstraints":    "the lab has one node and places every pod on it",
-	"schedulerName":                "the lab has one node and places every pod on it",
-	"schedulingGates":              "the lab has one node and places every pod on it",
+	"affinity":                     "the lab places pods by spec.nodeName and spec.nodeSelector only",
+	"tolerations":                  "the lab places pods by spec.nodeName and spec.nodeSelector only",
+	"topologySpreadConstraints":    "the lab places pods by spec.nodeName and spec.nodeSelector only",
+	"schedulerName":                "the lab places pods by spec.nodeName and spec.nodeSelector only",
+	"schedulingGates":              "the lab places pods by spec.nodeName and spec.nodeSelector only",
 	"priority":                     "pods are not ranked",
 	"priorityClassName":            "pods are not ranked",
 	"preemptionPolicy":             "pods are not ranked",
@@ -117,7 +115,22 @@ func podSpec(spec *corev1.PodSpec, p *field.Path) field.ErrorList {
 	// What Pi does anyway may be said: the defaults Kubernetes writes into every pod it returns, so a pod
 	// copied from `kubectl get -o yaml` still reads.
 	handled := map[string]bool{"containers": true, "restartPolicy": true, "terminationGracePeriodSeconds": true,
-		"dnsPolicy": true, "hostname": true, "volumes": true}
+		"dnsPolicy": true, "hostname": true, "volumes": true, "nodeName": true, "nodeSelector": true}
+	// The scheduler (lab/registry) honours both; a name or label that matches no node leaves the pod Pending
+	// with a FailedScheduling event, as in Kubernetes.
+	if spec.NodeName != "" {
+		for _, msg := range validation.IsDNS1123Subdomain(spec.NodeName) {
+			errs = append(errs, field.Invalid(p.Child("nodeName"), spec.NodeName, msg))
+		}
+	}
+	for k, v := range spec.NodeSelector {
+		for _, msg := range validation.IsQualifiedName(k) {
+			errs = append(errs, field.Invalid(p.Child("nodeSelector").Key(k), k, msg))
+		}
+		for _, msg := range validation.IsValidLabelValue(v) {
+			errs = append(errs, field.Invalid(p.Child("nodeSelector").Key(k), v, msg))
+		}
+	}
 	if spec.SchedulerName == "default-scheduler" {
 		handled["schedulerName"] = true
 	}
