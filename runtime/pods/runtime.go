@@ -357,6 +357,16 @@ func (r *Runtime) deleteTask(ctx context.Context, c containerd.Container) error 
 	if err != nil {
 		return fmt.Errorf("load task of container %s: %w", c.ID(), err)
 	}
+	// A task frozen by `pi node stop` (FreezePod) is thawed first: under cgroup v1 a frozen process does not
+	// die of SIGKILL until thawed, and the delete would wait out its deadline.
+	if st, err := t.Status(lctx); err == nil && (st.Status == containerd.Paused || st.Status == containerd.Pausing) {
+		rctx, cancel := r.call(ctx, deleteTimeout)
+		err := t.Resume(rctx)
+		cancel()
+		if err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("resume frozen task of container %s before deleting it: %w", c.ID(), err)
+		}
+	}
 	dctx, cancel := r.call(ctx, deleteTimeout)
 	defer cancel()
 	if _, err := t.Delete(dctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
