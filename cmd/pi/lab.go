@@ -14,6 +14,7 @@ import (
 
 	"github.com/pilab/pi/lab/client"
 	"github.com/pilab/pi/lab/daemon"
+	"github.com/pilab/pi/lab/registry"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -61,6 +62,19 @@ func (f *daemonFlags) add(fs *pflag.FlagSet) {
 	fs.StringVar(&f.cfg.KubeListen, "kube-listen", "", "")
 	fs.MarkHidden("kube-listen")
 	fs.StringSliceVar(&f.cfg.TLSSANs, "tls-san", nil, "more names (IPs or DNS names) for the HTTPS listener's certificate")
+	fs.IntVar(&f.cfg.Nodes, "nodes", 0, "nodes of a new lab: 1 is this machine; 2 or more are nodes worker, worker2, ... on the lab's own underlay, each account's network stretched over them by VXLAN (default 1; an existing lab keeps its nodes: `pi node add|delete`)")
+	fs.DurationVar(&f.cfg.EvictionTimeout, "eviction-timeout", 0, "how long the pods of a stopped node (`pi node stop`) wait before they are evicted and replaced elsewhere (default 30s)")
+}
+
+// checkNodes refuses a --nodes no lab can have, before anything starts.
+func (f *daemonFlags) checkNodes(fs *pflag.FlagSet) error {
+	if fs.Changed("nodes") && (f.cfg.Nodes < 1 || f.cfg.Nodes > registry.MaxNodes) {
+		return fmt.Errorf("--nodes %d: a lab has 1 to %d nodes (node N's pods use 10.244.N.0/24 of each account's network)", f.cfg.Nodes, registry.MaxNodes)
+	}
+	if f.cfg.EvictionTimeout < 0 {
+		return fmt.Errorf("--eviction-timeout %s: must not be negative", f.cfg.EvictionTimeout)
+	}
+	return nil
 }
 
 func (f *daemonFlags) raw() daemon.Config {
@@ -68,6 +82,7 @@ func (f *daemonFlags) raw() daemon.Config {
 	c.FIPPool, c.FIPQuota, c.ImageCache, c.SequentialIPs = f.cfg.FIPPool, f.cfg.FIPQuota, f.cfg.ImageCache, f.cfg.SequentialIPs
 	c.MaxPods = f.cfg.MaxPods
 	c.KubeListen, c.TLSSANs = f.cfg.KubeListen, f.cfg.TLSSANs
+	c.Nodes, c.EvictionTimeout = f.cfg.Nodes, f.cfg.EvictionTimeout
 	return c
 }
 
@@ -92,6 +107,12 @@ func (f *daemonFlags) args(c daemon.Config) []string {
 	}
 	for _, san := range c.TLSSANs {
 		a = append(a, "--tls-san", san)
+	}
+	if c.Nodes > 0 {
+		a = append(a, "--nodes", strconv.Itoa(c.Nodes))
+	}
+	if c.EvictionTimeout > 0 {
+		a = append(a, "--eviction-timeout", c.EvictionTimeout.String())
 	}
 	return a
 }
@@ -151,6 +172,9 @@ func newDaemonCmd() *cobra.Command {
 		Short: "Run the lab in the foreground (pi up runs it in the background)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := f.checkNodes(cmd.Flags()); err != nil {
+				return err
+			}
 			t, err := locate(cmd, f.raw(), false)
 			if err != nil {
 				return err
@@ -174,6 +198,9 @@ func newUpCmd() *cobra.Command {
 		Short: "Start the lab's daemon in the background and wait until it answers",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := f.checkNodes(cmd.Flags()); err != nil {
+				return err
+			}
 			t, err := locate(cmd, f.raw(), false)
 			if err != nil {
 				return err

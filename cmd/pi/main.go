@@ -201,7 +201,7 @@ pods on containerd, Services, Floating IPs. Start the lab with "pi up", then use
 	}
 	root.AddGroup(&cobra.Group{ID: "lab", Title: "Lab:"}, &cobra.Group{ID: "basic", Title: "Basic commands:"},
 		&cobra.Group{ID: "app", Title: "Apps and troubleshooting:"}, &cobra.Group{ID: "pi", Title: "Pi resources:"})
-	for _, c := range []*cobra.Command{newDaemonCmd(), newUpCmd(), newDownCmd(), newResetCmd(), newImageCmd(), newInfoCmd(), newKubeconfigCmd()} {
+	for _, c := range []*cobra.Command{newDaemonCmd(), newUpCmd(), newDownCmd(), newResetCmd(), newImageCmd(), newInfoCmd(), newKubeconfigCmd(), newNodeCmd()} {
 		c.GroupID = "lab"
 		root.AddCommand(c)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/pilab/pi/lab/api"
 	"github.com/pilab/pi/lab/billing"
 	"github.com/pilab/pi/lab/store"
+	"github.com/pilab/pi/net/netns"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -27,6 +28,10 @@ func (m *Manager) reconcileAccount(ctx context.Context, _, name string) (time.Du
 		return m.finishAccountDeletion(ctx, acct)
 	}
 	a, err := m.Network.EnsureAccount(name, acct.Status.Index)
+	if err == nil {
+		// In a multi-node lab the account's network reaches every node before its pods are placed there.
+		err = m.ensureSegment(acct)
+	}
 	ready, msg := err == nil, ""
 	if err != nil {
 		msg = err.Error()
@@ -90,6 +95,14 @@ func (m *Manager) finishAccountDeletion(ctx context.Context, acct *api.Account) 
 		return 0, fmt.Errorf("account %q: %w", acct.Name, err)
 	}
 	m.accountGone(acct)
+	if m.Overlay != nil && len(m.nodeIndexes()) > 0 {
+		if err := m.Overlay.DeleteSegment(acct.Status.Index, netns.Path(m.Network.RouterNetnsName(acct.Status.Index))); err != nil {
+			return 0, fmt.Errorf("account %q: remove its network from the nodes: %w", acct.Name, err)
+		}
+		m.segMu.Lock()
+		delete(m.segments, acct.Status.Index)
+		m.segMu.Unlock()
+	}
 	if err := m.Network.DeleteAccount(acct.Name, acct.Status.Index); err != nil {
 		return 0, fmt.Errorf("account %q: remove network: %w", acct.Name, err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/pilab/pi/lab/api"
 	"github.com/pilab/pi/lab/store"
 	"github.com/pilab/pi/net/network"
+	"github.com/pilab/pi/net/overlay"
 	"github.com/pilab/pi/runtime/images"
 	"github.com/pilab/pi/runtime/pods"
 	corev1 "k8s.io/api/core/v1"
@@ -32,7 +33,14 @@ type Config struct {
 	Runtime  *pods.Runtime
 	Images   *images.Store
 	Network  *network.Manager
-	// NodeName is shown as NODE in `get pods -o wide`.
+	// Overlay builds the nodes of a multi-node lab and stretches each account's network over them; a
+	// single-node lab has one node without a namespace of its own and never calls it.
+	Overlay *overlay.Manager
+	// EvictionTimeout is how long the pods of a stopped node wait before they are evicted (0: 30 s).
+	EvictionTimeout time.Duration
+	// RuntimeVersion is containerd's version, as nodes report it.
+	RuntimeVersion string
+	// NodeName is the machine's name, the source of the lab's events.
 	NodeName string
 	// SequentialIPs makes pod addresses predictable (a test hook: two accounts then hold the same addresses).
 	SequentialIPs bool
@@ -47,6 +55,10 @@ type Manager struct {
 	Config
 	pods     *queue
 	accounts *queue
+	nodes    *queue
+	// segments remembers, per account index, the node set its overlay segment was last built for.
+	segMu    sync.Mutex
+	segments map[int]string
 	// startBackoff spaces the tries of a container that fails to start: 10 s, doubling, at most 5 min.
 	startBackoff *flowcontrol.Backoff
 
@@ -65,6 +77,7 @@ var (
 	kindDeployment, _ = api.LookupKind("Deployment")
 	kindReplicaSet, _ = api.LookupKind("ReplicaSet")
 	kindFIP, _        = api.LookupKind("FloatingIP")
+	kindNode, _       = api.LookupKind("Node")
 )
 
 // New makes the controllers; Run starts them.
@@ -76,7 +89,9 @@ func New(c Config) *Manager {
 		Config:   c,
 		pods:     newQueue(),
 		accounts: newQueue(),
+		nodes:    newQueue(),
 		uidKeys:  map[string]string{},
+		segments: map[int]string{},
 
 		startBackoff: flowcontrol.NewBackOff(10*time.Second, 5*time.Minute),
 	}
@@ -105,6 +120,7 @@ func (m *Manager) Run(ctx context.Context) {
 	m.resyncAll()
 	m.startWorkers(ctx, m.pods, 4, m.reconcilePod)
 	m.startWorkers(ctx, m.accounts, 2, m.reconcileAccount)
+	m.startWorkers(ctx, m.nodes, 1, m.reconcileNode)
 	m.startMore(ctx)
 
 	exits := m.Runtime.Exits(ctx)
@@ -114,6 +130,7 @@ func (m *Manager) Run(ctx context.Context) {
 		<-ctx.Done()
 		m.pods.Close()
 		m.accounts.Close()
+		m.nodes.Close()
 	}()
 	for {
 		select {
@@ -194,6 +211,19 @@ func (m *Manager) route(ev api.WatchEvent) {
 		if ev.Type != api.Deleted {
 			m.queueAccountPods(meta.Metadata.Name)
 		}
+	case "Node":
+		m.nodes.Add(objKey("", meta.Metadata.Name))
+		if ev.Type != api.Modified {
+			// A node came or went: every account's segment spans a new set of nodes, and a Pending pod
+			// may fit now.
+			m.forgetSegments()
+			if objs, err := m.Store.List(kindAccount, ""); err == nil {
+				for _, o := range objs {
+					m.accounts.Add(objKey("", o.GetName()))
+				}
+			}
+		}
+		m.queuePendingPods()
 	}
 	m.routeMore(ev, &meta.Metadata)
 }
@@ -214,6 +244,11 @@ func (m *Manager) resyncAll() {
 	if objs, err := m.Store.List(kindPod, ""); err == nil {
 		for _, o := range objs {
 			m.pods.Add(objKey(api.AccountOf(o), o.GetName()))
+		}
+	}
+	if objs, err := m.Store.List(kindNode, ""); err == nil {
+		for _, o := range objs {
+			m.nodes.Add(objKey("", o.GetName()))
 		}
 	}
 	m.resyncMore()

@@ -12,8 +12,10 @@ import (
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/pilab/pi/lab/api"
+	"github.com/pilab/pi/lab/registry"
 	"github.com/pilab/pi/lab/store"
 	"github.com/pilab/pi/net/netns"
+	"github.com/pilab/pi/net/network"
 	"github.com/pilab/pi/runtime/pods"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -79,8 +81,14 @@ func (m *Manager) reconcilePod(ctx context.Context, account, name string) (time.
 	}
 	pod := o.(*corev1.Pod)
 	m.rememberUID(pod)
+	node := m.nodeOf(pod)
 	if pod.DeletionTimestamp != nil {
-		return 0, m.finishPodDeletion(ctx, pod)
+		if node != nil && api.NodeStopped(node) && !forceDeleted(pod) {
+			// A dead host cannot stop its containers: the pod stays Terminating until its node is back
+			// (the node controller queues it then), unless deleted with --grace-period=0 --force.
+			return 0, nil
+		}
+		return 0, m.finishPodDeletion(ctx, pod, node)
 	}
 	acctObj, err := m.Store.Get(kindAccount, "", account)
 	if err != nil {
@@ -96,11 +104,27 @@ func (m *Manager) reconcilePod(ctx context.Context, account, name string) (time.
 	}
 
 	if pod.Status.PodIP == "" {
-		if pod, err = m.Registry.AssignPodIP(account, pod.Name); err != nil {
+		placed, err := m.Registry.SchedulePod(account, pod.Name)
+		var unsched *registry.UnschedulableError
+		if errors.As(err, &unsched) {
+			m.markUnschedulable(pod, unsched.Msg)
+			// Node changes queue Pending pods again; the retry is a safety net.
+			return 30 * time.Second, nil
+		}
+		if err != nil {
 			return 0, err
 		}
+		pod = placed
+		if pod.Spec.NodeName != "" {
+			m.event(pod, "Pod", corev1.EventTypeNormal, "Scheduled", fmt.Sprintf("Successfully assigned %s/%s to %s", api.Namespace, pod.Name, pod.Spec.NodeName))
+		}
+		node = m.nodeOf(pod)
 	}
-	sb, err := m.ensurePodSandbox(pod, acct)
+	if node != nil && api.NodeStopped(node) {
+		// The node is down: nothing runs there until `pi node start` (which queues its pods).
+		return 0, nil
+	}
+	sb, err := m.ensurePodSandbox(pod, acct, node)
 	if err != nil {
 		m.event(pod, "Pod", corev1.EventTypeWarning, "SandboxFailed", err.Error())
 		return 0, err
@@ -110,14 +134,18 @@ func (m *Manager) reconcilePod(ctx context.Context, account, name string) (time.
 
 // ensurePodSandbox builds what the containers of a pod share: its netns with its link on the account's
 // bridge, its UTS and IPC namespaces, and its /etc/hosts and /etc/resolv.conf.
-func (m *Manager) ensurePodSandbox(pod *corev1.Pod, acct *api.Account) (pods.Sandbox, error) {
+func (m *Manager) ensurePodSandbox(pod *corev1.Pod, acct *api.Account, node *corev1.Node) (pods.Sandbox, error) {
 	account := api.AccountOf(pod)
 	nsPath, err := netns.EnsureNamed(PodNetnsName(m.Lab, pod.UID))
 	if err != nil {
 		return pods.Sandbox{}, fmt.Errorf("pod %q: network namespace: %w", pod.Name, err)
 	}
 	ip := net.ParseIP(pod.Status.PodIP)
-	if err := m.Network.EnsurePod(account, acct.Status.Index, nsPath, ip, podID(pod)); err != nil {
+	br, err := m.podBridge(acct, node)
+	if err != nil {
+		return pods.Sandbox{}, fmt.Errorf("pod %q: %w", pod.Name, err)
+	}
+	if err := m.Network.EnsurePodOn(account, acct.Status.Index, nsPath, ip, podID(pod), br); err != nil {
 		return pods.Sandbox{}, fmt.Errorf("pod %q: network: %w", pod.Name, err)
 	}
 	sb, err := m.Runtime.EnsureSandbox(pod, nsPath)
@@ -128,6 +156,52 @@ func (m *Manager) ensurePodSandbox(pod *corev1.Pod, acct *api.Account) (pods.San
 		return pods.Sandbox{}, fmt.Errorf("pod %q: %w", pod.Name, err)
 	}
 	return sb, nil
+}
+
+// podBridge says where a pod's port goes: its account's bridge on its node in a multi-node lab (the
+// account's segment is stretched there first), the account router's own bridge otherwise.
+func (m *Manager) podBridge(acct *api.Account, node *corev1.Node) (network.Bridge, error) {
+	index := 0
+	if node != nil {
+		index = api.NodeIndex(node)
+	}
+	if index == 0 || m.Overlay == nil {
+		return network.Bridge{}, nil
+	}
+	if err := m.ensureSegment(acct); err != nil {
+		return network.Bridge{}, err
+	}
+	path, br := m.Overlay.NodeBridge(index, acct.Status.Index)
+	return network.Bridge{Netns: path, Name: br}, nil
+}
+
+// forceDeleted: deleted with --grace-period=0 --force, which does not wait for the node.
+func forceDeleted(p *corev1.Pod) bool {
+	return p.DeletionGracePeriodSeconds != nil && *p.DeletionGracePeriodSeconds == 0
+}
+
+// markUnschedulable records why no node takes the pod, as kube-scheduler does: PodScheduled False with
+// reason Unschedulable, and a FailedScheduling event.
+func (m *Manager) markUnschedulable(pod *corev1.Pod, msg string) {
+	m.Store.Mutate(kindPod, api.AccountOf(pod), pod.Name, func(o metav1.Object) error {
+		p := o.(*corev1.Pod)
+		if p.UID != pod.UID || p.Status.PodIP != "" {
+			return store.ErrUnchanged
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Message == msg {
+				return store.ErrUnchanged
+			}
+		}
+		setCondition(&p.Status, corev1.PodScheduled, false, msg)
+		for i := range p.Status.Conditions {
+			if p.Status.Conditions[i].Type == corev1.PodScheduled {
+				p.Status.Conditions[i].Reason = corev1.PodReasonUnschedulable
+			}
+		}
+		return nil
+	})
+	m.event(pod, "Pod", corev1.EventTypeWarning, "FailedScheduling", msg)
 }
 
 func writePodFiles(dir string, pod *corev1.Pod, acct *api.Account) error {
@@ -377,7 +451,7 @@ func setCondition(st *corev1.PodStatus, t corev1.PodConditionType, ok bool, msg 
 }
 
 // finishPodDeletion stops the pod's containers and removes everything of it, then the object itself.
-func (m *Manager) finishPodDeletion(ctx context.Context, pod *corev1.Pod) error {
+func (m *Manager) finishPodDeletion(ctx context.Context, pod *corev1.Pod, node *corev1.Node) error {
 	account := api.AccountOf(pod)
 	grace := deleteGrace
 	if pod.Spec.TerminationGracePeriodSeconds != nil {
@@ -400,7 +474,12 @@ func (m *Manager) finishPodDeletion(ctx context.Context, pod *corev1.Pod) error 
 		errs = append(errs, fmt.Errorf("remove sandbox: %w", err))
 	}
 	if acctObj, err := m.Store.Get(kindAccount, "", account); err == nil {
-		if err := m.Network.DeletePod(account, acctObj.(*api.Account).Status.Index, podID(pod)); err != nil {
+		var br network.Bridge
+		if i := nodeIndexOf(node); i > 0 && m.Overlay != nil {
+			path, name := m.Overlay.NodeBridge(i, acctObj.(*api.Account).Status.Index)
+			br = network.Bridge{Netns: path, Name: name}
+		}
+		if err := m.Network.DeletePodOn(account, acctObj.(*api.Account).Status.Index, podID(pod), br); err != nil {
 			errs = append(errs, fmt.Errorf("remove network: %w", err))
 		}
 	}
@@ -418,4 +497,11 @@ func (m *Manager) finishPodDeletion(ctx context.Context, pod *corev1.Pod) error 
 		return nil
 	}
 	return err
+}
+
+func nodeIndexOf(n *corev1.Node) int {
+	if n == nil {
+		return 0
+	}
+	return api.NodeIndex(n)
 }

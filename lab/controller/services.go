@@ -343,6 +343,9 @@ func endpointsFor(svc *corev1.Service, pods []metav1.Object) (*corev1.Endpoints,
 			order = append(order, string(key))
 		}
 		addr := corev1.EndpointAddress{IP: p.Status.PodIP, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: p.Name, UID: p.UID, Namespace: api.Namespace}}
+		if p.Spec.NodeName != "" {
+			addr.NodeName = ptr(p.Spec.NodeName)
+		}
 		if podReady(p) {
 			ss.Addresses = append(ss.Addresses, addr)
 			ready = append(ready, p)

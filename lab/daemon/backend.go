@@ -79,6 +79,7 @@ func (d *Daemon) Extra() http.Handler {
 		server.WriteJSON(w, 200, Info{Lab: d.cfg.Lab, Node: host, Pid: os.Getpid(), Socket: d.cfg.Socket, Root: d.cfg.Root,
 			RunDir: d.cfg.RunDir, Containerd: d.sup.Address(), HostNetns: d.cfg.HostNetns, FIPPool: d.fipPool.String(), Prices: d.prices})
 	})
+	d.nodeRoutes(mux)
 	mux.HandleFunc("POST /shutdown", func(w http.ResponseWriter, r *http.Request) {
 		server.WriteJSON(w, 200, map[string]int{"pid": os.Getpid()})
 		go d.stop()

@@ -23,6 +23,7 @@ import (
 	"github.com/pilab/pi/lab/store"
 	"github.com/pilab/pi/net/netns"
 	"github.com/pilab/pi/net/network"
+	"github.com/pilab/pi/net/overlay"
 	"github.com/pilab/pi/runtime/images"
 	"github.com/pilab/pi/runtime/pods"
 	"github.com/pilab/pi/runtime/supervisor"
@@ -43,7 +44,13 @@ type Config struct {
 	SequentialIPs     bool   // [--sequential-ips] test hook: predictable pod addresses
 	MaxPods           int    // [--max-pods] test hook: a lower pods-per-account cap (0: registry.MaxPodsPerAccount)
 	ImageCache        string // [--image-cache] mmdebstrap's apt cache and built layers, shared by the labs of a machine
-	Log               io.Writer
+	// Nodes [--nodes] is how many nodes a new lab gets: 1 (or 0, unset) is the machine itself with every
+	// pod on its account's router; N > 1 are nodes worker..workerN on the lab's underlay, each account's
+	// network stretched over them by VXLAN. A lab that has nodes keeps them (`pi node add|delete`).
+	Nodes int
+	// EvictionTimeout [--eviction-timeout] is how long a stopped node's pods wait before they are evicted.
+	EvictionTimeout time.Duration
+	Log             io.Writer
 
 	// The HTTPS listener (listen.go).
 	KubeListen string   // [--listen] the HTTPS listener's address ("": the recorded one, else DefaultKubeListen)
@@ -106,6 +113,8 @@ type Daemon struct {
 	images  *images.Store
 	runtime *pods.Runtime
 	network *network.Manager
+	// overlay builds the nodes of a multi-node lab (net/overlay).
+	overlay *overlay.Manager
 	ctrl    *controller.Manager
 	server  *server.Server
 	// registry is the one door for writes that allocate or count: the API's and the controllers'.
@@ -188,9 +197,16 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := d.ensureDefaultAccount(); err != nil {
 		return err
 	}
+	if d.overlay, err = overlay.New(overlay.Options{Lab: cfg.Lab}); err != nil {
+		return err
+	}
+	if err := d.initNodes(); err != nil {
+		return fmt.Errorf("nodes: %w", err)
+	}
 	host, _ := os.Hostname()
 	d.ctrl = controller.New(controller.Config{Lab: cfg.Lab, RunDir: cfg.RunDir, Store: d.store, Registry: d.registry, Runtime: d.runtime,
-		Images: d.images, Network: d.network, NodeName: host, SequentialIPs: cfg.SequentialIPs, Log: d.log,
+		Images: d.images, Network: d.network, Overlay: d.overlay, EvictionTimeout: cfg.EvictionTimeout,
+		RuntimeVersion: containerdVersion(ctx, d.sup), NodeName: host, SequentialIPs: cfg.SequentialIPs, Log: d.log,
 		FIPPool: pool, HostNetns: cfg.HostNetns})
 	if err := d.ctrl.CollectGarbage(ctx); err != nil {
 		d.log.Warn("collect leftovers", "err", err)
@@ -231,6 +247,18 @@ func Run(ctx context.Context, cfg Config) error {
 	os.Remove(cfg.Socket)
 	d.log.Info("pi daemon stopped", "lab", cfg.Lab)
 	return err
+}
+
+// containerdVersion is the version of the containerd the lab runs on, as nodes report it ("" if it does
+// not answer within a few seconds).
+func containerdVersion(ctx context.Context, sup *supervisor.Supervisor) string {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	v, err := sup.Client().Version(ctx)
+	if err != nil {
+		return ""
+	}
+	return v.Version
 }
 
 func (d *Daemon) ensureDefaultAccount() error {
