@@ -72,7 +72,7 @@ fuzz:
 
 # bench: the speed and memory figures, each beside the baseline measured in the same run and its target.
 # -p 1: one package at a time, or two benchmarks share the two cores and measure each other.
-BENCH_PKGS ?= ./cmd/pi ./runtime/pods ./net/network ./net/lb ./net/dns ./net/trace
+BENCH_PKGS ?= ./cmd/pi ./runtime/pods ./net/network ./net/overlay ./net/lb ./net/dns ./net/trace
 bench: PKGS_DEB += $(BENCH_DEB)
 bench: deps build
 	$(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -timeout 60m $(BENCH_PKGS) | tee bin/bench.txt
