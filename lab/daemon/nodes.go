@@ -131,7 +131,14 @@ func (d *Daemon) nodeRoutes(mux *http.ServeMux) {
 			server.WriteError(w, err)
 			return
 		}
-		if n, err = d.waitNode(r.Context(), n.Name, func(n *corev1.Node) bool { return n != nil && api.NodeReady(n) }); err != nil {
+		name, index := n.Name, api.NodeIndex(n)
+		if n, err = d.waitNode(r.Context(), name, func(n *corev1.Node) bool { return n != nil && api.NodeReady(n) }); err != nil {
+			// No half-made node: what was recorded and built of it goes again.
+			if rerr := d.registry.RemoveNode(name); rerr != nil && !store.IsNotFound(rerr) {
+				err = fmt.Errorf("%w; removing the half-made node: %v", err, rerr)
+			} else if derr := d.overlay.DeleteNode(index); derr != nil {
+				err = fmt.Errorf("%w; removing the half-made node's namespace: %v", err, derr)
+			}
 			server.WriteError(w, err)
 			return
 		}
