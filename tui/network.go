@@ -136,10 +136,35 @@ func (n *network) View() string {
 	if len(v.Pods) == 0 {
 		line(st.Dim.Render(" none"))
 	}
-	for _, p := range v.Pods {
+	podLine := func(ind string, p daemon.PodView) {
 		// The address first, as in the live pane: the name gives way.
 		ip := orDash(p.IP)
-		line(" " + ip + " " + cutMiddle(p.Name, max(w-len(ip)-2, 6)))
+		line(ind + ip + " " + cutMiddle(p.Name, max(w-len(ip)-len(ind)-1, 6)))
+	}
+	if len(v.Nodes) == 0 {
+		for _, p := range v.Pods {
+			podLine(" ", p)
+		}
+	}
+	// A multi-node lab: the pods under their nodes, each node's end of the account's VXLAN segment.
+	for _, nd := range v.Nodes {
+		seg := ""
+		if nd.VXLAN != nil {
+			seg = fmt.Sprintf(" %s VNI %d", nd.VXLAN.Name, nd.VXLAN.VNI)
+		}
+		line(" node " + nd.Name + st.Dim.Render(" "+nd.Bridge.Name+seg+" ul0 "+orDash(nd.Underlay)))
+		for _, p := range v.Pods {
+			if p.Node == nd.Name {
+				podLine("  ", p)
+			}
+		}
+	}
+	if len(v.Nodes) > 0 {
+		for _, p := range v.Pods {
+			if p.Node == "" {
+				podLine(" pending ", p)
+			}
+		}
 	}
 	line(st.Title.Render("services → endpoints"))
 	if len(v.Services) == 0 {

@@ -10,6 +10,7 @@ package daemon
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -28,6 +29,8 @@ import (
 	"github.com/pilab/pi/lab/store"
 	"github.com/pilab/pi/net/netns"
 	"github.com/pilab/pi/net/network"
+	"github.com/pilab/pi/net/overlay"
+	"golang.org/x/sys/unix"
 )
 
 // NetworkView is the answer of GET /x/network: one account's network. Field names are stable.
@@ -46,6 +49,9 @@ type NetworkView struct {
 	Pods     []PodView     `json:"pods"`
 	Services []ServiceView `json:"services"`
 	FIPs     []FIPView     `json:"fips"`
+	// Nodes are the lab's nodes in a multi-node lab (`pi up --nodes N`), each with the account's bridge and
+	// VXLAN device on it and the pods placed there; empty in a single-node lab, where every pod is on br0.
+	Nodes []NodeView `json:"nodes,omitempty"`
 	// Warnings name what the store and the kernel disagree on (a pod without a port on the bridge, a port
 	// no pod owns, a Service with endpoints but no dispatch entry), or what could not be read.
 	Warnings []string `json:"warnings,omitempty"`
@@ -63,6 +69,37 @@ type RouterView struct {
 	Bridge BridgeView `json:"bridge"`
 	// Tables are the nftables tables in the namespace ("ip pi-router", ...) (kernel).
 	Tables []string `json:"tables"`
+	// VXLAN is the router's end of the account's segment in a multi-node lab (kernel): the port of br0
+	// that carries the frames to and from the nodes.
+	VXLAN *VXLANView `json:"vxlan,omitempty"`
+}
+
+// NodeView is one node of a multi-node lab as the account sees it: the store's node (name, index, Ready)
+// and, in the node's network namespace, its underlay link and the account's bridge and VXLAN device
+// (kernel). Pods are the names of the account's pods placed on it (store), the bridge's ports theirs.
+type NodeView struct {
+	Name  string `json:"name"`
+	Index int    `json:"index"`
+	Ready bool   `json:"ready"`
+	Netns string `json:"netns"`
+	// Underlay is ul0's address on the lab's fabric, UnderlayState its state ("down" after pi node stop).
+	Underlay      string     `json:"underlay,omitempty"`
+	UnderlayState string     `json:"underlayState,omitempty"`
+	Bridge        BridgeView `json:"bridge"`
+	// VXLAN is absent when the node carries none of the account's pods (the segment does not reach it).
+	VXLAN *VXLANView `json:"vxlan,omitempty"`
+	Pods  []string   `json:"pods"`
+}
+
+// VXLANView is a VXLAN device of the account's segment (kernel): its VNI, the underlay address it sends
+// from, and the peers its all-zero forwarding entries flood broadcasts and unknown MACs to, each named
+// ("node worker2", "router") by its underlay address.
+type VXLANView struct {
+	Name  string   `json:"name"`
+	VNI   int      `json:"vni"`
+	Local string   `json:"local,omitempty"`
+	State string   `json:"state"`
+	Peers []string `json:"peers"`
 }
 
 // BridgeView is br0 in the router namespace (kernel).
@@ -83,6 +120,8 @@ type BridgePortView struct {
 	Alias string `json:"alias,omitempty"`
 	Pod   string `json:"pod,omitempty"`
 	IP    string `json:"ip,omitempty"`
+	// VXLAN marks the router's VXLAN device on br0 (a multi-node lab): the port toward the nodes.
+	VXLAN bool `json:"vxlan,omitempty"`
 }
 
 // TransitView is the veth pair between the router (wan0) and the lab's Internet side (kernel).
@@ -104,7 +143,8 @@ type PodView struct {
 	IP    string `json:"ip,omitempty"`
 	// MAC is the pod's eth0 address, read in the pod's namespace.
 	MAC string `json:"mac,omitempty"`
-	// Port is the router-side veth of the pod: its port on br0.
+	// Port is the bridge-side veth of the pod: its port on br0, or in a multi-node lab on its account's
+	// bridge on its node.
 	Port   string            `json:"port,omitempty"`
 	Node   string            `json:"node"`
 	Netns  string            `json:"netns,omitempty"`
@@ -183,7 +223,9 @@ type netInputs struct {
 	services    []*corev1.Service
 	endpoints   map[string]*corev1.Endpoints
 	fips        []*api.FloatingIP
-	k           kernelNet
+	// nodes are the lab's nodes of a multi-node lab, by index (empty in a single-node lab).
+	nodes []*corev1.Node
+	k     kernelNet
 }
 
 // kernelNet is what the kernel has of an account's network.
@@ -198,13 +240,31 @@ type kernelNet struct {
 	tables   []string
 	// fipRoutes: Floating IP → the Internet side's route to it.
 	fipRoutes map[string]string
-	errs      []string
+	// routerVX is the router's VXLAN device and nodes each node's side, by node index (multi-node lab).
+	routerVX *vxInfo
+	nodes    map[int]*nodeNet
+	errs     []string
 }
 
 type linkInfo struct {
 	name, mac, state, alias string
 	mtu                     int
 	addrs                   []string
+	vxlan                   bool
+}
+
+// nodeNet is what one node's namespace has of the account's segment.
+type nodeNet struct {
+	ul     *linkInfo
+	bridge *linkInfo
+	ports  []linkInfo
+	vx     *vxInfo
+}
+
+type vxInfo struct {
+	name, state, local string
+	vni                int
+	peers              []string // underlay addresses of the all-zero FDB entries
 }
 
 func dispatchKeyOf(ip, proto string, port int32) string {
@@ -237,9 +297,20 @@ func (d *Daemon) buildNetwork(account string) (*NetworkView, error) {
 	for _, o := range list(kindFIP) {
 		in.fips = append(in.fips, o.(*api.FloatingIP))
 	}
+	if objs, err := d.store.List(kindNode, ""); err == nil {
+		for _, o := range objs {
+			if n := o.(*corev1.Node); api.NodeIndex(n) > 0 {
+				in.nodes = append(in.nodes, n)
+			}
+		}
+		sort.Slice(in.nodes, func(i, j int) bool { return api.NodeIndex(in.nodes[i]) < api.NodeIndex(in.nodes[j]) })
+	}
 	if acct.Status.Ready || acct.Status.WANIP != "" {
 		in.routerNetns = d.network.RouterNetnsName(acct.Status.Index)
 		in.k = d.readKernelNet(in.routerNetns, in.pods, in.fips)
+		if len(in.nodes) > 0 && d.overlay != nil {
+			d.readNodesNet(&in.k, acct.Status.Index, in.nodes)
+		}
 	}
 	v := buildNetworkView(in)
 	return &v, nil
@@ -271,6 +342,10 @@ func (d *Daemon) readKernelNet(routerNetns string, pods []*corev1.Pod, fips []*a
 	for _, l := range links {
 		a := l.Attrs()
 		li := linkInfo{name: a.Name, mac: a.HardwareAddr.String(), state: a.OperState.String(), alias: a.Alias, mtu: a.MTU}
+		if vx, ok := l.(*netlink.Vxlan); ok {
+			li.vxlan = true
+			k.routerVX = readVXLAN(rh, vx, &k.errs)
+		}
 		switch {
 		case a.Name == network.BridgeName || a.Name == network.WANName:
 			if addrs, err := rh.AddrList(l, netlink.FAMILY_V4); err == nil {
@@ -376,6 +451,81 @@ func (d *Daemon) readKernelNet(routerNetns string, pods []*corev1.Pod, fips []*a
 	}
 	sort.Strings(k.tables)
 	return k
+}
+
+// readVXLAN reads a VXLAN device of the account's segment: its VNI, local address and flood peers.
+func readVXLAN(h *netlink.Handle, vx *netlink.Vxlan, errs *[]string) *vxInfo {
+	// A VXLAN device's operational state is "unknown" (it has no carrier of its own); whether it is up is
+	// what tells.
+	v := &vxInfo{name: vx.Attrs().Name, state: "down", vni: vx.VxlanId, peers: []string{}}
+	if vx.Attrs().Flags&net.FlagUp != 0 {
+		v.state = "up"
+	}
+	if vx.SrcAddr != nil {
+		v.local = vx.SrcAddr.String()
+	}
+	fdb, err := h.NeighList(vx.Attrs().Index, unix.AF_BRIDGE)
+	if err != nil {
+		*errs = append(*errs, fmt.Sprintf("read the forwarding entries of %s: %v", v.name, err))
+		return v
+	}
+	for _, e := range fdb {
+		if e.IP != nil && e.HardwareAddr.String() == "00:00:00:00:00:00" {
+			v.peers = append(v.peers, e.IP.String())
+		}
+	}
+	sort.Slice(v.peers, func(i, j int) bool { return ipLess(v.peers[i], v.peers[j]) })
+	return v
+}
+
+// readNodesNet reads, in each node's namespace, its underlay link and the account's bridge b<A> (with its
+// ports) and VXLAN device vx<A> (net/overlay's names). A node that does not carry the account has neither.
+func (d *Daemon) readNodesNet(k *kernelNet, acctIndex int, nodes []*corev1.Node) {
+	k.nodes = map[int]*nodeNet{}
+	for _, n := range nodes {
+		i := api.NodeIndex(n)
+		nsName := d.overlay.NodeNetnsName(i)
+		h, err := netns.NewHandle(netns.Path(nsName))
+		if err != nil {
+			k.errs = append(k.errs, fmt.Sprintf("node %s: netns %s: %v", n.Name, nsName, err))
+			continue
+		}
+		links, err := h.LinkList()
+		if err != nil {
+			k.errs = append(k.errs, fmt.Sprintf("node %s: list links in %s: %v", n.Name, nsName, err))
+		}
+		nn := &nodeNet{}
+		brIndex := 0
+		for _, l := range links {
+			if l.Attrs().Name == overlay.BridgeName(acctIndex) {
+				brIndex = l.Attrs().Index
+			}
+		}
+		for _, l := range links {
+			a := l.Attrs()
+			li := linkInfo{name: a.Name, mac: a.HardwareAddr.String(), state: a.OperState.String(), alias: a.Alias, mtu: a.MTU}
+			switch {
+			case a.Name == network.UnderlayLink:
+				if addrs, err := h.AddrList(l, netlink.FAMILY_V4); err == nil {
+					for _, ad := range addrs {
+						li.addrs = append(li.addrs, ad.IPNet.String())
+					}
+				}
+				nn.ul = &li
+			case brIndex != 0 && a.Index == brIndex:
+				nn.bridge = &li
+			case brIndex != 0 && a.MasterIndex == brIndex:
+				if vx, ok := l.(*netlink.Vxlan); ok {
+					nn.vx = readVXLAN(h, vx, &k.errs)
+					continue
+				}
+				nn.ports = append(nn.ports, li)
+			}
+		}
+		sort.Slice(nn.ports, func(i, j int) bool { return nn.ports[i].name < nn.ports[j].name })
+		h.Close()
+		k.nodes[i] = nn
+	}
 }
 
 // hostHandle opens the namespace that plays the Internet.
@@ -485,6 +635,11 @@ func buildNetworkView(in netInputs) NetworkView {
 	portOf := map[string]string{} // pod UID → port name
 	for _, l := range in.k.ports {
 		pv := BridgePortView{Name: l.name, State: l.state, Alias: l.alias}
+		if l.vxlan {
+			pv.VXLAN = true
+			v.Router.Bridge.Ports = append(v.Router.Bridge.Ports, pv)
+			continue
+		}
 		ip, uid, _ := strings.Cut(l.alias, " ")
 		pv.IP = ip
 		if p := podByUID[uid]; p != nil && uid != "" {
@@ -496,25 +651,79 @@ func buildNetworkView(in netInputs) NetworkView {
 		v.Router.Bridge.Ports = append(v.Router.Bridge.Ports, pv)
 	}
 
-	// Ports in the order of their pods' names, the way a learner looks them up; unowned ports last.
-	sort.SliceStable(v.Router.Bridge.Ports, func(i, j int) bool {
-		a, b := v.Router.Bridge.Ports[i], v.Router.Bridge.Ports[j]
-		if (a.Pod == "") != (b.Pod == "") {
-			return a.Pod != ""
+	sortPorts(v.Router.Bridge.Ports)
+
+	// A multi-node lab: the account's segment as the nodes carry it.
+	peerName := map[string]string{}
+	if ip, err := overlay.RouterUnderlayIP(a.Status.Index); err == nil && len(in.nodes) > 0 {
+		peerName[ip.String()] = "router"
+	}
+	for _, n := range in.nodes {
+		if ip, err := overlay.NodeUnderlayIP(api.NodeIndex(n)); err == nil {
+			peerName[ip.String()] = "node " + n.Name
 		}
-		return a.Pod < b.Pod
-	})
+	}
+	v.Router.VXLAN = vxlanView(in.k.routerVX, peerName)
+	podBridge := map[string]string{} // node name → the account's bridge there, when it has one
+	for _, n := range in.nodes {
+		i := api.NodeIndex(n)
+		nv := NodeView{Name: n.Name, Index: i, Ready: api.NodeReady(n), Pods: []string{},
+			Bridge: BridgeView{Name: overlay.BridgeName(a.Status.Index), Addresses: []string{}, Ports: []BridgePortView{}}}
+		if in.lab != "" {
+			nv.Netns = in.lab + "-n" + strconv.Itoa(i)
+		}
+		for _, p := range in.pods {
+			if p.Spec.NodeName == n.Name {
+				nv.Pods = append(nv.Pods, p.Name)
+			}
+		}
+		sort.Strings(nv.Pods)
+		if k := in.k.nodes[i]; k != nil {
+			if k.ul != nil {
+				nv.UnderlayState = k.ul.state
+				if len(k.ul.addrs) > 0 {
+					nv.Underlay = k.ul.addrs[0]
+				}
+			}
+			if b := k.bridge; b != nil {
+				nv.Bridge.MAC, nv.Bridge.MTU, nv.Bridge.State = b.mac, b.mtu, b.state
+				podBridge[n.Name] = b.name
+			}
+			nv.VXLAN = vxlanView(k.vx, peerName)
+			for _, l := range k.ports {
+				pv := BridgePortView{Name: l.name, State: l.state, Alias: l.alias}
+				ip, uid, _ := strings.Cut(l.alias, " ")
+				pv.IP = ip
+				if p := podByUID[uid]; p != nil && uid != "" {
+					pv.Pod = p.Name
+					portOf[uid] = l.name
+				} else {
+					v.Warnings = append(v.Warnings, fmt.Sprintf("node %s: %s port %s (alias %q) belongs to no pod of account %s", n.Name, nv.Bridge.Name, l.name, l.alias, a.Name))
+				}
+				nv.Bridge.Ports = append(nv.Bridge.Ports, pv)
+			}
+			sortPorts(nv.Bridge.Ports)
+		}
+		v.Nodes = append(v.Nodes, nv)
+	}
 
 	pods := append([]*corev1.Pod(nil), in.pods...)
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
 	for _, p := range pods {
 		pv := PodView{Name: p.Name, Phase: string(p.Status.Phase), IP: p.Status.PodIP, Node: in.node,
 			MAC: in.k.podMACs[string(p.UID)], Port: portOf[string(p.UID)], Labels: p.Labels}
+		if len(in.nodes) > 0 {
+			pv.Node = p.Spec.NodeName
+		}
 		if p.UID != "" {
 			pv.Netns = controller.PodNetnsName(in.lab, p.UID)
 		}
-		if pv.IP != "" && pv.Port == "" && in.k.bridge != nil && p.DeletionTimestamp == nil {
+		switch {
+		case pv.IP == "" || pv.Port != "" || p.DeletionTimestamp != nil:
+		case len(in.nodes) == 0 && in.k.bridge != nil:
 			v.Warnings = append(v.Warnings, fmt.Sprintf("pod %s has address %s but no port on br0", p.Name, pv.IP))
+		case podBridge[pv.Node] != "":
+			v.Warnings = append(v.Warnings, fmt.Sprintf("pod %s has address %s but no port on node %s's bridge %s", p.Name, pv.IP, pv.Node, podBridge[pv.Node]))
 		}
 		v.Pods = append(v.Pods, pv)
 	}
@@ -577,6 +786,33 @@ func buildNetworkView(in netInputs) NetworkView {
 	return v
 }
 
+// sortPorts orders a bridge's ports by their pods' names, the way a learner looks them up; the VXLAN port
+// and unowned ports last.
+func sortPorts(ports []BridgePortView) {
+	sort.SliceStable(ports, func(i, j int) bool {
+		a, b := ports[i], ports[j]
+		if (a.Pod == "") != (b.Pod == "") {
+			return a.Pod != ""
+		}
+		return a.Pod < b.Pod
+	})
+}
+
+// vxlanView names a VXLAN device's peers by their underlay addresses ("169.254.1.2 (node worker2)").
+func vxlanView(k *vxInfo, peerName map[string]string) *VXLANView {
+	if k == nil {
+		return nil
+	}
+	v := &VXLANView{Name: k.name, VNI: k.vni, Local: k.local, State: k.state, Peers: []string{}}
+	for _, p := range k.peers {
+		if n := peerName[p]; n != "" {
+			p += " (" + n + ")"
+		}
+		v.Peers = append(v.Peers, p)
+	}
+	return v
+}
+
 // endpointsOf lists the endpoints of one Service port from its Endpoints object, ready ones first as
 // Kubernetes orders them, then by address.
 func endpointsOf(ep *corev1.Endpoints, portName string) []EndpointView {
@@ -633,7 +869,11 @@ func WriteNetworkText(w io.Writer, v *NetworkView) {
 			state += ": " + v.Message
 		}
 	}
-	fmt.Fprintf(w, "account %s (lab %s, node %s) — network %s, %s\n", v.Account, v.Lab, v.Node, orDash(v.Network), state)
+	if len(v.Nodes) > 0 {
+		fmt.Fprintf(w, "account %s (lab %s, %d nodes) — network %s, %s\n", v.Account, v.Lab, len(v.Nodes), orDash(v.Network), state)
+	} else {
+		fmt.Fprintf(w, "account %s (lab %s, node %s) — network %s, %s\n", v.Account, v.Lab, v.Node, orDash(v.Network), state)
+	}
 	if v.Router.Netns == "" {
 		fmt.Fprintln(w, "  no router yet: the account's network is not set up")
 	} else {
@@ -660,6 +900,8 @@ func WriteNetworkText(w io.Writer, v *NetworkView) {
 			if p, ok := pods[port.Pod]; ok && port.Pod != "" {
 				fmt.Fprintf(w, "   │  %s port %s ── pod %-*s  %-*s  mac %s  (eth0; %s on %s)\n", branch, port.Name, nw, p.Name, iw, p.IP,
 					orDash(p.MAC), strings.ToLower(p.Phase), p.Node)
+			} else if port.VXLAN {
+				fmt.Fprintf(w, "   │  %s port %s ── %s   (the account's segment: the pods are on the nodes below)\n", branch, port.Name, vxlanText(r.VXLAN))
 			} else {
 				fmt.Fprintf(w, "   │  %s port %s ── (no pod: alias %q)\n", branch, port.Name, port.Alias)
 			}
@@ -673,6 +915,7 @@ func WriteNetworkText(w io.Writer, v *NetworkView) {
 		fmt.Fprintf(w, "   │     (pods reach the Internet masqueraded behind %s)\n", strings.Split(orDash(t.WANAddress), "/")[0])
 		fmt.Fprintf(w, "   └─ nftables  %s\n", strings.Join(r.Tables, ", "))
 	}
+	writeNodesText(w, v)
 	var unattached []string
 	for _, p := range v.Pods {
 		if p.Port == "" {
@@ -742,6 +985,69 @@ func WriteNetworkText(w io.Writer, v *NetworkView) {
 	}
 }
 
+// writeNodesText draws a multi-node lab's nodes: each node's underlay link, the account's bridge there with
+// its pods' ports, and its VXLAN device with the peers it floods to.
+func writeNodesText(w io.Writer, v *NetworkView) {
+	if len(v.Nodes) == 0 {
+		return
+	}
+	vni := ""
+	if v.Router.VXLAN != nil {
+		vni = fmt.Sprintf(" by VXLAN VNI %d", v.Router.VXLAN.VNI)
+	}
+	fmt.Fprintf(w, "nodes   (the account's network %s is one layer-2 segment over the router and the nodes%s)\n", orDash(v.Network), vni)
+	pods := map[string]PodView{}
+	nw, iw := 3, 2
+	for _, p := range v.Pods {
+		pods[p.Name] = p
+		nw, iw = max(nw, len(p.Name)), max(iw, len(p.IP))
+	}
+	for i, n := range v.Nodes {
+		branch, bar := "├─", "│"
+		if i == len(v.Nodes)-1 {
+			branch, bar = "└─", " "
+		}
+		ready := "ready"
+		if !n.Ready {
+			ready = "not ready"
+		}
+		fmt.Fprintf(w, "%s node %s  %s  netns %s  underlay ul0 %s %s   (look inside: ip netns exec %s bridge fdb show)\n",
+			branch, n.Name, ready, orDash(n.Netns), orDash(n.Underlay), strings.ToLower(orDash(n.UnderlayState)), orDash(n.Netns))
+		if n.Bridge.State == "" && n.VXLAN == nil {
+			fmt.Fprintf(w, "%s  └─ (no %s: no pod of account %s runs here, the segment does not reach this node)\n", bar, n.Bridge.Name, v.Account)
+			continue
+		}
+		fmt.Fprintf(w, "%s  ├─ %s  mac %s  mtu %d  %s   (the account's bridge on this node)\n", bar, n.Bridge.Name, orDash(n.Bridge.MAC), n.Bridge.MTU, strings.ToLower(orDash(n.Bridge.State)))
+		for j, port := range n.Bridge.Ports {
+			pb := "├─"
+			if j == len(n.Bridge.Ports)-1 {
+				pb = "└─"
+			}
+			if p, ok := pods[port.Pod]; ok && port.Pod != "" {
+				fmt.Fprintf(w, "%s  │  %s port %s ── pod %-*s  %-*s  mac %s  (eth0; %s)\n", bar, pb, port.Name, nw, p.Name, iw, p.IP, orDash(p.MAC), strings.ToLower(p.Phase))
+			} else {
+				fmt.Fprintf(w, "%s  │  %s port %s ── (no pod: alias %q)\n", bar, pb, port.Name, port.Alias)
+			}
+		}
+		if len(n.Bridge.Ports) == 0 {
+			fmt.Fprintf(w, "%s  │  (no ports: no pod of the account is attached here)\n", bar)
+		}
+		name := "vx?"
+		if n.VXLAN != nil {
+			name = n.VXLAN.Name
+		}
+		fmt.Fprintf(w, "%s  └─ %s  %s\n", bar, name, vxlanText(n.VXLAN))
+	}
+}
+
+// vxlanText says what a VXLAN device of the segment is and where it floods.
+func vxlanText(x *VXLANView) string {
+	if x == nil {
+		return "VXLAN device not found"
+	}
+	return fmt.Sprintf("VXLAN VNI %d from %s  %s → %s", x.VNI, orDash(x.Local), strings.ToLower(orDash(x.State)), strings.Join(x.Peers, ", "))
+}
+
 func hostNetnsText(ns string) string {
 	if ns == "" {
 		return " (this machine)"
@@ -781,6 +1087,26 @@ func WriteNetworkDot(w io.Writer, v *NetworkView) {
 			fmt.Fprintf(w, "  %s -> %s [dir=none];\n", q("br0"), q("port:"+p.Name))
 			if p.Pod != "" {
 				fmt.Fprintf(w, "  %s -> %s [dir=none, label=%s];\n", q("port:"+p.Name), q("pod:"+p.Pod), q("veth"))
+			}
+		}
+	}
+	for _, n := range v.Nodes {
+		// A node: the account's bridge with its pods' ports, joined to the router's br0 over VXLAN.
+		id := "node:" + n.Name
+		fmt.Fprintf(w, "  subgraph %s {\n", q("cluster_"+id))
+		fmt.Fprintf(w, "    label=%s;\n", q(fmt.Sprintf("node %s netns %s\nul0 %s", n.Name, n.Netns, n.Underlay)))
+		fmt.Fprintf(w, "    %s [label=%s];\n", q(id+":"+n.Bridge.Name), q(n.Bridge.Name))
+		for _, p := range n.Bridge.Ports {
+			fmt.Fprintf(w, "    %s [label=%s, shape=cds];\n", q(id+":port:"+p.Name), q(p.Name))
+		}
+		fmt.Fprintln(w, "  }")
+		if n.VXLAN != nil && v.Router.Netns != "" {
+			fmt.Fprintf(w, "  %s -> %s [dir=both, style=bold, label=%s];\n", q("br0"), q(id+":"+n.Bridge.Name), q(fmt.Sprintf("VXLAN VNI %d", n.VXLAN.VNI)))
+		}
+		for _, p := range n.Bridge.Ports {
+			fmt.Fprintf(w, "  %s -> %s [dir=none];\n", q(id+":"+n.Bridge.Name), q(id+":port:"+p.Name))
+			if p.Pod != "" {
+				fmt.Fprintf(w, "  %s -> %s [dir=none, label=%s];\n", q(id+":port:"+p.Name), q("pod:"+p.Pod), q("veth"))
 			}
 		}
 	}

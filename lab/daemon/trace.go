@@ -22,6 +22,7 @@ import (
 
 	"github.com/google/nftables"
 	mdns "github.com/miekg/dns"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -32,6 +33,7 @@ import (
 	"github.com/pilab/pi/lab/store"
 	"github.com/pilab/pi/net/netns"
 	"github.com/pilab/pi/net/network"
+	"github.com/pilab/pi/net/overlay"
 	"github.com/pilab/pi/net/trace"
 )
 
@@ -91,7 +93,9 @@ type TraceHop struct {
 	// Kind: "route" (the client's socket and route), "rule" (a rule matched), "policy" (a base chain's
 	// policy decided), "nat" (conntrack's rewrite), "more" (later packets of the connection), "endpoint"
 	// (the pod the connection was sent to, when its namespace has no rules to trace), "silent" (the kernel
-	// reported nothing in a namespace the packet should have crossed), "error" (a listener failed).
+	// reported nothing in a namespace the packet should have crossed), "error" (a listener failed); in a
+	// multi-node lab "bridge" (a node's bridge forwarded the frames to a pod on the same node) and "vxlan"
+	// (the frames crossed the account's VXLAN segment), read from the bridges' forwarding databases.
 	Kind      string `json:"kind"`
 	Direction string `json:"direction,omitempty"` // "request" or "reply" (the first packet each way)
 	Table     string `json:"table,omitempty"`
@@ -109,6 +113,12 @@ type TraceHop struct {
 	Text   string `json:"text"` // the whole observation in words
 	// Inferred marks a reason the lab's state suggests, not something the kernel reported.
 	Inferred bool `json:"inferred,omitempty"`
+	// Node is the node of a "bridge" or "vxlan" hop (a multi-node lab: the frames crossing a node's
+	// bridge, or the account's VXLAN segment between nodes and the router); VNI is the segment's VXLAN
+	// network identifier and Remote the underlay address the frames were sent to (or came from).
+	Node   string `json:"node,omitempty"`
+	VNI    int    `json:"vni,omitempty"`
+	Remote string `json:"remote,omitempty"`
 }
 
 // traceTimeout bounds the traced request; a dropped SYN is reported as timed out after it.
@@ -510,6 +520,9 @@ func (d *Daemon) runTrace(ctx context.Context, req TraceRequest) (*TraceResult, 
 		names[ip] = n
 	}
 	hops, endpoint := buildHops(plan, route, directionOf(proto, sport), events, names)
+	if f, ok := d.l2Fabric(account, status.Index, router, names); ok {
+		hops = f.nodeHops(hops, client, route, dst, endpoint.Addr())
+	}
 	res.Hops = hops
 	switch {
 	case endpoint.IsValid():
@@ -1136,4 +1149,279 @@ func summary(r *TraceResult) string {
 		return fmt.Sprintf("datagram answered in %.1f ms%s", r.Ms, by)
 	}
 	return fmt.Sprintf("connected in %.1f ms%s", r.Ms, by)
+}
+
+// The layer-2 legs of a multi-node lab. A pod's port sits on its account's bridge b<A> in its node's
+// namespace, and the account's segment joins those bridges and the router's br0 by VXLAN (net/overlay).
+// Nothing there has nftables rules, so the trace session sees nothing; where the frames went is read from
+// the kernel after the request instead: the sender's neighbour entry gives the next hop's MAC, the bridge's
+// forwarding database the port it leaves by (a pod's veth on the same node, or vx<A>), and vx<A>'s own
+// forwarding entries the underlay address it was encapsulated to — the entries the request and its answer
+// have just refreshed.
+
+// l2Fabric is what a trace needs to name the places of an account's segment.
+type l2Fabric struct {
+	account     string
+	acctIndex   int
+	routerLabel string
+	routerPath  string
+	nodeNames   map[int]string        // node index → node name (store)
+	byUnderlay  map[netip.Addr]string // underlay address → "node worker2" or the router's label
+	podNodes    map[netip.Addr]int    // the account's pod IPs → their node's index
+	names       map[netip.Addr]string // the account's pod IPs → pod names
+	nodeNetns   func(int) string      // node index → netns path
+}
+
+// l2Fabric gathers the lab's nodes; ok is false in a single-node lab (every pod on the router's br0).
+func (d *Daemon) l2Fabric(account string, acctIndex int, router traceNS, names map[netip.Addr]string) (*l2Fabric, bool) {
+	if d.overlay == nil {
+		return nil, false
+	}
+	objs, err := d.store.List(kindNode, "")
+	if err != nil {
+		return nil, false
+	}
+	f := &l2Fabric{account: account, acctIndex: acctIndex, routerLabel: router.label, routerPath: router.path,
+		nodeNames: map[int]string{}, byUnderlay: map[netip.Addr]string{}, podNodes: map[netip.Addr]int{}, names: names,
+		nodeNetns: func(i int) string { return netns.Path(d.overlay.NodeNetnsName(i)) }}
+	for _, o := range objs {
+		n := o.(*corev1.Node)
+		i := api.NodeIndex(n)
+		if i == 0 {
+			continue
+		}
+		f.nodeNames[i] = n.Name
+		if ip, err := overlay.NodeUnderlayIP(i); err == nil {
+			if a, ok := netip.AddrFromSlice(ip.To4()); ok {
+				f.byUnderlay[a] = "node " + n.Name
+			}
+		}
+	}
+	if len(f.nodeNames) == 0 {
+		return nil, false
+	}
+	if ip, err := overlay.RouterUnderlayIP(acctIndex); err == nil {
+		if a, ok := netip.AddrFromSlice(ip.To4()); ok {
+			f.byUnderlay[a] = router.label
+		}
+	}
+	pods, _ := d.store.List(kindPod, account)
+	for _, o := range pods {
+		p := o.(*corev1.Pod)
+		ip, err := netip.ParseAddr(p.Status.PodIP)
+		if err != nil {
+			continue
+		}
+		for i, name := range f.nodeNames {
+			if name == p.Spec.NodeName {
+				f.podNodes[ip] = i
+			}
+		}
+	}
+	return f, true
+}
+
+// l2Bridge is one member of the segment: a node's b<A> or the router's br0, with the VXLAN port beside it.
+type l2Bridge struct {
+	label, path, bridge, vxlan string
+}
+
+func (f *l2Fabric) node(i int) l2Bridge {
+	return l2Bridge{label: "node " + f.nodeNames[i], path: f.nodeNetns(i), bridge: overlay.BridgeName(f.acctIndex), vxlan: overlay.VXLANName(f.acctIndex)}
+}
+
+func (f *l2Fabric) router() l2Bridge {
+	return l2Bridge{label: f.routerLabel, path: f.routerPath, bridge: network.BridgeName, vxlan: overlay.VXLANName(f.acctIndex)}
+}
+
+// neighMAC is the MAC the namespace at path has for ip in its neighbour table (the request just resolved it).
+func neighMAC(path string, ip netip.Addr) (net.HardwareAddr, error) {
+	h, err := netns.NewHandle(path)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	ns, err := h.NeighList(0, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("list neighbours: %w", err)
+	}
+	for _, n := range ns {
+		if a, ok := netip.AddrFromSlice(n.IP.To4()); ok && a == ip && len(n.HardwareAddr) == 6 {
+			return n.HardwareAddr, nil
+		}
+	}
+	return nil, fmt.Errorf("no neighbour entry for %s", ip)
+}
+
+// fdbPort is where a bridge forwards frames to mac: the port its forwarding database learned the MAC on,
+// with that port's alias (net/network writes "IP UID" on a pod's port) and, when the port is the VXLAN
+// device, the underlay address its own entry for mac sends to.
+type fdbPort struct {
+	port, alias string
+	remote      netip.Addr
+	local       netip.Addr // this namespace's underlay address
+}
+
+func lookupFDB(b l2Bridge, mac net.HardwareAddr) (fdbPort, error) {
+	var out fdbPort
+	h, err := netns.NewHandle(b.path)
+	if err != nil {
+		return out, err
+	}
+	defer h.Close()
+	br, err := h.LinkByName(b.bridge)
+	if err != nil {
+		return out, fmt.Errorf("bridge %s: %w", b.bridge, err)
+	}
+	entries, err := h.NeighList(0, unix.AF_BRIDGE)
+	if err != nil {
+		return out, fmt.Errorf("read the forwarding database of %s: %w", b.bridge, err)
+	}
+	port := 0
+	for _, e := range entries {
+		if e.MasterIndex == br.Attrs().Index && e.HardwareAddr.String() == mac.String() && e.LinkIndex != br.Attrs().Index {
+			port = e.LinkIndex
+		}
+	}
+	if port == 0 {
+		return out, fmt.Errorf("bridge %s has no forwarding entry for %s (it would flood the frame to every port)", b.bridge, mac)
+	}
+	l, err := h.LinkByIndex(port)
+	if err != nil {
+		return out, fmt.Errorf("port %d of %s: %w", port, b.bridge, err)
+	}
+	out.port, out.alias = l.Attrs().Name, l.Attrs().Alias
+	if ul, err := h.LinkByName(network.UnderlayLink); err == nil {
+		if addrs, err := h.AddrList(ul, netlink.FAMILY_V4); err == nil && len(addrs) > 0 {
+			out.local, _ = netip.AddrFromSlice(addrs[0].IP.To4())
+		}
+	}
+	if out.port != b.vxlan {
+		return out, nil
+	}
+	for _, e := range entries {
+		if e.LinkIndex == port && e.MasterIndex == 0 && e.HardwareAddr.String() == mac.String() {
+			out.remote, _ = netip.AddrFromSlice(e.IP.To4())
+		}
+	}
+	if !out.remote.IsValid() {
+		return out, fmt.Errorf("%s has no forwarding entry for %s (it would send the frame to every member of the segment)", b.vxlan, mac)
+	}
+	return out, nil
+}
+
+// portText names a bridge port and the pod its alias says is behind it.
+func (f *l2Fabric) portText(p fdbPort) string {
+	ip, _, _ := strings.Cut(p.alias, " ")
+	if a, err := netip.ParseAddr(ip); err == nil && f.names[a] != "" {
+		return fmt.Sprintf("port %s (pod %s, %s)", p.port, f.names[a], a)
+	}
+	return "port " + p.port
+}
+
+// l2Leg follows the frames from a member of the segment to ip's MAC (learned by sender, the namespace
+// that sent them): across its bridge to a port on the same node, or over VXLAN to another member and
+// down its bridge. It returns the hops and where the frames ended up: "pod", "router", or "" when the
+// kernel did not tell (the hop says why).
+func (f *l2Fabric) l2Leg(from l2Bridge, sender string, ip netip.Addr) ([]TraceHop, string) {
+	vni, _ := overlay.VNI(f.acctIndex)
+	fail := func(err error) ([]TraceHop, string) {
+		return []TraceHop{{Netns: from.label, Kind: "silent", Inferred: true,
+			Text: fmt.Sprintf("where %s's bridge %s sent the frames to %s is unknown: %v", from.label, from.bridge, ip, err)}}, ""
+	}
+	mac, err := neighMAC(sender, ip)
+	if err != nil {
+		return fail(err)
+	}
+	p, err := lookupFDB(from, mac)
+	if err != nil {
+		return fail(err)
+	}
+	if !p.remote.IsValid() {
+		return []TraceHop{{Netns: from.label, Kind: "bridge", Node: strings.TrimPrefix(from.label, "node "),
+			Text: fmt.Sprintf("bridge %s → %s: %s is on the same node, the frames never leave it", from.bridge, f.portText(p), mac)}}, "pod"
+	}
+	to := f.byUnderlay[p.remote]
+	toText := p.remote.String()
+	if to != "" {
+		toText += ", " + to
+	}
+	hops := []TraceHop{{Netns: from.label, Kind: "vxlan", Node: nodeOf(from.label), VNI: vni, Remote: p.remote.String(),
+		Text: fmt.Sprintf("bridge %s → %s, VNI %d → %s (%s's forwarding entry for %s)", from.bridge, from.vxlan, vni, toText, from.vxlan, mac)}}
+	switch {
+	case to == f.routerLabel:
+		hops = append(hops, TraceHop{Netns: to, Kind: "vxlan", VNI: vni, Remote: p.local.String(),
+			Text: fmt.Sprintf("%s → bridge %s (VNI %d from %s): the router takes the frames off the segment", from.vxlan, network.BridgeName, vni, p.local)})
+		return hops, "router"
+	case strings.HasPrefix(to, "node "):
+		var idx int
+		for i, n := range f.nodeNames {
+			if "node "+n == to {
+				idx = i
+			}
+		}
+		next := f.node(idx)
+		q, err := lookupFDB(next, mac)
+		if err != nil {
+			hops = append(hops, TraceHop{Netns: to, Kind: "silent", Inferred: true,
+				Text: fmt.Sprintf("the frames reached %s over VXLAN, but where its bridge %s sent them is unknown: %v", to, next.bridge, err)})
+			return hops, ""
+		}
+		hops = append(hops, TraceHop{Netns: to, Kind: "vxlan", Node: nodeOf(to), VNI: vni, Remote: p.local.String(),
+			Text: fmt.Sprintf("%s → bridge %s → %s; VNI %d from %s", next.vxlan, next.bridge, f.portText(q), vni, p.local)})
+		return hops, "pod"
+	}
+	return hops, ""
+}
+
+func nodeOf(label string) string {
+	if n, ok := strings.CutPrefix(label, "node "); ok {
+		return n
+	}
+	return ""
+}
+
+// nodeHops puts a multi-node lab's layer-2 legs into the hops buildHops made: the client pod's leg from its
+// node (after the client's own hops), and, when the packet crossed the router, the router's leg to the
+// endpoint's node (before the endpoint's hop). A client whose frames went straight to another pod never
+// reached the router: the router's "bridges at layer 2" inference is dropped for what the kernel showed.
+func (f *l2Fabric) nodeHops(hops []TraceHop, client traceNS, route TraceHop, dst, endpoint netip.Addr) []TraceHop {
+	var out []TraceHop
+	crossed := true // the packet reached the router (as in a single-node lab, where every pod is on br0)
+	if n := f.podNodes[client.ip]; client.role == "client" && n > 0 {
+		next := dst
+		if route.Via != "" {
+			if v, err := netip.ParseAddr(route.Via); err == nil {
+				next = v
+			}
+		}
+		leg, ends := f.l2Leg(f.node(n), client.path, next)
+		crossed = ends != "pod"
+		last := -1
+		for i, h := range hops {
+			if h.Netns == client.label {
+				last = i
+			}
+		}
+		out = append(append(out, hops[:last+1]...), leg...)
+		hops = hops[last+1:]
+	}
+	if !endpoint.IsValid() {
+		endpoint = dst
+	}
+	var routerLeg []TraceHop
+	if n := f.podNodes[endpoint]; crossed && n > 0 && client.ip != endpoint {
+		routerLeg, _ = f.l2Leg(f.router(), f.routerPath, endpoint)
+	}
+	target := "pod " + f.names[endpoint]
+	for _, h := range hops {
+		if !crossed && h.Netns == f.routerLabel && h.Kind == "silent" {
+			continue
+		}
+		if h.Netns == target && routerLeg != nil {
+			out, routerLeg = append(out, routerLeg...), nil
+		}
+		out = append(out, h)
+	}
+	return append(out, routerLeg...)
 }
