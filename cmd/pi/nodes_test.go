@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -140,10 +142,71 @@ func TestNodes(t *testing.T) {
 	}
 	checkMatrix(t, lab, pods)
 
+	// kubectl against the lab: nodes as a cluster shows them, a pod no node fits stays Pending with
+	// kube-scheduler's event until a label makes a node fit, drain evicts and cordons.
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kc, []byte(mustPi(t, lab, "kubeconfig")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kubectl := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("kubectl", append([]string{"--kubeconfig", kc}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	if out := kubectl("get", "nodes", "-o", "wide"); !regexp.MustCompile(`(?m)^worker2 +Ready +worker +\S+ +v1\.\S+ +169\.254\.1\.2 `).MatchString(out) {
+		t.Errorf("kubectl get nodes -o wide:\n%s", out)
+	}
+	picky := filepath.Join(t.TempDir(), "picky.yml")
+	os.WriteFile(picky, []byte("apiVersion: v1\nkind: Pod\nmetadata:\n  name: picky\nspec:\n  nodeSelector:\n    disk: ssd\n  containers:\n  - name: podinfo\n    image: podinfo\n"), 0o644)
+	kubectl("create", "-f", picky)
+	const noFit = "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
+	waitUntil(t, "a FailedScheduling event for picky", 30*time.Second, func() bool {
+		return strings.Contains(kubectl("get", "events", "--field-selector", "involvedObject.name=picky"), noFit)
+	})
+	if out := kubectl("get", "pod", "picky", "-o", "jsonpath={.status.phase} {.spec.nodeName} {.status.conditions[?(@.type==\"PodScheduled\")].reason}"); out != "Pending  Unschedulable" {
+		t.Errorf("picky before any node fits: %q", out)
+	}
+	kubectl("label", "node", "worker2", "disk=ssd")
+	kubectl("wait", "--for=condition=Ready", "pod/picky", "--timeout=60s")
+	if out := kubectl("get", "pod", "picky", "-o", "jsonpath={.spec.nodeName}"); out != "worker2" {
+		t.Errorf("picky placed on %q after labelling worker2 disk=ssd", out)
+	}
+	kubectl("delete", "pod", "picky")
+	out = kubectl("drain", "worker3", "--ignore-daemonsets", "--timeout=60s")
+	if !strings.Contains(out, "node/worker3 cordoned") || !strings.Contains(out, "node/worker3 drained") {
+		t.Errorf("kubectl drain worker3:\n%s", out)
+	}
+	mustPi(t, lab, "rollout", "status", "deployment/podinfo", "--timeout=60s")
+	for _, p := range livePods(t, lab, "default", "app=podinfo") {
+		if p.node == "worker3" {
+			t.Errorf("pod %s still on the drained worker3", p.name)
+		}
+	}
+	if out := kubectl("get", "node", "worker3"); !strings.Contains(out, "Ready,SchedulingDisabled") {
+		t.Errorf("worker3 after drain:\n%s", out)
+	}
+	kubectl("uncordon", "worker3")
+	// Back to one replica per node for what follows: the drained replica's successor goes elsewhere.
+	mustPi(t, lab, "scale", "deployment/podinfo", "--replicas=0")
+	mustPi(t, lab, "rollout", "status", "deployment/podinfo", "--timeout=60s")
+	waitUntil(t, "podinfo scaled to 0", 60*time.Second, func() bool { return len(livePods(t, lab, "default", "app=podinfo")) == 0 })
+	mustPi(t, lab, "scale", "deployment/podinfo", "--replicas=3")
+	mustPi(t, lab, "rollout", "status", "deployment/podinfo", "--timeout=60s")
+	pods["default"] = livePods(t, lab, "default", "app=podinfo")
+
 	// A Service with an endpoint on every node spreads over all of them.
 	mustPi(t, lab, "expose", "deployment", "podinfo", "--port=80", "--target-port=9898")
 	seen := map[string]bool{}
-	client := pods["default"][0].name
+	// The client stays up through the node failure below: it is not on worker2.
+	var client string
+	for _, p := range pods["default"] {
+		if p.node != "worker2" {
+			client = p.name
+		}
+	}
 	for i := 0; i < 30 && len(seen) < 3; i++ {
 		seen[podinfoName(t, lab, "default", client, "http://podinfo/api/info")] = true
 	}
@@ -230,6 +293,10 @@ func TestNodes(t *testing.T) {
 		if got := podinfoNameNoDaemon(lab, ps[0], ps[len(ps)-1].ip); got != ps[len(ps)-1].name {
 			t.Errorf("account %s with the daemon dead: %s → %s answered %q", a, ps[0].name, ps[len(ps)-1].ip, got)
 		}
+	}
+	// A restart rebuilds what is missing from the store: here a node's VXLAN device of account default.
+	if out, err := exec.Command("ip", "-n", lab+"-n2", "link", "del", "vx1").CombinedOutput(); err != nil {
+		t.Fatalf("delete vx1 on node 2: %v\n%s", err, out)
 	}
 	mustPi(t, lab, "up", "--host-netns", hostNS)
 	checkMatrix(t, lab, pods)
