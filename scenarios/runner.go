@@ -123,6 +123,8 @@ type Runner struct {
 	pool   netip.Prefix
 	ownDir bool
 	g      *guard
+	// nodes is how many nodes the lab has, once Prepare asked (0: not asked, the scenario needs no count).
+	nodes int
 
 	mu   sync.Mutex
 	vars map[string]string
@@ -233,6 +235,9 @@ func (r *Runner) Prepare(ctx context.Context) (err error) {
 			}
 		}
 	}
+	if err := r.prepareNodes(ctx); err != nil {
+		return err
+	}
 	if r.opt.WorkDir == "" {
 		dir, err := os.MkdirTemp("", "pi-scenario-"+r.sc.Name+"-")
 		if err != nil {
@@ -241,6 +246,69 @@ func (r *Runner) Prepare(ctx context.Context) (err error) {
 		r.opt.WorkDir, r.ownDir = dir, true
 	}
 	return nil
+}
+
+// prepareNodes gives a multi-node lab the nodes the scenario says it is about (nodes:), with `pi node add`
+// as the learner would; the nodes stay, as the images do. A single-node lab cannot grow nodes (its one
+// node is the machine, its pods on the routers' bridges): the scenario plays there anyway, its pods on the
+// one node, and a notice says so and how to see the real thing.
+func (r *Runner) prepareNodes(ctx context.Context) error {
+	need := r.sc.Nodes
+	for _, st := range r.sc.Steps {
+		for _, c := range st.Checks {
+			need = max(need, c.MinNodes)
+		}
+	}
+	if need <= 1 {
+		return nil
+	}
+	var list struct {
+		Items []struct {
+			Metadata struct {
+				Name        string            `json:"name"`
+				Annotations map[string]string `json:"annotations"`
+			} `json:"metadata"`
+		} `json:"items"`
+	}
+	if err := r.cl.Do(ctx, "GET", "/api/v1/nodes", nil, nil, &list); err != nil {
+		return fmt.Errorf("list the lab's nodes: %w", err)
+	}
+	r.nodes = len(list.Items)
+	multi := false
+	for _, n := range list.Items {
+		if n.Metadata.Annotations[api.NodeIndexAnnotation] != "" {
+			multi = true
+		}
+	}
+	switch {
+	case r.nodes >= r.sc.Nodes:
+		return nil
+	case !multi:
+		r.emit(Event{Kind: Notice, Step: PrepareStep, Text: fmt.Sprintf("this lab has one node, so the workshop's pods all run on it: "+
+			"the workshop is about %d nodes; a lab made with `pi up --nodes %d` puts its pods on several nodes, their network stretched between them by VXLAN", r.sc.Nodes, r.sc.Nodes)})
+		return nil
+	case r.cl.Socket == "":
+		r.emit(Event{Kind: Notice, Step: PrepareStep, Text: fmt.Sprintf("the lab has %s and the workshop is about %d; adding nodes is the lab admin's (`pi node add` on the lab's machine), so the pods share the ones there are",
+			nodesText(r.nodes), r.sc.Nodes)})
+		return nil
+	}
+	r.emit(Event{Kind: Notice, Step: PrepareStep, Text: fmt.Sprintf("the lab has %s and the workshop is about %d: adding %d (they stay; `pi node delete NAME` removes one)",
+		nodesText(r.nodes), r.sc.Nodes, r.sc.Nodes-r.nodes)})
+	for r.nodes < r.sc.Nodes {
+		res := r.runLine(ctx, PrepareStep, 0, "pi node add", true, r.opt.CommandTimeout)
+		if res.Err != nil {
+			return fmt.Errorf("`pi node add` (the workshop is about %d nodes, the lab has %d): %v: %s", r.sc.Nodes, r.nodes, res.Err, quoteOutput(res.Output()))
+		}
+		r.nodes++
+	}
+	return nil
+}
+
+func nodesText(n int) string {
+	if n == 1 {
+		return "1 node"
+	}
+	return fmt.Sprintf("%d nodes", n)
 }
 
 // Close removes the working directory the runner made.
@@ -278,6 +346,11 @@ func (r *Runner) RunStep(ctx context.Context, i int) (err error) {
 		}
 	}
 	for j, c := range st.Checks {
+		if c.MinNodes > r.nodes {
+			// Not a failure: the scenario plays on a smaller lab on purpose (Prepare said why).
+			r.emit(Event{Kind: CheckFinished, Step: i, Index: j, Text: fmt.Sprintf("%s (skipped: it needs a lab of %d nodes, this one has %d)", r.describe(c), c.MinNodes, max(r.nodes, 1))})
+			continue
+		}
 		err := r.runCheck(ctx, i, c, Result{Stdout: out.String()})
 		r.emit(Event{Kind: CheckFinished, Step: i, Index: j, Text: r.describe(c), Err: err})
 		if err != nil {

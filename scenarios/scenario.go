@@ -34,6 +34,8 @@ type Scenario struct {
 	Intro string `json:"intro,omitempty"`
 	// Lab images the scenario needs (nginx, httpd, podinfo, ...); missing ones are built before the first step.
 	Images []string `json:"images,omitempty"`
+	// How many nodes the workshop is about (pi up --nodes N): a multi-node lab with fewer gets nodes added (pi node add) before the first step; a single-node lab plays it anyway, its pods sharing the one node, with a note saying so.
+	Nodes int `json:"nodes,omitempty"`
 	// The pages of the workshop, in order. At least one.
 	Steps []Step `json:"steps"`
 	// pi command lines run at the end whatever happened; a line naming a variable that was never captured is skipped.
@@ -107,6 +109,8 @@ type Check struct {
 	Fails bool `json:"fails,omitempty"`
 	// Retry until the check holds, for at most this long, e.g. "30s"; needs run: or http:.
 	Within Duration `json:"within,omitempty"`
+	// Check only in a lab of at least this many nodes (pods on several nodes); skipped, with a notice, in a smaller one.
+	MinNodes int `json:"minNodes,omitempty"`
 }
 
 // Duration reads "30s", "2m" from YAML.
@@ -247,6 +251,9 @@ func (sc *Scenario) validate() []error {
 	if len(sc.Steps) == 0 {
 		errs = append(errs, errors.New("a scenario needs at least one step (steps:)"))
 	}
+	if sc.Nodes < 0 || sc.Nodes > maxNodes {
+		errs = append(errs, fmt.Errorf("nodes: %d is not a number of nodes a lab can have (1 to %d)", sc.Nodes, maxNodes))
+	}
 	known := map[string]bool{}
 	for i := range sc.Steps {
 		st := &sc.Steps[i]
@@ -266,6 +273,12 @@ func (sc *Scenario) validate() []error {
 			for _, err := range validateCheck(c, known, len(st.Commands) > 0) {
 				errs = append(errs, fmt.Errorf("%s, check %d: %w", where, j+1, err))
 			}
+			switch {
+			case c.MinNodes < 0 || c.MinNodes == 1:
+				errs = append(errs, fmt.Errorf("%s, check %d: minNodes: %d: give 2 or more (every lab has one node), or leave it out", where, j+1, c.MinNodes))
+			case c.MinNodes > max(sc.Nodes, 1):
+				errs = append(errs, fmt.Errorf("%s, check %d: minNodes: %d is more than the scenario's nodes: %d, so the lab it sets up would skip the check: raise nodes:", where, j+1, c.MinNodes, sc.Nodes))
+			}
 		}
 	}
 	for j, c := range sc.Cleanup {
@@ -280,6 +293,9 @@ func (sc *Scenario) validate() []error {
 	}
 	return errs
 }
+
+// maxNodes is the most nodes a lab has (net/overlay.MaxNodes: node N's pods take 10.244.N.0/24).
+const maxNodes = 255
 
 // podName is what a pod's name may be (a DNS label, as the API server checks it).
 var podName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
