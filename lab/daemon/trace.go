@@ -540,6 +540,11 @@ func (d *Daemon) runTrace(ctx context.Context, req TraceRequest) (*TraceResult, 
 	if reqErr != nil {
 		res.Error = reqErr.Error()
 		res.StoppedAt = stoppedAt(hops)
+		for _, h := range hops {
+			if h.Kind == "silent" && h.Node != "" && !strings.Contains(res.StoppedAt, "reject") {
+				res.StoppedAt = h.Netns + ": " + h.Text // a node cut from the underlay
+			}
+		}
 		if errors.Is(reqErr, errRefused) && res.AnsweredBy != "" && !strings.Contains(res.StoppedAt, "reject") {
 			// No rule on the way refused it: the reset came from the destination's own kernel.
 			res.StoppedAt = fmt.Sprintf("pod %s: nothing listens on %s there (inferred: no rule on the way refused it, so the pod's kernel answered with a reset)", res.AnsweredBy, res.Endpoint)
@@ -1260,6 +1265,7 @@ type fdbPort struct {
 	port, alias string
 	remote      netip.Addr
 	local       netip.Addr // this namespace's underlay address
+	underlayUp  bool       // its underlay link is up (pi node stop takes it down)
 }
 
 func lookupFDB(b l2Bridge, mac net.HardwareAddr) (fdbPort, error) {
@@ -1292,6 +1298,7 @@ func lookupFDB(b l2Bridge, mac net.HardwareAddr) (fdbPort, error) {
 	}
 	out.port, out.alias = l.Attrs().Name, l.Attrs().Alias
 	if ul, err := h.LinkByName(network.UnderlayLink); err == nil {
+		out.underlayUp = ul.Attrs().Flags&net.FlagUp != 0
 		if addrs, err := h.AddrList(ul, netlink.FAMILY_V4); err == nil && len(addrs) > 0 {
 			out.local, _ = netip.AddrFromSlice(addrs[0].IP.To4())
 		}
@@ -1321,8 +1328,8 @@ func (f *l2Fabric) portText(p fdbPort) string {
 
 // l2Leg follows the frames from a member of the segment to ip's MAC (learned by sender, the namespace
 // that sent them): across its bridge to a port on the same node, or over VXLAN to another member and
-// down its bridge. It returns the hops and where the frames ended up: "pod", "router", or "" when the
-// kernel did not tell (the hop says why).
+// down its bridge. It returns the hops and where the frames ended up: "pod", "router", "lost" (sent to a
+// node cut from the underlay), or "" when the kernel did not tell (the hop says why).
 func (f *l2Fabric) l2Leg(from l2Bridge, sender string, ip netip.Addr) ([]TraceHop, string) {
 	vni, _ := overlay.VNI(f.acctIndex)
 	fail := func(err error) ([]TraceHop, string) {
@@ -1362,6 +1369,12 @@ func (f *l2Fabric) l2Leg(from l2Bridge, sender string, ip netip.Addr) ([]TraceHo
 		}
 		next := f.node(idx)
 		q, err := lookupFDB(next, mac)
+		if err == nil && !q.underlayUp {
+			// Its forwarding entries outlive the link: what reached it before the cut is no proof now.
+			hops = append(hops, TraceHop{Netns: to, Kind: "silent", Node: nodeOf(to),
+				Text: fmt.Sprintf("%s's underlay link %s is down (pi node stop; pi node start %s brings it back): the frames sent to %s are lost on the fabric", to, network.UnderlayLink, nodeOf(to), p.remote)})
+			return hops, "lost"
+		}
 		if err != nil {
 			hops = append(hops, TraceHop{Netns: to, Kind: "silent", Inferred: true,
 				Text: fmt.Sprintf("the frames reached %s over VXLAN, but where its bridge %s sent them is unknown: %v", to, next.bridge, err)})
@@ -1388,6 +1401,7 @@ func nodeOf(label string) string {
 func (f *l2Fabric) nodeHops(hops []TraceHop, client traceNS, route TraceHop, dst, endpoint netip.Addr) []TraceHop {
 	var out []TraceHop
 	crossed := true // the packet reached the router (as in a single-node lab, where every pod is on br0)
+	lost := false   // the frames went to a node cut from the underlay: nothing after it saw them
 	if n := f.podNodes[client.ip]; client.role == "client" && n > 0 {
 		next := dst
 		if route.Via != "" {
@@ -1396,7 +1410,8 @@ func (f *l2Fabric) nodeHops(hops []TraceHop, client traceNS, route TraceHop, dst
 			}
 		}
 		leg, ends := f.l2Leg(f.node(n), client.path, next)
-		crossed = ends != "pod"
+		crossed = ends == "router" || ends == "" // unknown: the router's own inference stands
+		lost = ends == "lost"
 		last := -1
 		for i, h := range hops {
 			if h.Netns == client.label {
@@ -1415,7 +1430,7 @@ func (f *l2Fabric) nodeHops(hops []TraceHop, client traceNS, route TraceHop, dst
 	}
 	target := "pod " + f.names[endpoint]
 	for _, h := range hops {
-		if !crossed && h.Netns == f.routerLabel && h.Kind == "silent" {
+		if !crossed && h.Netns == f.routerLabel && h.Kind == "silent" || lost && h.Netns == target && h.Kind == "endpoint" {
 			continue
 		}
 		if h.Netns == target && routerLeg != nil {
