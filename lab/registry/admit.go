@@ -25,6 +25,10 @@ func (r *Registry) admit(ctx context.Context, vw *view, account string, o, old m
 		api.DefaultPodSpec(&v.Spec)
 		if old != nil {
 			op := old.(*corev1.Pod)
+			if v.Spec.NodeName == "" {
+				// The scheduler's placement, which a replacement from the same manifest does not carry.
+				v.Spec.NodeName = op.Spec.NodeName
+			}
 			if !reflect.DeepEqual(podSpecForCompare(op.Spec), podSpecForCompare(v.Spec)) {
 				return Invalid("pod %q: pod updates may not change fields of spec; delete and recreate the pod (or use a Deployment)", v.Name)
 			}
