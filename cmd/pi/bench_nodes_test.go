@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,16 +33,7 @@ func BenchmarkNodes(b *testing.B) {
 		b.Fatal(err)
 	}
 	nginxYML := filepath.Join("..", "..", "scenarios", "manifests", "nginx.yml")
-	web := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: netns.DialContext(netns.Path(hostNS))}}
-	pageUp := func(url string) bool {
-		resp, err := web.Get(url)
-		if err != nil {
-			return false
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode == 200 && strings.Contains(string(body), "Welcome to nginx!")
-	}
+	pageUp := nginxPageFrom(hostNS)
 
 	const rounds = 3
 	var ups, adds []time.Duration

@@ -32,17 +32,7 @@ func BenchmarkWalkthrough(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	dial := netns.DialContext(netns.Path(hostNS))
-	web := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: dial}}
-	pageUp := func(url string) bool {
-		resp, err := web.Get(url)
-		if err != nil {
-			return false
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode == 200 && strings.Contains(string(body), "Welcome to nginx!")
-	}
+	pageUp := nginxPageFrom(hostNS)
 
 	const rounds = 5
 	var ups []time.Duration
@@ -115,4 +105,19 @@ spec:
 	b.ReportMetric(md, "direct-MB/s")
 	b.ReportMetric(mf, "fip-MB/s")
 	b.ReportMetric(mf/md, "throughput-ratio")
+}
+
+// nginxPageFrom returns a check that url answers with nginx's welcome page, asked from the netns hostNS
+// (the lab's Internet side).
+func nginxPageFrom(hostNS string) func(url string) bool {
+	web := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: netns.DialContext(netns.Path(hostNS))}}
+	return func(url string) bool {
+		resp, err := web.Get(url)
+		if err != nil {
+			return false
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == 200 && strings.Contains(string(body), "Welcome to nginx!")
+	}
 }

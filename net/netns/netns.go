@@ -155,6 +155,22 @@ func NewHandle(path string) (*netlink.Handle, error) {
 	return h, nil
 }
 
+// OpenWithHandle opens the namespace at path (Open) together with a netlink handle in it (NewHandle): what
+// code that both programs links there and passes the namespace on (a veth peer's PeerNamespace, an nft
+// connection) needs. Close both.
+func OpenWithHandle(path string) (*os.File, *netlink.Handle, error) {
+	f, err := Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := NewHandle(path)
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, h, nil
+}
+
 // Path returns the file of the named namespace name.
 func Path(name string) string { return filepath.Join(RunDir, name) }
 

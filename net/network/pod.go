@@ -30,23 +30,16 @@ func (r *router) close() {
 // openRouter opens the account's router netns and checks it belongs to the
 // account. It returns nil, nil when the router netns does not exist.
 func (m *Manager) openRouter(account string, index int) (*router, error) {
-	path := netns.Path(m.RouterNetnsName(index))
-	f, err := netns.Open(path)
+	r, err := openNetns(netns.Path(m.RouterNetnsName(index)))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	h, err := netns.NewHandle(path)
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	r := &router{path: path, f: f, h: h}
-	br, err := nlink.LinkByName(h, BridgeName)
+	br, err := nlink.LinkByName(r.h, BridgeName)
 	if err == nil && br != nil && br.Attrs().Alias != "" && br.Attrs().Alias != account {
-		err = fmt.Errorf("router netns %s belongs to account %q, not %q", path, br.Attrs().Alias, account)
+		err = fmt.Errorf("router netns %s belongs to account %q, not %q", r.path, br.Attrs().Alias, account)
 	}
 	if err != nil {
 		r.close()
@@ -115,13 +108,8 @@ func (m *Manager) openBridge(account string, index int, b Bridge) (*router, erro
 
 // openNetns opens a namespace that holds pod ports (a router's or a node's).
 func openNetns(path string) (*router, error) {
-	f, err := netns.Open(path)
+	f, h, err := netns.OpenWithHandle(path)
 	if err != nil {
-		return nil, err
-	}
-	h, err := netns.NewHandle(path)
-	if err != nil {
-		f.Close()
 		return nil, err
 	}
 	return &router{path: path, f: f, h: h}, nil

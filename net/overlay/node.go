@@ -43,13 +43,8 @@ func (m *Manager) ensureFabric() (*fabric, error) {
 	if err := nlink.SetSysctls(path, l2Sysctls); err != nil {
 		return nil, err
 	}
-	f, err := netns.Open(path)
+	f, h, err := netns.OpenWithHandle(path)
 	if err != nil {
-		return nil, err
-	}
-	h, err := netns.NewHandle(path)
-	if err != nil {
-		f.Close()
 		return nil, err
 	}
 	fb := &fabric{path: path, f: f, h: h}
@@ -66,13 +61,8 @@ func (m *Manager) openFabric() (*fabric, error) {
 	if !exists(path) {
 		return nil, nil
 	}
-	f, err := netns.Open(path)
+	f, h, err := netns.OpenWithHandle(path)
 	if err != nil {
-		return nil, err
-	}
-	h, err := netns.NewHandle(path)
-	if err != nil {
-		f.Close()
 		return nil, err
 	}
 	return &fabric{path: path, f: f, h: h}, nil
