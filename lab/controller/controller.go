@@ -59,6 +59,9 @@ type Manager struct {
 	// segments remembers, per account index, the node set its overlay segment was last built for.
 	segMu    sync.Mutex
 	segments map[int]string
+	// frozen remembers, per node, whether its pods were last frozen (stopped) or thawed.
+	frozenMu sync.Mutex
+	frozen   map[string]bool
 	// startBackoff spaces the tries of a container that fails to start: 10 s, doubling, at most 5 min.
 	startBackoff *flowcontrol.Backoff
 
@@ -92,6 +95,7 @@ func New(c Config) *Manager {
 		nodes:    newQueue(),
 		uidKeys:  map[string]string{},
 		segments: map[int]string{},
+		frozen:   map[string]bool{},
 
 		startBackoff: flowcontrol.NewBackOff(10*time.Second, 5*time.Minute),
 	}

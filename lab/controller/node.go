@@ -69,9 +69,21 @@ func (m *Manager) reconcileNode(ctx context.Context, _, name string) (time.Durat
 	}
 	pods := m.nodePods(name)
 	var freezeErr error
-	for _, p := range pods {
-		if err := m.Runtime.FreezePod(ctx, string(p.UID), stopped); err != nil && freezeErr == nil {
-			freezeErr = fmt.Errorf("node %q: %w", name, err)
+	// Pods are frozen or thawed when the node's state changes (and once after a daemon start), not at every
+	// resync: that would be several containerd calls per pod every few seconds.
+	m.frozenMu.Lock()
+	applied, known := m.frozen[name]
+	m.frozenMu.Unlock()
+	if !known || applied != stopped {
+		for _, p := range pods {
+			if err := m.Runtime.FreezePod(ctx, string(p.UID), stopped); err != nil && freezeErr == nil {
+				freezeErr = fmt.Errorf("node %q: %w", name, err)
+			}
+		}
+		if freezeErr == nil {
+			m.frozenMu.Lock()
+			m.frozen[name] = stopped
+			m.frozenMu.Unlock()
 		}
 	}
 	if !stopped {
