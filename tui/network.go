@@ -152,7 +152,9 @@ func (n *network) View() string {
 		if nd.VXLAN != nil {
 			seg = fmt.Sprintf(" %s VNI %d", nd.VXLAN.Name, nd.VXLAN.VNI)
 		}
-		line(" node " + nd.Name + st.Dim.Render(" "+nd.Bridge.Name+seg+" ul0 "+orDash(nd.Underlay)))
+		// Narrow: the node's underlay address and its VXLAN device; pi network has the rest.
+		ul, _, _ := strings.Cut(nd.Underlay, "/")
+		line(" node " + nd.Name + st.Dim.Render(" "+orDash(ul)+seg))
 		for _, p := range v.Pods {
 			if p.Node == nd.Name {
 				podLine("  ", p)
@@ -162,7 +164,7 @@ func (n *network) View() string {
 	if len(v.Nodes) > 0 {
 		for _, p := range v.Pods {
 			if p.Node == "" {
-				podLine(" pending ", p)
+				podLine(" no node ", p)
 			}
 		}
 	}
