@@ -21,6 +21,10 @@ each pod (the router side of the pod's veth), each pod's IP and MAC, each Servic
 chain that dispatches it and its endpoints, the Floating IPs and the Services they expose, and the transit
 link to the Internet side with the router's WAN address.
 
+In a multi-node lab (pi up --nodes N) the pods are not on br0 but on their nodes: each node is shown with its
+underlay address (ul0), the account's bridge on it with its pods' ports, and the VXLAN device that stretches
+the account's network between the nodes and the router, with the peers it sends to.
+
 -o dot prints a Graphviz graph (pi network -o dot | dot -Tsvg > net.svg); -o json the same data as
 pi's API gives it (the fields are documented in lab/daemon/network_view.go).`,
 		Example: `  pi network

@@ -24,7 +24,11 @@ rules that matched in each namespace the packets crossed, the NAT conntrack appl
 TARGET is http://HOST[:PORT]/PATH, tcp://HOST:PORT or HOST:PORT, udp://HOST:PORT (one datagram, answered by
 any datagram back) or icmp://HOST (a ping). HOST is a pod IP, a Service IP or a Service name (asked of the
 account's DNS), an address of the lab's Internet side (the egress NAT), or with --from internet one of the
-lab's Floating IPs. A trace never goes outside the lab.`,
+lab's Floating IPs. A trace never goes outside the lab.
+
+In a multi-node lab the path also shows where the frames went between namespaces, read from the kernel's
+bridge forwarding databases after the request: a pod's node bridge to a pod on the same node, or over VXLAN
+(the VNI and the underlay address of the other node or of the router) and down the other node's bridge.`,
 		Example: `  pi trace nginx http://podinfo:9898/
   pi trace nginx tcp://10.244.0.7:9898
   pi trace nginx udp://10.244.0.2:53          # the account's DNS server
