@@ -1429,8 +1429,15 @@ func (f *l2Fabric) nodeHops(hops []TraceHop, client traceNS, route TraceHop, dst
 		routerLeg, _ = f.l2Leg(f.router(), f.routerPath, endpoint)
 	}
 	target := "pod " + f.names[endpoint]
+	// With a router leg, the path reads in the packets' order: the router's request hops, the leg to the
+	// endpoint's node, the endpoint, then the router's reply and later packets (which came back after).
+	var later []TraceHop
 	for _, h := range hops {
 		if !crossed && h.Netns == f.routerLabel && h.Kind == "silent" || lost && h.Netns == target && h.Kind == "endpoint" {
+			continue
+		}
+		if routerLeg != nil && h.Netns == f.routerLabel && (h.Direction == "reply" || h.Kind == "more") {
+			later = append(later, h)
 			continue
 		}
 		if h.Netns == target && routerLeg != nil {
@@ -1438,5 +1445,5 @@ func (f *l2Fabric) nodeHops(hops []TraceHop, client traceNS, route TraceHop, dst
 		}
 		out = append(out, h)
 	}
-	return append(out, routerLeg...)
+	return append(append(out, routerLeg...), later...)
 }
