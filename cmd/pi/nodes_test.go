@@ -123,6 +123,14 @@ func TestNodes(t *testing.T) {
 			t.Errorf("pi get nodes: no Ready %s:\n%s", n, out)
 		}
 	}
+	// A node at rest is not rewritten: its status is written when something changed (a controller that
+	// rewrote it on every pass woke itself hundreds of times a second).
+	rv := func() string { return mustPi(t, lab, "get", "nodes", "-o", "jsonpath={.items[*].metadata.resourceVersion}") }
+	before := rv()
+	time.Sleep(2 * time.Second)
+	if after := rv(); after != before {
+		t.Errorf("the nodes' resourceVersions moved at rest: %s → %s", before, after)
+	}
 	accounts := []string{"default", "bob"}
 	pods := map[string][]nodePod{}
 	for _, a := range accounts {

@@ -209,7 +209,14 @@ func nodeStatusKey(n *corev1.Node) string {
 	for _, a := range n.Status.Addresses {
 		fmt.Fprintf(&b, "%s=%s;", a.Type, a.Address)
 	}
-	fmt.Fprintf(&b, "%v;%v", n.Status.NodeInfo, n.Status.Capacity)
+	fmt.Fprintf(&b, "%v;", n.Status.NodeInfo)
+	// Quantities by their text: a decoded one and a new one of the same value differ as Go values (a cached
+	// string), and a key that always differs would rewrite the node, and wake this controller, forever.
+	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory, corev1.ResourcePods} {
+		q := n.Status.Capacity[r]
+		a := n.Status.Allocatable[r]
+		fmt.Fprintf(&b, "%s=%s/%s;", r, q.String(), a.String())
+	}
 	return b.String()
 }
 
