@@ -125,7 +125,9 @@ func TestNodes(t *testing.T) {
 	}
 	// A node at rest is not rewritten: its status is written when something changed (a controller that
 	// rewrote it on every pass woke itself hundreds of times a second).
-	rv := func() string { return mustPi(t, lab, "get", "nodes", "-o", "jsonpath={.items[*].metadata.resourceVersion}") }
+	rv := func() string {
+		return mustPi(t, lab, "get", "nodes", "-o", "jsonpath={.items[*].metadata.resourceVersion}")
+	}
 	before := rv()
 	time.Sleep(2 * time.Second)
 	if after := rv(); after != before {
