@@ -205,6 +205,14 @@ func newUpCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// A lock on the state held by no live daemon (pid -1) is a daemon the kernel is still tearing down
+			// (killed a moment ago: its process is gone, its files not yet closed); give it a few seconds.
+			for wait := time.Now().Add(10 * time.Second); t.Pid == -1 && time.Now().Before(wait); {
+				time.Sleep(100 * time.Millisecond)
+				if t, err = locate(cmd, f.raw(), false); err != nil {
+					return err
+				}
+			}
 			c := t.Config
 			if t.Pid != 0 {
 				// Up already, or a daemon of the lab that does not answer where we look: never a second one.
