@@ -67,7 +67,10 @@ func (m *Manager) reconcileNode(ctx context.Context, _, name string) (time.Durat
 			return 0, fmt.Errorf("node %q: %w", name, err)
 		}
 	}
-	pods := m.nodePods(name)
+	pods, err := m.Registry.NodePods(name)
+	if err != nil {
+		return 0, fmt.Errorf("node %q: %w", name, err)
+	}
 	var freezeErr error
 	// Pods are frozen or thawed when the node's state changes (and once after a daemon start), not at every
 	// resync: that would be several containerd calls per pod every few seconds.
@@ -124,18 +127,6 @@ func (m *Manager) reconcileNode(ctx context.Context, _, name string) (time.Durat
 		}
 	}
 	return 0, freezeErr
-}
-
-// nodePods lists the pods placed on a node, in every account.
-func (m *Manager) nodePods(name string) []*corev1.Pod {
-	objs, _ := m.Store.List(kindPod, "")
-	var out []*corev1.Pod
-	for _, o := range objs {
-		if p := o.(*corev1.Pod); p.Spec.NodeName == name {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // queuePendingPods queues the pods no node has taken yet.

@@ -17,7 +17,7 @@ const MaxNodes = 255
 
 // AddNode records a new node of a multi-node lab under the lowest free index (1..MaxNodes), named as kind
 // names its workers (worker, worker2, ...). The node is NotReady until the lab has built its namespace
-// (the daemon reports that with SetNodeStatus). Refused when the lab is a single-node lab: its one node's
+// (the node controller sets it Ready). Refused when the lab is a single-node lab: its one node's
 // pods sit on the account routers, and there is no underlay to add a node to.
 func (r *Registry) AddNode() (*corev1.Node, error) {
 	r.mu.Lock()
@@ -135,39 +135,6 @@ func podList(pods []*corev1.Pod) string {
 		s += api.AccountOf(p) + "/" + p.Name
 	}
 	return s
-}
-
-// SetNodeStatus records what the lab found of a node: its Ready condition (kept with its transition time
-// when unchanged) and, when given, its addresses and node info.
-func (r *Registry) SetNodeStatus(name string, ready corev1.ConditionStatus, reason, msg string, fill func(*corev1.Node)) (*corev1.Node, error) {
-	out, err := r.store.Mutate(kindNode, "", name, func(o metav1.Object) error {
-		n := o.(*corev1.Node)
-		now := metav1.NewTime(time.Now().UTC())
-		found := false
-		for i := range n.Status.Conditions {
-			c := &n.Status.Conditions[i]
-			if c.Type != corev1.NodeReady {
-				continue
-			}
-			found = true
-			if c.Status != ready {
-				c.LastTransitionTime = now
-			}
-			c.Status, c.Reason, c.Message, c.LastHeartbeatTime = ready, reason, msg, now
-		}
-		if !found {
-			n.Status.Conditions = append(n.Status.Conditions, corev1.NodeCondition{Type: corev1.NodeReady, Status: ready,
-				Reason: reason, Message: msg, LastHeartbeatTime: now, LastTransitionTime: now})
-		}
-		if fill != nil {
-			fill(n)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out.(*corev1.Node), nil
 }
 
 func goarch() string { return runtime.GOARCH }

@@ -90,7 +90,10 @@ func TestScheduleMultiNodeAddressesFromTheNodeBlock(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := r.SetNodeStatus(n.Name, corev1.ConditionTrue, "KubeletReady", "", nil); err != nil {
+		if _, err := st.Mutate(kindNode, "", n.Name, func(o metav1.Object) error {
+			o.(*corev1.Node).Status.Conditions[0].Status = corev1.ConditionTrue
+			return nil
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}
