@@ -28,39 +28,18 @@ func BenchmarkNodes(b *testing.B) {
 	hostNS := "inet-" + lab
 	mustPi(b, lab, "image", "build", "nginx", "podinfo")
 	dir := b.TempDir()
-	svcTmpl, err := os.ReadFile(filepath.Join("..", "..", "scenarios", "manifests", "service.yml"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	nginxYML := filepath.Join("..", "..", "scenarios", "manifests", "nginx.yml")
-	pageUp := nginxPageFrom(hostNS)
+	walk := newWalkthrough(b, lab, hostNS, dir)
 
 	const rounds = 3
 	var ups, adds []time.Duration
 	b.ResetTimer()
 	for n := 0; n < b.N; n++ {
 		for r := 0; r < rounds; r++ {
-			mustPi(b, lab, "down")
-			start := time.Now()
-			mustPi(b, lab, "up", "--host-netns", hostNS)
-			fip := strings.TrimSpace(mustPi(b, lab, "create", "fip"))
-			svc := filepath.Join(dir, "service.yml")
-			os.WriteFile(svc, []byte(strings.ReplaceAll(string(svcTmpl), "104.154.140.179", fip)), 0o644)
-			mustPi(b, lab, "create", "-f", svc)
-			mustPi(b, lab, "create", "-f", nginxYML)
-			url := "http://" + fip + ":8080/"
-			for !pageUp(url) {
-				if time.Since(start) > time.Minute {
-					b.Fatalf("round %d: %s did not answer within a minute", r, url)
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-			ups = append(ups, time.Since(start))
-			mustPi(b, lab, "delete", "pod", "nginx")
-			mustPi(b, lab, "delete", "service", "test-loadbalancer")
-			mustPi(b, lab, "delete", "fip", fip)
+			fip, took := walk.round(b, r)
+			ups = append(ups, took)
+			walk.undo(b, fip)
 
-			start = time.Now()
+			start := time.Now()
 			out := mustPi(b, lab, "node", "add")
 			adds = append(adds, time.Since(start))
 			mustPi(b, lab, "node", "delete", strings.TrimPrefix(strings.Fields(out)[0], "node/"))

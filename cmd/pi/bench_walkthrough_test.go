@@ -27,12 +27,7 @@ func BenchmarkWalkthrough(b *testing.B) {
 	hostNS := "inet-" + lab
 	mustPi(b, lab, "image", "build", "nginx")
 	dir := b.TempDir()
-	nginxYML := filepath.Join("..", "..", "scenarios", "manifests", "nginx.yml")
-	svcTmpl, err := os.ReadFile(filepath.Join("..", "..", "scenarios", "manifests", "service.yml"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	pageUp := nginxPageFrom(hostNS)
+	walk := newWalkthrough(b, lab, hostNS, dir)
 
 	const rounds = 5
 	var ups []time.Duration
@@ -40,26 +35,11 @@ func BenchmarkWalkthrough(b *testing.B) {
 	b.ResetTimer()
 	for n := 0; n < b.N; n++ {
 		for r := 0; r < rounds; r++ {
-			mustPi(b, lab, "down")
-			start := time.Now()
-			mustPi(b, lab, "up", "--host-netns", hostNS)
-			fip = strings.TrimSpace(mustPi(b, lab, "create", "fip"))
-			svc := filepath.Join(dir, "service.yml")
-			os.WriteFile(svc, []byte(strings.ReplaceAll(string(svcTmpl), "104.154.140.179", fip)), 0o644)
-			mustPi(b, lab, "create", "-f", svc)
-			mustPi(b, lab, "create", "-f", nginxYML)
-			url := "http://" + fip + ":8080/"
-			for !pageUp(url) {
-				if time.Since(start) > time.Minute {
-					b.Fatalf("round %d: %s did not answer within a minute", r, url)
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-			ups = append(ups, time.Since(start))
+			var took time.Duration
+			fip, took = walk.round(b, r)
+			ups = append(ups, took)
 			if r < rounds-1 {
-				mustPi(b, lab, "delete", "pod", "nginx")
-				mustPi(b, lab, "delete", "service", "test-loadbalancer")
-				mustPi(b, lab, "delete", "fip", fip)
+				walk.undo(b, fip)
 			}
 		}
 	}
@@ -107,17 +87,59 @@ spec:
 	b.ReportMetric(mf/md, "throughput-ratio")
 }
 
-// nginxPageFrom returns a check that url answers with nginx's welcome page, asked from the netns hostNS
-// (the lab's Internet side).
-func nginxPageFrom(hostNS string) func(url string) bool {
-	web := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: netns.DialContext(netns.Path(hostNS))}}
-	return func(url string) bool {
-		resp, err := web.Get(url)
-		if err != nil {
-			return false
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode == 200 && strings.Contains(string(body), "Welcome to nginx!")
+// walkthrough plays the Pi guide's walkthrough in a lab whose nginx image is present: the round both
+// BenchmarkWalkthrough and BenchmarkNodes time.
+type walkthrough struct {
+	lab, hostNS, dir string
+	svcTmpl          []byte
+	nginxYML         string
+	web              *http.Client
+}
+
+func newWalkthrough(b *testing.B, lab, hostNS, dir string) *walkthrough {
+	svcTmpl, err := os.ReadFile(filepath.Join("..", "..", "scenarios", "manifests", "service.yml"))
+	if err != nil {
+		b.Fatal(err)
 	}
+	return &walkthrough{lab: lab, hostNS: hostNS, dir: dir, svcTmpl: svcTmpl,
+		nginxYML: filepath.Join("..", "..", "scenarios", "manifests", "nginx.yml"),
+		web:      &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: netns.DialContext(netns.Path(hostNS))}}}
+}
+
+// round stops the lab, then times `pi up`, `pi create fip`, the LoadBalancer Service and the nginx pod until
+// http://FIP:8080/ answers with nginx's page from the Internet side.
+func (w *walkthrough) round(b *testing.B, r int) (fip string, took time.Duration) {
+	mustPi(b, w.lab, "down")
+	start := time.Now()
+	mustPi(b, w.lab, "up", "--host-netns", w.hostNS)
+	fip = strings.TrimSpace(mustPi(b, w.lab, "create", "fip"))
+	svc := filepath.Join(w.dir, "service.yml")
+	os.WriteFile(svc, []byte(strings.ReplaceAll(string(w.svcTmpl), "104.154.140.179", fip)), 0o644)
+	mustPi(b, w.lab, "create", "-f", svc)
+	mustPi(b, w.lab, "create", "-f", w.nginxYML)
+	url := "http://" + fip + ":8080/"
+	for !w.pageUp(url) {
+		if time.Since(start) > time.Minute {
+			b.Fatalf("round %d: %s did not answer within a minute", r, url)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fip, time.Since(start)
+}
+
+// undo deletes what a round made, for the next one.
+func (w *walkthrough) undo(b *testing.B, fip string) {
+	mustPi(b, w.lab, "delete", "pod", "nginx")
+	mustPi(b, w.lab, "delete", "service", "test-loadbalancer")
+	mustPi(b, w.lab, "delete", "fip", fip)
+}
+
+func (w *walkthrough) pageUp(url string) bool {
+	resp, err := w.web.Get(url)
+	if err != nil {
+		return false
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode == 200 && strings.Contains(string(body), "Welcome to nginx!")
 }
