@@ -134,6 +134,10 @@ type TransitView struct {
 	HostAddress string `json:"hostAddress"`
 	// HostNetns is the namespace that plays the Internet: "" for the machine's own.
 	HostNetns string `json:"hostNetns,omitempty"`
+	// InternetAddresses are the Internet side's own addresses that pods reach through the router's NAT
+	// (the laptop's, or the --host-netns's): where `pi trace POD icmp://ADDR` shows the way out. The transit
+	// links' addresses are not among them: the router never lets pods reach those.
+	InternetAddresses []string `json:"internetAddresses,omitempty"`
 }
 
 // PodView is one pod: store (name, phase, IP) and kernel (MAC of its eth0, its port on br0).
@@ -234,6 +238,8 @@ type kernelNet struct {
 	ports    []linkInfo
 	wan      *linkInfo
 	hostLink *linkInfo
+	// internet are the Internet side's own addresses a pod's traffic may reach (not the transit links').
+	internet []string
 	podMACs  map[string]string // pod UID → eth0 MAC
 	// dispatch is the Service table's dispatch map: "ip proto port" → chain.
 	dispatch map[string]string
@@ -384,6 +390,11 @@ func (d *Daemon) readKernelNet(routerNetns string, pods []*corev1.Pod, fips []*a
 			} else {
 				k.errs = append(k.errs, fmt.Sprintf("host side of the transit link (index %d): %v", wanPeer, err))
 			}
+		}
+		if addrs, err := hh.AddrList(nil, netlink.FAMILY_V4); err == nil {
+			k.internet = internetAddrs(addrs)
+		} else {
+			k.errs = append(k.errs, fmt.Sprintf("the Internet side's addresses: %v", err))
 		}
 		if routes, err := hh.RouteList(nil, netlink.FAMILY_V4); err == nil {
 			want := map[string]bool{}
@@ -771,7 +782,7 @@ func buildNetworkView(in netInputs) NetworkView {
 		v.FIPs = append(v.FIPs, fv)
 	}
 
-	v.Transit = TransitView{RouterLink: network.WANName, HostNetns: in.hostNetns}
+	v.Transit = TransitView{RouterLink: network.WANName, HostNetns: in.hostNetns, InternetAddresses: in.k.internet}
 	if w := in.k.wan; w != nil && len(w.addrs) > 0 {
 		v.Transit.WANAddress = w.addrs[0]
 	} else if a.Status.WANIP != "" {
@@ -913,6 +924,10 @@ func WriteNetworkText(w io.Writer, v *NetworkView) {
 		fmt.Fprintf(w, "   ├─ %s  %s ══ transit link ══ %s  %s on the Internet side%s\n", t.RouterLink, orDash(t.WANAddress),
 			orDash(t.HostLink), orDash(t.HostAddress), hostNetnsText(t.HostNetns))
 		fmt.Fprintf(w, "   │     (pods reach the Internet masqueraded behind %s)\n", strings.Split(orDash(t.WANAddress), "/")[0])
+		if len(t.InternetAddresses) > 0 {
+			fmt.Fprintf(w, "   │     (the Internet side answers pods on %s: pi trace POD icmp://%s shows the way out)\n",
+				strings.Join(t.InternetAddresses, ", "), t.InternetAddresses[0])
+		}
 		fmt.Fprintf(w, "   └─ nftables  %s\n", strings.Join(r.Tables, ", "))
 	}
 	writeNodesText(w, v)
@@ -1144,4 +1159,19 @@ func WriteNetworkDot(w io.Writer, v *NetworkView) {
 		}
 	}
 	fmt.Fprintln(w, "}")
+}
+
+// internetAddrs are the addresses of the Internet side's namespace that a pod's traffic may reach: global
+// unicast, not loopback, and not in the transit range (the router rejects pods' traffic to any transit
+// link, its own account's included), in the kernel's order.
+func internetAddrs(addrs []netlink.Addr) []string {
+	var out []string
+	for _, a := range addrs {
+		ip := a.IP.To4()
+		if ip == nil || !ip.IsGlobalUnicast() || ip.IsLoopback() || network.TransitRange.Contains(ip) {
+			continue
+		}
+		out = append(out, ip.String())
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -10,6 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/pilab/pi/lab/api"
 )
@@ -56,6 +59,7 @@ func netFixture() netInputs {
 			},
 			wan:       &linkInfo{name: "wan0", addrs: []string{"100.64.0.2/30"}},
 			hostLink:  &linkInfo{name: "ptw0", addrs: []string{"100.64.0.1/30"}},
+			internet:  []string{"203.0.113.10"},
 			podMACs:   map[string]string{"uid-a": "0a:58:0a:f4:03:01", "uid-b": "0a:58:0a:f4:07:02"},
 			dispatch:  map[string]string{"10.96.0.10 tcp 80": "svc-web-tcp-80", "10.96.0.11 tcp 8080": "svc-web-lb-tcp-8080"},
 			tables:    []string{"ip pt-router", "ip pt-svc"},
@@ -98,7 +102,8 @@ func TestBuildNetworkView(t *testing.T) {
 	if len(v.FIPs) != 1 || v.FIPs[0].Route != "via 100.64.0.2 dev ptw0" || v.FIPs[0].DisplayName != "shop" {
 		t.Errorf("fips %+v", v.FIPs)
 	}
-	if v.Transit != (TransitView{RouterLink: "wan0", WANAddress: "100.64.0.2/30", HostLink: "ptw0", HostAddress: "100.64.0.1/30"}) {
+	if want := (TransitView{RouterLink: "wan0", WANAddress: "100.64.0.2/30", HostLink: "ptw0", HostAddress: "100.64.0.1/30",
+		InternetAddresses: []string{"203.0.113.10"}}); !reflect.DeepEqual(v.Transit, want) {
 		t.Errorf("transit %+v", v.Transit)
 	}
 	if len(v.Warnings) != 0 {
@@ -204,5 +209,22 @@ func TestDispatchKeyParts(t *testing.T) {
 	}
 	if _, _, _, ok := dispatchKeyParts([]byte{1, 2}); ok {
 		t.Errorf("a short key decoded")
+	}
+}
+
+// The Internet side's addresses a trace may ping out to: neither loopback nor a transit link (the router
+// rejects pods' traffic to those), in the kernel's order.
+func TestInternetAddrs(t *testing.T) {
+	addr := func(s string) netlink.Addr {
+		a, err := netlink.ParseAddr(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return *a
+	}
+	got := internetAddrs([]netlink.Addr{addr("127.0.0.1/8"), addr("100.64.0.1/30"), addr("100.83.179.93/30"),
+		addr("203.0.113.10/32"), addr("192.168.1.20/24"), addr("169.254.1.1/16")})
+	if want := []string{"203.0.113.10", "192.168.1.20"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("internetAddrs = %q, want %q", got, want)
 	}
 }
