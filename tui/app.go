@@ -141,8 +141,7 @@ func (a *App) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		}
 		return a, tea.Batch(cmd, fetch)
 	case networkMsg:
-		a.net.update(msg)
-		return a, nil
+		return a, a.net.update(msg)
 	case shellMsg:
 		if a.walk != nil {
 			a.walk, cmd = a.walk.Update(msg)
@@ -150,6 +149,10 @@ func (a *App) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return a, cmd
 	case watchMsg, watchStartedMsg, watchEndedMsg, rewatchMsg:
 		a.live, cmd = a.live.Update(msg)
+		if _, ok := msg.(watchMsg); ok && a.showNet {
+			// The map on screen is a live one: what the watch reports changed, it draws again.
+			cmd = tea.Batch(cmd, a.net.changed())
+		}
 		return a, cmd
 	}
 	return a, nil

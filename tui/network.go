@@ -46,6 +46,8 @@ type network struct {
 	trace *daemon.TraceResult
 	// loading: a fetch is on its way (one at a time; a step's end asks again).
 	loading bool
+	// stale: the lab changed while a fetch was on its way, so its answer may be older than the change.
+	stale bool
 }
 
 func newNetwork(c common, src NetworkSource) *network { return &network{common: c, src: src} }
@@ -63,12 +65,30 @@ func (n *network) fetch() tea.Cmd {
 	}
 }
 
-func (n *network) update(msg networkMsg) {
+// changed is called when the lab changed (a pod or Service watch event): the map is asked for again, so
+// the pane follows the lab as the live pane does, whoever made the change (a step, or kubectl in another
+// terminal). A burst of events (a Deployment's pods, a watch's first list) costs at most two fetches: one
+// now and one after it, not one per event.
+func (n *network) changed() tea.Cmd {
+	if n.loading {
+		n.stale = true
+		return nil
+	}
+	return n.fetch()
+}
+
+// update takes the daemon's answer; a change seen while it was on its way asks again.
+func (n *network) update(msg networkMsg) tea.Cmd {
 	n.loading = false
 	n.err = msg.err
 	if msg.err == nil {
 		n.view = msg.v
 	}
+	if n.stale {
+		n.stale = false
+		return n.fetch()
+	}
+	return nil
 }
 
 func (n *network) View() string {

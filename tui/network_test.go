@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/pilab/pi/lab/api"
 	"github.com/pilab/pi/lab/daemon"
 	"github.com/pilab/pi/scenarios"
 )
@@ -129,6 +130,56 @@ func TestNetworkPaneToggles(t *testing.T) {
 	h.send(h.key("tab")())
 	if v := h.app.View(); !strings.Contains(v, "pi network: the pi daemon is not") {
 		t.Errorf("the pane hides the error:\n%s", v)
+	}
+}
+
+// The map follows the lab: a pod the watch reports (made by a step or by kubectl elsewhere) is drawn without
+// a key pressed; a burst of events while the map is on its way costs one more fetch, not one per event;
+// with the live pane shown, events fetch nothing.
+func TestNetworkPaneFollowsTheLab(t *testing.T) {
+	h := newHarnessSize(t, 100, 30)
+	labPods(h)
+	if h.net.calls != 0 {
+		t.Fatalf("the map was fetched %d times with the live pane shown", h.net.calls)
+	}
+	first := h.key("tab")
+	if first == nil {
+		t.Fatal("tab: no fetch")
+	}
+	// A Deployment's pods arrive while the first answer is on its way.
+	for _, name := range []string{"web-1", "web-2", "web-3"} {
+		if cmd := h.send(podEvent(t, api.Added, name, "Pending", "")); cmd != nil {
+			t.Fatalf("a watch event while the map is on its way fetched again at once")
+		}
+	}
+	h.net.mu.Lock()
+	grown := fakeLabNetwork()
+	grown.Pods = append(grown.Pods, daemon.PodView{Name: "web-1", Phase: "Running", IP: "10.244.77.7"})
+	h.net.view = grown
+	h.net.mu.Unlock()
+	// The first answer (already the grown map here) comes back and asks once more for the changes since.
+	again := h.send(first())
+	if again == nil {
+		t.Fatal("the changes seen while the map was on its way were not asked for")
+	}
+	if cmd := h.send(again()); cmd != nil {
+		t.Errorf("a third fetch with nothing changed since the second")
+	}
+	if h.net.calls != 2 {
+		t.Errorf("%d fetches for one tab and a burst of 3 events, want 2", h.net.calls)
+	}
+	if v := stripANSI(h.app.View()); !strings.Contains(v, "10.244.77.7 web-1") {
+		t.Errorf("the pane does not show the new pod:\n%s", v)
+	}
+	// Nothing on its way: an event asks at once.
+	if cmd := h.send(podEvent(t, api.Deleted, "web-1", "Running", "10.244.77.7")); cmd == nil {
+		t.Errorf("a watch event with the map shown and idle fetched nothing")
+	}
+	// Back to the live pane: events cost no fetch.
+	h.send(networkMsg{v: fakeLabNetwork()})
+	h.key("tab")
+	if cmd := h.send(podEvent(t, api.Added, "web-4", "Pending", "")); cmd != nil {
+		t.Errorf("a watch event with the live pane shown fetched the map")
 	}
 }
 
