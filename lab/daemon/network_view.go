@@ -1162,13 +1162,14 @@ func WriteNetworkDot(w io.Writer, v *NetworkView) {
 }
 
 // internetAddrs are the addresses of the Internet side's namespace that a pod's traffic may reach: global
-// unicast, not loopback, and not in the transit range (the router rejects pods' traffic to any transit
-// link, its own account's included), in the kernel's order.
+// unicast, not loopback, not in the transit range (the router rejects pods' traffic to any transit link,
+// its own account's included) and not in the pod network (a pod would look for it on its own bridge), in
+// the kernel's order.
 func internetAddrs(addrs []netlink.Addr) []string {
 	var out []string
 	for _, a := range addrs {
 		ip := a.IP.To4()
-		if ip == nil || !ip.IsGlobalUnicast() || ip.IsLoopback() || network.TransitRange.Contains(ip) {
+		if ip == nil || !ip.IsGlobalUnicast() || ip.IsLoopback() || network.TransitRange.Contains(ip) || network.PodCIDR.Contains(ip) {
 			continue
 		}
 		out = append(out, ip.String())

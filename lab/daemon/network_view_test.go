@@ -223,7 +223,7 @@ func TestInternetAddrs(t *testing.T) {
 		return *a
 	}
 	got := internetAddrs([]netlink.Addr{addr("127.0.0.1/8"), addr("100.64.0.1/30"), addr("100.83.179.93/30"),
-		addr("203.0.113.10/32"), addr("192.168.1.20/24"), addr("169.254.1.1/16")})
+		addr("203.0.113.10/32"), addr("192.168.1.20/24"), addr("169.254.1.1/16"), addr("10.244.7.1/24")})
 	if want := []string{"203.0.113.10", "192.168.1.20"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("internetAddrs = %q, want %q", got, want)
 	}
