@@ -93,7 +93,7 @@ func (b *batch) delSet(name string) {
 
 func (b *batch) addEndpointChain(e epChain) {
 	b.addChain(b.chain(e.name))
-	b.addRules(e.name, endpointRules(e)...)
+	b.addRules(e.name, b.s.endpointRules(e)...)
 }
 
 // pickMap is the named vmap `numgen random mod N` indexes. A named map (not
@@ -127,7 +127,9 @@ func (b *batch) writeServiceChain(c svcChain, existing bool) {
 	b.addElems(pick, elems)
 	b.ops += len(elems)
 
-	b.addRules(c.name, markForMasquerade(b.s.podNet))
+	if b.s.nodeBridge == "" {
+		b.addRules(c.name, markForMasquerade(b.s.podNet))
+	}
 	for _, e := range c.endpoints {
 		if e.affSet != "" {
 			b.addRules(c.name, affinityLookup(e.affSet, e.name))
@@ -167,14 +169,20 @@ func (b *batch) full(want *state) {
 		addrs = append(addrs, a)
 	}
 	sortAddrs(addrs)
-	sa := b.serviceAddrs()
-	b.setErr(b.c.AddSet(sa, nil))
-	b.addElems(sa, addrElems(addrs))
-	b.ops += 1 + len(addrs)
+	// A node's table rejects nothing (WithNodeBridge): no address set, no reject chain.
+	rejects := b.s.nodeBridge == ""
+	if rejects {
+		sa := b.serviceAddrs()
+		b.setErr(b.c.AddSet(sa, nil))
+		b.addElems(sa, addrElems(addrs))
+		b.ops += 1 + len(addrs)
+	}
 	b.setErr(b.c.AddSet(b.serviceIPs(), nil))
 	b.ops++
 	b.addChain(b.chain(chainServices))
-	b.addChain(b.chain(chainReject))
+	if rejects {
+		b.addChain(b.chain(chainReject))
+	}
 
 	dispatch := map[dispatchKey]string{}
 	for _, name := range slices.Sorted(maps.Keys(want.parts)) {
@@ -197,7 +205,9 @@ func (b *batch) full(want *state) {
 		b.ops += len(keys)
 	}
 	b.addRules(chainServices, serviceDispatchRule())
-	b.addRules(chainReject, rejectRules()...)
+	if rejects {
+		b.addRules(chainReject, rejectRules()...)
+	}
 	for _, bc := range b.s.baseChains() {
 		b.addChain(&nftables.Chain{Table: t, Name: bc.name, Type: bc.typ, Hooknum: bc.hook,
 			Priority: nftables.ChainPriorityRef(bc.priority)})
@@ -305,9 +315,11 @@ func (b *batch) incremental(have, want *state) {
 	}
 	sortAddrs(delA)
 	sortAddrs(addA)
-	b.delElems(b.serviceAddrs(), addrElems(delA))
-	b.addElems(b.serviceAddrs(), addrElems(addA))
-	b.ops += len(delA) + len(addA)
+	if b.s.nodeBridge == "" {
+		b.delElems(b.serviceAddrs(), addrElems(delA))
+		b.addElems(b.serviceAddrs(), addrElems(addA))
+		b.ops += len(delA) + len(addA)
+	}
 	// 5. unreferenced objects: service chains + pick maps, endpoint chains,
 	// affinity sets
 	for _, c := range cs {

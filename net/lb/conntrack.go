@@ -18,10 +18,13 @@ func nativeU32(v uint32) []byte { return binaryutil.NativeEndian.PutUint32(v) }
 type staleUDP struct {
 	addrs map[ip4]bool
 	udp   map[dispatchKey]map[ip4port]bool
+	// zone: in a node's table only the account's own conntrack zone is looked at (the node's other
+	// accounts have the same Service IPs, with endpoints of their own).
+	zone uint16
 }
 
 func (f *staleUDP) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
-	if fl.Forward.Protocol != unix.IPPROTO_UDP {
+	if fl.Forward.Protocol != unix.IPPROTO_UDP || fl.Zone != f.zone {
 		return false
 	}
 	dst, ok := toIP4(fl.Forward.DstIP)
@@ -76,7 +79,7 @@ func (s *Syncer) flushStaleUDP(old, want *state) (int, error) {
 			udp[k] = eps
 		}
 	}
-	n, err := s.ct.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, &staleUDP{addrs: addrs, udp: udp})
+	n, err := s.ct.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, &staleUDP{addrs: addrs, udp: udp, zone: s.zone})
 	if err != nil {
 		s.ctPending = addrs
 		return int(n), fmt.Errorf("lb: flush stale UDP conntrack entries in netns %s: %w (retried on the next Sync)", s.nsPath, err)

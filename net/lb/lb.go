@@ -166,6 +166,30 @@ func WithRouterOutput() Option {
 	}
 }
 
+// WithNodeBridge makes the table a node's share of an account's Services in a multi-node lab, as
+// kube-proxy runs on every node: a pod's connection to a Service is DNAT'd on its own node, as its frames
+// enter the account's bridge there (br_netfilter hands bridged IPv4 to the IP hooks), and crosses the
+// overlay once, straight to the endpoint's node, instead of twice through the account's router. A node
+// holds the bridges of several accounts with the same addresses, so the table only looks at packets from
+// bridge (the account's), and puts them in conntrack zone zone (the account's) before conntrack sees them,
+// so two accounts' identical connections never share an entry. No masquerade: the endpoint answers the
+// client's own address on the same segment, through the client's node, whose conntrack undoes the DNAT.
+// A client that picked itself is left to the router (the ep chain returns), whose masquerade makes the
+// hairpin work; no reject either: what is still addressed to a Service IP goes on to the router, which
+// rejects it as it does in a single-node lab.
+func WithNodeBridge(bridge string, zone uint16) Option {
+	return func(s *Syncer) error {
+		if bridge == "" || len(bridge) >= unix.IFNAMSIZ {
+			return fmt.Errorf("lb: bridge name %q is not an interface name", bridge)
+		}
+		if zone == 0 {
+			return fmt.Errorf("lb: bridge %s: conntrack zone 0 is every other packet's; give the account's own", bridge)
+		}
+		s.nodeBridge, s.zone = bridge, zone
+		return nil
+	}
+}
+
 // Syncer owns one nftables table in one network namespace.
 type Syncer struct {
 	mu     sync.Mutex
@@ -176,10 +200,13 @@ type Syncer struct {
 	svcNet *net.IPNet
 	// routerOutput adds the nat-output hook (WithRouterOutput).
 	routerOutput bool
-	conn         *nftables.Conn
-	ct           *netlink.Handle
-	applied      *state // last state known to be in the kernel; nil => full rebuild
-	built        *state // last desired state: unchanged services reuse its parts
+	// nodeBridge and zone: the table is a node's, for the account whose bridge that is (WithNodeBridge).
+	nodeBridge string
+	zone       uint16
+	conn       *nftables.Conn
+	ct         *netlink.Handle
+	applied    *state // last state known to be in the kernel; nil => full rebuild
+	built      *state // last desired state: unchanged services reuse its parts
 	// ctPending holds service addresses whose stale UDP conntrack entries
 	// could not be flushed yet; retried on the next Sync.
 	ctPending map[ip4]bool

@@ -23,6 +23,7 @@ const (
 	chainNATPost    = "nat-postrouting"
 	chainFilterPre  = "filter-prerouting"
 	chainFilterOut  = "filter-output"
+	chainZone       = "zone" // a node's table: the account's packets into its conntrack zone
 )
 
 // filterAfterDNAT runs after the nat chains (dstnat = -100), so a packet still
@@ -50,6 +51,14 @@ type baseChain struct {
 // kernel re-validate the whole tree on each commit (~6 ms per walk at 1,000
 // services x 10 endpoints), and nothing in the router netns needs Services.
 func (s *Syncer) baseChains() []baseChain {
+	if s.nodeBridge != "" {
+		// A node's table (WithNodeBridge): the zone before conntrack, then the Services, for the account's
+		// bridge only.
+		return []baseChain{
+			{chainZone, nftables.ChainTypeFilter, hookPre, *nftables.ChainPriorityRaw, setZone},
+			{chainNATPre, nftables.ChainTypeNAT, hookPre, *nftables.ChainPriorityNATDest, jumpServicesFromBridge},
+		}
+	}
 	out := []baseChain{
 		{chainNATPre, nftables.ChainTypeNAT, hookPre, *nftables.ChainPriorityNATDest, jumpServices},
 		{chainNATPost, nftables.ChainTypeNAT, hookPost, *nftables.ChainPriorityNATSource, masqueradeMarked},
@@ -66,6 +75,33 @@ func (s *Syncer) baseChains() []baseChain {
 
 func jumpServices(*Syncer) [][]expr.Any {
 	return [][]expr.Any{{&expr.Verdict{Kind: expr.VerdictJump, Chain: chainServices}}}
+}
+
+// setZone puts the packets of the account's bridge into the account's conntrack zone.
+func setZone(s *Syncer) [][]expr.Any {
+	return [][]expr.Any{append(matchIifname(s.nodeBridge, expr.CmpOpEq),
+		&expr.Immediate{Register: 1, Data: binaryutil.NativeEndian.PutUint16(s.zone)},
+		&expr.Ct{Key: expr.CtKeyZONE, Register: 1, SourceRegister: true},
+	)}
+}
+
+// jumpServicesFromBridge is jumpServices for the packets of the account's bridge only: the node's other
+// bridges are other accounts', with the same Service IPs.
+func jumpServicesFromBridge(s *Syncer) [][]expr.Any {
+	return [][]expr.Any{
+		append(matchIifname(s.nodeBridge, expr.CmpOpNeq), &expr.Verdict{Kind: expr.VerdictReturn}),
+		{&expr.Verdict{Kind: expr.VerdictJump, Chain: chainServices}},
+	}
+}
+
+// matchIifname compares the input interface's name with name (op: equal or not).
+func matchIifname(name string, op expr.CmpOp) []expr.Any {
+	b := make([]byte, unix.IFNAMSIZ)
+	copy(b, name)
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: op, Register: 1, Data: b},
+	}
 }
 
 // jumpServicesLocal dispatches the router's own connections, marked for
@@ -192,8 +228,18 @@ func numgenDispatch(n int, pickMap string) []expr.Any {
 	}
 }
 
-func endpointRules(e epChain) [][]expr.Any {
+// endpointRules DNAT to the endpoint. In a node's table a client that picked itself returns first: the
+// packet goes on, still addressed to the Service, to the router, whose masquerade makes the hairpin work
+// (without it the pod would get its own packet back from its own address).
+func (s *Syncer) endpointRules(e epChain) [][]expr.Any {
 	var rules [][]expr.Any
+	if s.nodeBridge != "" {
+		rules = append(rules, []expr.Any{
+			loadSaddr(1),
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: append([]byte(nil), e.addr[:]...)},
+			&expr.Verdict{Kind: expr.VerdictReturn},
+		})
+	}
 	if e.affSet != "" {
 		rules = append(rules, []expr.Any{
 			loadSaddr(1),
