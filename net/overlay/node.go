@@ -208,7 +208,7 @@ func (m *Manager) ensureNode(index int, ip net.IP) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := nlink.SetSysctls(path, l2Sysctls); err != nil {
+	if err := nlink.SetSysctls(path, nodeSysctls); err != nil {
 		return nil, err
 	}
 	h, err := netns.NewHandle(path)

@@ -225,9 +225,9 @@ func exists(path string) bool {
 	return err == nil
 }
 
-// l2Sysctls: fabric and nodes only switch frames. No IPv6 on their links
-// (router solicitations and DAD would be flooded to every VTEP), and bridged
-// frames stay out of the IP hooks if br_netfilter is loaded.
+// l2Sysctls: the fabric only switches frames. No IPv6 on its links (router
+// solicitations and DAD would be flooded to every VTEP), and bridged frames
+// stay out of the IP hooks if br_netfilter is loaded.
 var l2Sysctls = []nlink.Sysctl{
 	{Key: "net/ipv6/conf/default/disable_ipv6", Value: "1", Optional: true},
 	{Key: "net/ipv6/conf/all/disable_ipv6", Value: "1", Optional: true},
@@ -235,3 +235,26 @@ var l2Sysctls = []nlink.Sysctl{
 	{Key: "net/bridge/bridge-nf-call-ip6tables", Value: "0", Optional: true},
 	{Key: "net/bridge/bridge-nf-call-arptables", Value: "0", Optional: true},
 }
+
+// nodeSysctls: a node switches its accounts' frames too, but hands bridged
+// IPv4 to the IP hooks (br_netfilter), where each account's Service rules DNAT
+// its pods' connections on their own node (net/lb WithNodeBridge), as
+// kube-proxy does. Without br_netfilter the router does it, one hop further.
+var nodeSysctls = []nlink.Sysctl{
+	{Key: "net/ipv6/conf/default/disable_ipv6", Value: "1", Optional: true},
+	{Key: "net/ipv6/conf/all/disable_ipv6", Value: "1", Optional: true},
+	{Key: "net/bridge/bridge-nf-call-iptables", Value: "1", Optional: true},
+	{Key: "net/bridge/bridge-nf-call-ip6tables", Value: "0", Optional: true},
+	{Key: "net/bridge/bridge-nf-call-arptables", Value: "0", Optional: true},
+}
+
+// ServiceRouteTable is account a's routing table in a node. br_netfilter
+// routes a bridged packet that DNAT readdressed; the table sends the pod
+// network back out of the account's bridge (its own, among the node's
+// identical ones: the rule picks the table by input bridge) and nothing else
+// anywhere (unreachable), so a pod never reaches the node's underlay.
+func ServiceRouteTable(account int) int { return 0x10000 + account }
+
+// serviceRulePref is the preference of the per-bridge rules: after the local
+// table, before main.
+const serviceRulePref = 100

@@ -153,8 +153,10 @@ func (m *Manager) ensureSegment(a int, rip net.IP, routerNetns string, set map[i
 					return fmt.Errorf("netns %s: label %s: %w", path, b.Attrs().Name, err)
 				}
 			}
-			_, err = ensureVXLAN(h, path, a, nip, ul, b)
-			return err
+			if _, err = ensureVXLAN(h, path, a, nip, ul, b); err != nil {
+				return err
+			}
+			return ensureServiceRouting(h, path, a, b)
 		}); err != nil {
 			return nil, err
 		}
@@ -265,6 +267,65 @@ func ensureVXLAN(h *netlink.Handle, path string, a int, local net.IP, ul, master
 	return l, nil
 }
 
+// ensureServiceRouting lets br_netfilter send a DNAT'd packet of account a's
+// bridge b back out of b: forwarding on b (the bridge has no address; its
+// neighbour entries come from ARP it sends itself), and the rule and table of
+// ServiceRouteTable.
+func ensureServiceRouting(h *netlink.Handle, path string, a int, b netlink.Link) error {
+	name := b.Attrs().Name
+	if err := nlink.SetSysctls(path, []nlink.Sysctl{{Key: "net/ipv4/conf/" + name + "/forwarding", Value: "1"}}); err != nil {
+		return err
+	}
+	table := ServiceRouteTable(a)
+	routes := []*netlink.Route{
+		{LinkIndex: b.Attrs().Index, Dst: network.PodCIDR, Scope: netlink.SCOPE_LINK, Table: table},
+		{Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Type: unix.RTN_UNREACHABLE, Table: table},
+	}
+	for _, r := range routes {
+		if err := h.RouteReplace(r); err != nil {
+			return fmt.Errorf("netns %s: route %s in table %d for %s: %w", path, r.Dst, table, name, err)
+		}
+	}
+	rules, err := h.RuleList(netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("netns %s: list rules: %w", path, err)
+	}
+	for _, r := range rules {
+		if r.IifName == name && r.Table == table {
+			return nil
+		}
+	}
+	r := netlink.NewRule()
+	r.IifName, r.Table, r.Priority, r.Family = name, table, serviceRulePref, netlink.FAMILY_V4
+	if err := h.RuleAdd(r); err != nil {
+		return fmt.Errorf("netns %s: rule iif %s lookup %d: %w", path, name, table, err)
+	}
+	return nil
+}
+
+// removeServiceRouting deletes account a's rule in a node (its table's routes go with the bridge, and the
+// unreachable default with the table's last user: it is deleted here too).
+func removeServiceRouting(h *netlink.Handle, path string, a int) error {
+	table := ServiceRouteTable(a)
+	rules, err := h.RuleList(netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("netns %s: list rules: %w", path, err)
+	}
+	for _, r := range rules {
+		if r.Table == table && r.IifName == BridgeName(a) {
+			r := r
+			if err := h.RuleDel(&r); err != nil {
+				return fmt.Errorf("netns %s: delete rule iif %s lookup %d: %w", path, r.IifName, table, err)
+			}
+		}
+	}
+	un := &netlink.Route{Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Type: unix.RTN_UNREACHABLE, Table: table}
+	if err := h.RouteDel(un); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("netns %s: delete the unreachable default of table %d: %w", path, table, err)
+	}
+	return nil
+}
+
 // removeNodeSegment deletes vx<a> and b<a> from a node. Unless force, a b<a>
 // with ports besides vx<a> (pods still plugged in) is refused.
 func removeNodeSegment(h *netlink.Handle, path string, a int, force bool) error {
@@ -306,7 +367,7 @@ func removeNodeSegment(h *netlink.Handle, path string, a int, force bool) error 
 			}
 		}
 	}
-	return nil
+	return removeServiceRouting(h, path, a)
 }
 
 // vtep is one VXLAN device of the lab, in a node or a router.
