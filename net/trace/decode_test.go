@@ -307,3 +307,24 @@ func TestRenderCtState(t *testing.T) {
 		}
 	}
 }
+
+// TestRenderCtZoneSet: a node's zone rule (net/lb WithNodeBridge) reads as nft prints it, both as written and
+// as google/nftables reads it back from the kernel (no source register).
+func TestRenderCtZoneSet(t *testing.T) {
+	ifname := make([]byte, 16)
+	copy(ifname, "b3")
+	for _, ct := range []*expr.Ct{
+		{Key: expr.CtKeyZONE, Register: 1, SourceRegister: true},
+		{Key: expr.CtKeyZONE},
+	} {
+		rule := []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname},
+			&expr.Immediate{Register: 1, Data: binary.NativeEndian.AppendUint16(nil, 3)},
+			ct,
+		}
+		if got, want := RenderRule(&nftables.Rule{Exprs: rule}), `iifname "b3" ct zone set 3`; got != want {
+			t.Errorf("got  %s\nwant %s", got, want)
+		}
+	}
+}

@@ -102,6 +102,7 @@ const (
 func RenderRule(r *nftables.Rule) string {
 	regs := map[uint32]operand{}
 	imm := map[uint32][]byte{}
+	var lastImm uint32 // the register the last immediate loaded (0: none)
 	var out []string
 	// loaded lists the registers filled since the last consumer, in order: a
 	// lookup on a concatenation reads several consecutive registers.
@@ -146,6 +147,13 @@ func RenderRule(r *nftables.Rule) string {
 			load(e.Register, o)
 		case *expr.Ct:
 			o := ctOperand(e)
+			if !e.SourceRegister && e.Register == 0 && lastImm != 0 {
+				// A `ct ... set`: google/nftables reads its source register (NFTA_CT_SREG) back as no
+				// register at all, and no ct load writes to the verdict register, so the value is the one
+				// an immediate just loaded (as nft writes `ct zone set 1`).
+				out = append(out, fmt.Sprintf("%s set %s", o.name, natArg(lastImm, regs, imm, o.kind)))
+				continue
+			}
 			if e.SourceRegister {
 				out = append(out, fmt.Sprintf("%s set %s", o.name, natArg(e.Register, regs, imm, o.kind)))
 				continue
@@ -232,6 +240,7 @@ func RenderRule(r *nftables.Rule) string {
 			load(e.Register, operand{name: s, kind: kindU32})
 		case *expr.Immediate:
 			imm[e.Register] = e.Data
+			lastImm = e.Register
 			delete(regs, e.Register)
 			loaded = slices.DeleteFunc(loaded, func(r uint32) bool { return r == e.Register })
 		case *expr.NAT:
@@ -368,6 +377,8 @@ func ctOperand(e *expr.Ct) operand {
 		return operand{name: "ct" + dir + " proto-dst", kind: kindPort}
 	case expr.CtKeyPROTOCOL:
 		return operand{name: "ct" + dir + " protocol", kind: kindProto}
+	case expr.CtKeyZONE:
+		return operand{name: "ct zone", kind: kindU32}
 	}
 	return operand{name: fmt.Sprintf("ct key %d", e.Key), kind: kindHex}
 }
@@ -387,6 +398,8 @@ func formatValue(b []byte, k valueKind) string {
 		return ctStateNames(binary.NativeEndian.Uint32(b))
 	case k == kindU32 && len(b) == 4:
 		return fmt.Sprint(binary.NativeEndian.Uint32(b))
+	case k == kindU32 && len(b) == 2:
+		return fmt.Sprint(binary.NativeEndian.Uint16(b))
 	case k == kindU32 && len(b) == 1:
 		return fmt.Sprint(b[0])
 	}
