@@ -80,8 +80,9 @@ func hopsText(r daemon.TraceResult) string {
 
 // TestTraceNodes traces in a two-node lab: pod → pod on the other node shows the client's node sending the
 // frames over VXLAN (VNI, the other node's underlay address) and the other node taking them to the pod's
-// port, and no router; pod → pod on the same node stays on the node's bridge; pod → Service crosses over
-// VXLAN to the router, its rules pick the endpoint, and the router sends over VXLAN to the endpoint's node.
+// port, and no router; pod → pod on the same node stays on the node's bridge; pod → Service is DNAT'd on the
+// client's node, whose bridge sends the frames over VXLAN to the endpoint's node, and no router; a Service's
+// endpoint that picks itself goes on to the router, which makes the hairpin work.
 // pi network shows the nodes, their bridges and VXLAN devices and which pod is where.
 func TestTraceNodes(t *testing.T) {
 	lab := startLabWith(t, "--nodes", "2")
@@ -152,15 +153,44 @@ func TestTraceNodes(t *testing.T) {
 		if r.AnsweredBy != "far" {
 			t.Errorf("answered by %q, want far:\n%s", r.AnsweredBy, hops)
 		}
-		// In path order: to the router over VXLAN, the router's Service rules and DNAT, over VXLAN to
-		// worker2, far's port.
+		// In path order: nginx's node puts the account's packets in its conntrack zone, its Service rules
+		// pick far and DNAT (as kube-proxy does on the client's node), and its bridge sends the frames over
+		// VXLAN straight to worker2, to far's port. The router never sees them.
 		order := []*regexp.Regexp{
-			regexp.MustCompile(`(?m)^\d+ node worker \[vxlan\] bridge b\d+ → vx\d+, VNI \d+ → 169\.254\.16\.\d+, router \S+ `),
-			regexp.MustCompile(`(?m)^\d+ router \S+ \[vxlan\] vx\d+ → bridge br0 \(VNI \d+ from 169\.254\.1\.1\)`),
-			regexp.MustCompile(`(?m)^\d+ router \S+ \[rule\] \S+-svc/ep-far-tcp-9898-\S+: dnat to ` + regexp.QuoteMeta(farIP) + `:9898`),
-			regexp.MustCompile(`(?m)^\d+ router \S+ \[vxlan\] bridge br0 → vx\d+, VNI \d+ → 169\.254\.1\.2, node worker2 `),
+			regexp.MustCompile(`(?m)^\d+ node worker \[rule\] \S+-svc-\d+/zone: iifname "b\d+" ct zone set \d+ → continue$`),
+			regexp.MustCompile(`(?m)^\d+ node worker \[rule\] \S+-svc-\d+/ep-far-tcp-9898-\S+: dnat to ` + regexp.QuoteMeta(farIP) + `:9898 → accept$`),
+			regexp.MustCompile(`(?m)^\d+ node worker \[nat\] conntrack: dnat to ` + regexp.QuoteMeta(farIP) + `:9898 \(far\)`),
+			regexp.MustCompile(`(?m)^\d+ node worker \[vxlan\] bridge b\d+ → vx\d+, VNI \d+ → 169\.254\.1\.2, node worker2 `),
 			regexp.MustCompile(`(?m)^\d+ node worker2 \[vxlan\] vx\d+ → bridge b\d+ → port \S+ \(pod far, `),
 			regexp.MustCompile(`(?m)^\d+ pod far \[endpoint\] `),
+		}
+		at := 0
+		for _, re := range order {
+			loc := re.FindStringIndex(hops[at:])
+			if loc == nil {
+				t.Errorf("no %s after hop text offset %d:\n%s", re, at, hops)
+				break
+			}
+			at += loc[1]
+		}
+		if strings.Contains(hops, "router") {
+			t.Errorf("the client's node DNAT'd the connection, but the hops name the router:\n%s", hops)
+		}
+	})
+
+	// A Service's endpoint that picks itself: its node leaves the connection to the router (a pod cannot
+	// get its own packet back from its own address), whose DNAT and masquerade make the hairpin work.
+	t.Run("service from its own endpoint", func(t *testing.T) {
+		r := traceJSON(t, lab, "far", "http://far:9898/")
+		hops := hopsText(r)
+		if r.HTTPStatus != 200 || r.AnsweredBy != "far" {
+			t.Errorf("HTTP %d answered by %q, want 200 by far:\n%s", r.HTTPStatus, r.AnsweredBy, hops)
+		}
+		order := []*regexp.Regexp{
+			regexp.MustCompile(`(?m)^\d+ node worker2 \[rule\] \S+-svc-\d+/ep-far-tcp-9898-\S+: ip saddr ` + regexp.QuoteMeta(farIP) + ` return → return$`),
+			regexp.MustCompile(`(?m)^\d+ node worker2 \[vxlan\] bridge b\d+ → vx\d+, VNI \d+ → 169\.254\.16\.\d+, router \S+ `),
+			regexp.MustCompile(`(?m)^\d+ router \S+ \[rule\] \S+-svc/ep-far-tcp-9898-\S+: dnat to ` + regexp.QuoteMeta(farIP) + `:9898 → accept`),
+			regexp.MustCompile(`(?m)^\d+ router \S+ \[nat\] conntrack: dnat to ` + regexp.QuoteMeta(farIP) + `:9898 \(far\); source rewritten to 10\.244\.0\.1:`),
 		}
 		at := 0
 		for _, re := range order {

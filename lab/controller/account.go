@@ -101,6 +101,7 @@ func (m *Manager) finishAccountDeletion(ctx context.Context, acct *api.Account) 
 		}
 		m.segMu.Lock()
 		delete(m.segments, acct.Status.Index)
+		delete(m.segNodes, acct.Status.Index)
 		m.segMu.Unlock()
 	}
 	if err := m.Network.DeleteAccount(acct.Name, acct.Status.Index); err != nil {

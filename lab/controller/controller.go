@@ -59,6 +59,9 @@ type Manager struct {
 	// segments remembers, per account index, the node set its overlay segment was last built for.
 	segMu    sync.Mutex
 	segments map[int]string
+	// segNodes are, per account index, the nodes its segment was last built on: where its Service rules
+	// go too (forgetSegments leaves them, so a rebuild does not take the rules away meanwhile).
+	segNodes map[int][]int
 	// frozen remembers, per node, whether its pods were last frozen (stopped) or thawed.
 	frozenMu sync.Mutex
 	frozen   map[string]bool
@@ -95,6 +98,7 @@ func New(c Config) *Manager {
 		nodes:    newQueue(),
 		uidKeys:  map[string]string{},
 		segments: map[int]string{},
+		segNodes: map[int][]int{},
 		frozen:   map[string]bool{},
 
 		startBackoff: flowcontrol.NewBackOff(10*time.Second, 5*time.Minute),

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -314,7 +315,19 @@ func (m *Manager) ensureSegment(acct *api.Account) error {
 		return fmt.Errorf("account %q: stretch its network to nodes %v: %w", acct.Name, nodes, err)
 	}
 	m.segments[acct.Status.Index] = key
+	if !slices.Equal(m.segNodes[acct.Status.Index], nodes) {
+		// The account's Service rules follow its segment onto (or off) the nodes.
+		m.segNodes[acct.Status.Index] = nodes
+		m.svc().queue.Add(objKey("", acct.Name))
+	}
 	return nil
+}
+
+// segmentNodes are the nodes account index's segment was last built on (none in a single-node lab).
+func (m *Manager) segmentNodes(index int) []int {
+	m.segMu.Lock()
+	defer m.segMu.Unlock()
+	return slices.Clone(m.segNodes[index])
 }
 
 // forgetSegments makes the next ensureSegment of every account check the kernel again (nodes came or went).

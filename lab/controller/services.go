@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"github.com/pilab/pi/lab/registry"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/pilab/pi/net/lb"
 	"github.com/pilab/pi/net/netns"
 	"github.com/pilab/pi/net/network"
+	"github.com/pilab/pi/net/overlay"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -29,6 +32,10 @@ import (
 type accountServices struct {
 	syncer *lb.Syncer
 	dns    *dns.Server
+	// index is the account's; nodes are its Service tables in the nodes its segment reaches (a multi-node
+	// lab), by node index: its pods' connections to a Service are DNAT'd on their own node.
+	index int
+	nodes map[int]*lb.Syncer
 }
 
 // svcState is the Services controller's part of the Manager; one queue key per account.
@@ -93,7 +100,7 @@ func (m *Manager) servicesAccountReady(ctx context.Context, acct *api.Account, a
 		syncer.Close()
 		return
 	}
-	s.accounts[acct.Name] = &accountServices{syncer: syncer, dns: srv}
+	s.accounts[acct.Name] = &accountServices{syncer: syncer, dns: srv, index: acct.Status.Index, nodes: map[int]*lb.Syncer{}}
 	s.queue.Add(objKey("", acct.Name))
 }
 
@@ -118,6 +125,11 @@ func (m *Manager) servicesAccountGone(acct *api.Account) {
 		as.dns.Close()
 		as.syncer.Delete()
 		as.syncer.Close()
+		for i, ns := range as.nodes {
+			if err := ns.Delete(); err != nil {
+				m.Log.Warn("service table on node", "account", acct.Name, "node", i, "err", err)
+			}
+		}
 		delete(s.accounts, acct.Name)
 	}
 }
@@ -129,6 +141,9 @@ func (m *Manager) closeServices() {
 	for name, as := range s.accounts {
 		as.dns.Close()
 		as.syncer.Close()
+		for _, ns := range as.nodes {
+			ns.Close()
+		}
 		delete(s.accounts, name)
 	}
 	svcStates.Delete(m)
@@ -313,8 +328,57 @@ func (m *Manager) programServices(account string, as *accountServices, svcObjs [
 	if _, err := as.syncer.Sync(lbs); err != nil {
 		return fmt.Errorf("account %q: program services: %w", account, err)
 	}
-	return nil
+	return m.programNodeServices(account, as, lbs)
 }
+
+// programNodeServices puts the account's Service rules on every node its segment reaches (net/lb
+// WithNodeBridge: its pods' connections are DNAT'd on their own node, as kube-proxy does), and takes them
+// off the nodes it left. The router keeps the whole table: Floating IPs arrive there, and a pod that picked
+// itself is sent on to it.
+func (m *Manager) programNodeServices(account string, as *accountServices, lbs []lb.Service) error {
+	if m.Overlay == nil {
+		return nil
+	}
+	want := map[int]bool{}
+	for _, i := range m.segmentNodes(as.index) {
+		want[i] = true
+	}
+	m.svc().mu.Lock()
+	defer m.svc().mu.Unlock()
+	var errs []error
+	for i, ns := range as.nodes {
+		if want[i] {
+			continue
+		}
+		// Left by the segment (or the node is gone: the table goes with the namespace our handle keeps).
+		if err := ns.Delete(); err != nil && exists(netns.Path(m.Overlay.NodeNetnsName(i))) {
+			errs = append(errs, fmt.Errorf("account %q: remove its Service table from node %d: %w", account, i, err))
+		}
+		delete(as.nodes, i)
+	}
+	for i := range want {
+		ns := as.nodes[i]
+		if ns == nil {
+			var err error
+			ns, err = lb.New(netns.Path(m.Overlay.NodeNetnsName(i)), NodeServiceTable(m.Lab, as.index),
+				lb.WithNodeBridge(overlay.BridgeName(as.index), uint16(as.index)),
+				lb.WithPodCIDR("10.244.0.0/16"), lb.WithServiceCIDR("10.96.0.0/12"))
+			if err != nil {
+				errs = append(errs, fmt.Errorf("account %q: Service table on node %d: %w", account, i, err))
+				continue
+			}
+			as.nodes[i] = ns
+		}
+		if _, err := ns.Sync(lbs); err != nil {
+			errs = append(errs, fmt.Errorf("account %q: program services on node %d: %w", account, i, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// NodeServiceTable names account index's Service table in a node, which holds every account's: by the
+// account's index, never its name.
+func NodeServiceTable(lab string, index int) string { return lab + "-svc-" + strconv.Itoa(index) }
 
 // endpointsFor selects a Service's pods: ready ones are its endpoints, running but unready ones are listed
 // as not ready, as Kubernetes does.

@@ -89,6 +89,9 @@ type NodeView struct {
 	// VXLAN is absent when the node carries none of the account's pods (the segment does not reach it).
 	VXLAN *VXLANView `json:"vxlan,omitempty"`
 	Pods  []string   `json:"pods"`
+	// ServiceTable is the account's nftables table in the node: its pods' connections to a Service are
+	// DNAT'd on their own node, as kube-proxy does.
+	ServiceTable string `json:"serviceTable,omitempty"`
 }
 
 // VXLANView is a VXLAN device of the account's segment (kernel): its VNI, the underlay address it sends
@@ -265,6 +268,9 @@ type nodeNet struct {
 	bridge *linkInfo
 	ports  []linkInfo
 	vx     *vxInfo
+	// table is the account's Service table in the node ("" if it has none): its pods' connections to a
+	// Service are DNAT'd there.
+	table string
 }
 
 type vxInfo struct {
@@ -535,6 +541,12 @@ func (d *Daemon) readNodesNet(k *kernelNet, acctIndex int, nodes []*corev1.Node)
 		}
 		sort.Slice(nn.ports, func(i, j int) bool { return nn.ports[i].name < nn.ports[j].name })
 		h.Close()
+		if c, closeNS, err := nftIn(netns.Path(nsName)); err == nil {
+			if t, err := c.ListTableOfFamily(controller.NodeServiceTable(d.cfg.Lab, acctIndex), nftables.TableFamilyIPv4); err == nil {
+				nn.table = "ip " + t.Name
+			}
+			closeNS()
+		}
 		k.nodes[i] = nn
 	}
 }
@@ -701,6 +713,7 @@ func buildNetworkView(in netInputs) NetworkView {
 				podBridge[n.Name] = b.name
 			}
 			nv.VXLAN = vxlanView(k.vx, peerName)
+			nv.ServiceTable = k.table
 			for _, l := range k.ports {
 				pv := BridgePortView{Name: l.name, State: l.state, Alias: l.alias}
 				ip, uid, _ := strings.Cut(l.alias, " ")
@@ -1051,7 +1064,14 @@ func writeNodesText(w io.Writer, v *NetworkView) {
 		if n.VXLAN != nil {
 			name = n.VXLAN.Name
 		}
-		fmt.Fprintf(w, "%s  └─ %s  %s\n", bar, name, vxlanText(n.VXLAN))
+		last := "└─"
+		if n.ServiceTable != "" {
+			last = "├─"
+		}
+		fmt.Fprintf(w, "%s  %s %s  %s\n", bar, last, name, vxlanText(n.VXLAN))
+		if n.ServiceTable != "" {
+			fmt.Fprintf(w, "%s  └─ nftables  %s   (the account's Services: its pods' connections are DNAT'd on this node)\n", bar, n.ServiceTable)
+		}
 	}
 }
 

@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/pilab/pi/lab/api"
+	"github.com/pilab/pi/lab/controller"
 	"github.com/pilab/pi/lab/server"
 	"github.com/pilab/pi/lab/store"
 	"github.com/pilab/pi/net/netns"
@@ -93,6 +94,9 @@ type ConntrackView struct {
 	SNAT    string `json:"snat,omitempty"`
 	State   string `json:"state,omitempty"` // TCP state
 	Timeout uint32 `json:"timeout"`         // seconds left
+	// Netns is where the entry is when it is not the router: a node's namespace (a multi-node lab, where
+	// the client's node DNATs a Service connection).
+	Netns string `json:"netns,omitempty"`
 }
 
 func (d *Daemon) rulesView(w http.ResponseWriter, r *http.Request) {
@@ -236,6 +240,9 @@ func (d *Daemon) buildRules(account, kind, name string) (*RulesView, error) {
 		v.Notes = append(v.Notes, fmt.Sprintf("conntrack entries of %s could not be read: %v", v.Netns, err))
 	}
 	selectRules(in, v)
+	if kind != "fip" {
+		d.nodeRules(acct.Status.Index, in, v)
+	}
 	if kind == "pod" {
 		// The pod's port on br0: the link whose alias (written by net/network) names the pod's UID.
 		if port := podPort(rpath, string(podUID)); port != "" {
@@ -243,6 +250,65 @@ func (d *Daemon) buildRules(account, kind, name string) (*RulesView, error) {
 		}
 	}
 	return v, nil
+}
+
+// nodeRules adds, in a multi-node lab, the account's Service table on each node and the node's conntrack
+// entries of the account's zone: there its pods' connections to a Service are DNAT'd (net/lb
+// WithNodeBridge). A node whose table cannot be read gets a note, not an error: the router's part stands.
+func (d *Daemon) nodeRules(index int, in rulesInputs, v *RulesView) {
+	if d.overlay == nil {
+		return
+	}
+	objs, err := d.store.List(kindNode, "")
+	if err != nil {
+		return
+	}
+	for _, o := range objs {
+		i := api.NodeIndex(o.(*corev1.Node))
+		if i == 0 {
+			continue
+		}
+		name := d.overlay.NodeNetnsName(i)
+		path := netns.Path(name)
+		c, closeNS, err := nftIn(path)
+		if err != nil {
+			v.Notes = append(v.Notes, fmt.Sprintf("node %s (netns %s): %v", o.GetName(), name, err))
+			continue
+		}
+		snap, err := readNftTable(c, name, controller.NodeServiceTable(d.cfg.Lab, index))
+		closeNS()
+		if err != nil || snap == nil {
+			if err != nil {
+				v.Notes = append(v.Notes, fmt.Sprintf("node %s: %v", o.GetName(), err))
+			}
+			continue
+		}
+		nin := rulesInputs{kind: in.kind, name: in.name, addrs: in.addrs, svcTable: snap}
+		err = netns.Do(path, func() error {
+			ct, err := conntrack.Dial(nil)
+			if err != nil {
+				return err
+			}
+			defer ct.Close()
+			flows, err := ct.Dump(nil)
+			for _, f := range flows {
+				if f.Zone == uint16(index) {
+					nin.flows = append(nin.flows, f)
+				}
+			}
+			return err
+		})
+		if err != nil {
+			v.Notes = append(v.Notes, fmt.Sprintf("conntrack entries of %s could not be read: %v", name, err))
+		}
+		nv := &RulesView{}
+		selectRules(nin, nv)
+		v.Tables = append(v.Tables, nv.Tables...)
+		for _, c := range nv.Conntrack {
+			c.Netns = name
+			v.Conntrack = append(v.Conntrack, c)
+		}
+	}
 }
 
 // podPort is the name of the router link whose alias ("<ip> <uid>") names the pod; "" if none.
@@ -524,7 +590,13 @@ func selectRules(in rulesInputs, v *RulesView) {
 			}
 			sort.Slice(sets, func(i, j int) bool { return sets[i].Name < sets[j].Name })
 		} else if len(svcChains) > 0 {
-			chains = append(chains, chain(st, "nat-prerouting", "every new connection entering the router goes through the Service map")...)
+			if nodeServiceTable.MatchString(st.name) {
+				// A node's table: the account's packets get their zone, then the Service map.
+				chains = append(chains, chain(st, "zone", chainNote(st.name, "zone"))...)
+				chains = append(chains, chain(st, "nat-prerouting", chainNote(st.name, "nat-prerouting"))...)
+			} else {
+				chains = append(chains, chain(st, "nat-prerouting", "every new connection entering the router goes through the Service map")...)
+			}
 			chains = append(chains, chain(st, "services", chainNote(st.name, "services"))...)
 		}
 		for _, sc := range svcOrder {
@@ -710,22 +782,43 @@ func WriteRulesText(w io.Writer, v *RulesView) {
 	if len(v.Tables) == 0 {
 		fmt.Fprintln(w, "# no nftables rule names it")
 	}
-	fmt.Fprintf(w, "# conntrack entries in netns %s: %d\n", v.Netns, len(v.Conntrack))
+	// The router's entries, then each node's (a multi-node lab), each under its namespace.
+	groups, count := []string{v.Netns}, map[string]int{}
 	for _, c := range v.Conntrack {
-		nat := ""
-		if c.DNAT != "" {
-			nat += " dnat→" + c.DNAT
+		ns := c.Netns
+		if ns == "" {
+			ns = v.Netns
 		}
-		if c.SNAT != "" {
-			nat += " snat→" + c.SNAT
+		if count[ns] == 0 && ns != v.Netns {
+			groups = append(groups, ns)
 		}
-		state := ""
-		if c.State != "" {
-			state = " " + c.State
+		count[ns]++
+	}
+	for _, ns := range groups {
+		fmt.Fprintf(w, "# conntrack entries in netns %s: %d\n", ns, count[ns])
+		for _, c := range v.Conntrack {
+			if c.Netns == ns || c.Netns == "" && ns == v.Netns {
+				writeConntrackLine(w, c)
+			}
 		}
-		fmt.Fprintf(w, "%s %s%s  reply %s%s  (%ds left)\n", c.Proto, c.Orig, state, c.Reply, nat, c.Timeout)
 	}
 	for _, n := range v.Notes {
 		fmt.Fprintf(w, "# note: %s\n", n)
 	}
+}
+
+// writeConntrackLine prints one conntrack entry as `pi rules` lists it.
+func writeConntrackLine(w io.Writer, c ConntrackView) {
+	nat := ""
+	if c.DNAT != "" {
+		nat += " dnat→" + c.DNAT
+	}
+	if c.SNAT != "" {
+		nat += " snat→" + c.SNAT
+	}
+	state := ""
+	if c.State != "" {
+		state = " " + c.State
+	}
+	fmt.Fprintf(w, "%s %s%s  reply %s%s  (%ds left)\n", c.Proto, c.Orig, state, c.Reply, nat, c.Timeout)
 }

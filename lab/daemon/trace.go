@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -296,6 +297,8 @@ type traceNS struct {
 	path  string
 	role  string // "client", "router", "internet", "endpoint"
 	ip    netip.Addr
+	// node: the client pod's node (a multi-node lab).
+	node string
 	// rules: the namespace has nftables tables of its own, so a packet crossing it is reported.
 	rules bool
 	// direct: an endpoint that is the target itself (a pod IP), not one a Service's DNAT may pick.
@@ -334,7 +337,7 @@ func (d *Daemon) runTrace(ctx context.Context, req TraceRequest) (*TraceResult, 
 		if err != nil || p.Status.Phase != corev1.PodRunning {
 			return nil, server.Invalid("pod %s of account %s is not running with an address (phase %s); wait until it is Ready", from, account, p.Status.Phase)
 		}
-		client = traceNS{label: "pod " + from, path: netns.Path(controller.PodNetnsName(d.cfg.Lab, p.UID)), role: "client", ip: ip}
+		client = traceNS{label: "pod " + from, path: netns.Path(controller.PodNetnsName(d.cfg.Lab, p.UID)), role: "client", ip: ip, node: p.Spec.NodeName}
 	}
 
 	res := &TraceResult{Account: account, From: req.From, Target: req.Target}
@@ -410,6 +413,11 @@ func (d *Daemon) runTrace(ctx context.Context, req TraceRequest) (*TraceResult, 
 
 	// The plan: the namespaces the packet should cross, in path order.
 	plan := []traceNS{client}
+	if n, ok := d.clientNode(client); ok && kind == targetService {
+		// A multi-node lab: the client's node has the account's Service rules (net/lb WithNodeBridge) and
+		// DNATs the connection as its frames enter the account's bridge there.
+		plan = append(plan, n)
+	}
 	if client.role != "router" {
 		plan = append(plan, router)
 	}
@@ -559,6 +567,25 @@ func (d *Daemon) runTrace(ctx context.Context, req TraceRequest) (*TraceResult, 
 	}
 	res.Summary = summary(res)
 	return res, nil
+}
+
+// nodeServiceTable matches the name of an account's Service table in a node (<lab>-svc-<account index>).
+var nodeServiceTable = regexp.MustCompile(`-svc-\d+$`)
+
+// clientNode is the namespace of a client pod's node in a multi-node lab, role "node".
+func (d *Daemon) clientNode(client traceNS) (traceNS, bool) {
+	if d.overlay == nil || client.role != "client" || client.node == "" {
+		return traceNS{}, false
+	}
+	o, err := d.store.Get(kindNode, "", client.node)
+	if err != nil {
+		return traceNS{}, false
+	}
+	i := api.NodeIndex(o.(*corev1.Node))
+	if i == 0 {
+		return traceNS{}, false
+	}
+	return traceNS{label: "node " + client.node, path: netns.Path(d.overlay.NodeNetnsName(i)), role: "node"}, true
 }
 
 // labAddrs gathers the addresses of the lab as its store has them.
@@ -1000,12 +1027,18 @@ func firstPackets(evs []trace.Event, direction func(*trace.Packet) string) []tra
 // gives its chains: svc-<service>-<proto>-<port> picks an endpoint, ep-<service>-<proto>-<port>-<ip>-<port>
 // is one endpoint. pilab writes no comments on those rules; the chain names carry the meaning.
 func chainNote(table, chain string) string {
-	if !strings.HasSuffix(table, "-svc") {
+	node := nodeServiceTable.MatchString(table)
+	if !strings.HasSuffix(table, "-svc") && !node {
 		return ""
 	}
 	switch chain {
 	case "nat-prerouting", "nat-output":
+		if node {
+			return "every new connection from the account's bridge on this node goes through the Service map"
+		}
 		return "every new connection goes through the Service map"
+	case "zone":
+		return "the account's packets get its own conntrack zone: the node's other accounts use the same addresses"
 	case "services":
 		return "Service IP . protocol . port → that Service port's chain"
 	case "filter-prerouting", "filter-output":
@@ -1402,6 +1435,10 @@ func (f *l2Fabric) nodeHops(hops []TraceHop, client traceNS, route TraceHop, dst
 	var out []TraceHop
 	crossed := true // the packet reached the router (as in a single-node lab, where every pod is on br0)
 	lost := false   // the frames went to a node cut from the underlay: nothing after it saw them
+	var nodeLater []TraceHop
+	if n := f.podNodes[client.ip]; client.role == "client" && n > 0 && endpoint.IsValid() && natAt(hops, f.node(n).label) {
+		return f.nodeDNATHops(hops, n, endpoint)
+	}
 	if n := f.podNodes[client.ip]; client.role == "client" && n > 0 {
 		next := dst
 		if route.Via != "" {
@@ -1412,9 +1449,21 @@ func (f *l2Fabric) nodeHops(hops []TraceHop, client traceNS, route TraceHop, dst
 		leg, ends := f.l2Leg(f.node(n), client.path, next)
 		crossed = ends == "router" || ends == "" // unknown: the router's own inference stands
 		lost = ends == "lost"
+		// The client node's rules (a Service its node left to the router: a pod that picked itself) come
+		// before the leg; their reply and later packets' hops at the end.
+		nodeLabel := f.node(n).label
+		var kept []TraceHop
+		for _, h := range hops {
+			if h.Netns == nodeLabel && (h.Direction == "reply" || h.Kind == "more") {
+				nodeLater = append(nodeLater, h)
+			} else {
+				kept = append(kept, h)
+			}
+		}
+		hops = kept
 		last := -1
 		for i, h := range hops {
-			if h.Netns == client.label {
+			if h.Netns == client.label || h.Netns == nodeLabel {
 				last = i
 			}
 		}
@@ -1445,5 +1494,39 @@ func (f *l2Fabric) nodeHops(hops []TraceHop, client traceNS, route TraceHop, dst
 		}
 		out = append(out, h)
 	}
-	return append(append(out, routerLeg...), later...)
+	return append(append(append(out, routerLeg...), later...), nodeLater...)
+}
+
+// natAt tells whether conntrack rewrote the connection in the namespace labelled ns.
+func natAt(hops []TraceHop, ns string) bool {
+	for _, h := range hops {
+		if h.Netns == ns && h.Kind == "nat" {
+			return true
+		}
+	}
+	return false
+}
+
+// nodeDNATHops puts the layer-2 leg into the hops of a connection the client's node n DNAT'd (a Service in
+// a multi-node lab): after the node's rules and rewrite, its bridge sends the frames straight to the
+// endpoint's MAC (the node resolved it itself), on the node or over VXLAN to the endpoint's node; the
+// router never saw them, so its "never reached" inference goes. The node's reply hops come after the
+// endpoint, in the packets' order.
+func (f *l2Fabric) nodeDNATHops(hops []TraceHop, n int, endpoint netip.Addr) []TraceHop {
+	nd := f.node(n)
+	leg, _ := f.l2Leg(nd, nd.path, endpoint)
+	target := "pod " + f.names[endpoint]
+	var out, later []TraceHop
+	for _, h := range hops {
+		switch {
+		case h.Netns == f.routerLabel && h.Kind == "silent":
+		case h.Netns == nd.label && (h.Direction == "reply" || h.Kind == "more"):
+			later = append(later, h)
+		case h.Netns == target && leg != nil:
+			out, leg = append(append(out, leg...), h), nil
+		default:
+			out = append(out, h)
+		}
+	}
+	return append(append(out, leg...), later...)
 }
