@@ -157,8 +157,8 @@ func TestTraceNodes(t *testing.T) {
 		// pick far and DNAT (as kube-proxy does on the client's node), and its bridge sends the frames over
 		// VXLAN straight to worker2, to far's port. The router never sees them.
 		order := []*regexp.Regexp{
-			regexp.MustCompile(`(?m)^\d+ node worker \[rule\] \S+-svc-\d+/zone: iifname "b\d+" ct zone set \d+ → continue$`),
-			regexp.MustCompile(`(?m)^\d+ node worker \[rule\] \S+-svc-\d+/ep-far-tcp-9898-\S+: dnat to ` + regexp.QuoteMeta(farIP) + `:9898 → accept$`),
+			regexp.MustCompile(`(?m)^\d+ node worker \[rule\] \S+-svc-\d+/zone: iifname "b\d+" ct zone set \d+ → continue`),
+			regexp.MustCompile(`(?m)^\d+ node worker \[rule\] \S+-svc-\d+/ep-far-tcp-9898-\S+: dnat to ` + regexp.QuoteMeta(farIP) + `:9898 → accept`),
 			regexp.MustCompile(`(?m)^\d+ node worker \[nat\] conntrack: dnat to ` + regexp.QuoteMeta(farIP) + `:9898 \(far\)`),
 			regexp.MustCompile(`(?m)^\d+ node worker \[vxlan\] bridge b\d+ → vx\d+, VNI \d+ → 169\.254\.1\.2, node worker2 `),
 			regexp.MustCompile(`(?m)^\d+ node worker2 \[vxlan\] vx\d+ → bridge b\d+ → port \S+ \(pod far, `),
@@ -187,7 +187,7 @@ func TestTraceNodes(t *testing.T) {
 			t.Errorf("HTTP %d answered by %q, want 200 by far:\n%s", r.HTTPStatus, r.AnsweredBy, hops)
 		}
 		order := []*regexp.Regexp{
-			regexp.MustCompile(`(?m)^\d+ node worker2 \[rule\] \S+-svc-\d+/ep-far-tcp-9898-\S+: ip saddr ` + regexp.QuoteMeta(farIP) + ` return → return$`),
+			regexp.MustCompile(`(?m)^\d+ node worker2 \[rule\] \S+-svc-\d+/ep-far-tcp-9898-\S+: ip saddr ` + regexp.QuoteMeta(farIP) + ` return → return`),
 			regexp.MustCompile(`(?m)^\d+ node worker2 \[vxlan\] bridge b\d+ → vx\d+, VNI \d+ → 169\.254\.16\.\d+, router \S+ `),
 			regexp.MustCompile(`(?m)^\d+ router \S+ \[rule\] \S+-svc/ep-far-tcp-9898-\S+: dnat to ` + regexp.QuoteMeta(farIP) + `:9898 → accept`),
 			regexp.MustCompile(`(?m)^\d+ router \S+ \[nat\] conntrack: dnat to ` + regexp.QuoteMeta(farIP) + `:9898 \(far\); source rewritten to 10\.244\.0\.1:`),
