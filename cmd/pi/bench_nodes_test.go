@@ -21,8 +21,9 @@ import (
 //   - node-add: `pi node add` until the node is Ready (and `pi node delete` of it, unmeasured);
 //   - one TCP stream (iperf3) pod → pod across nodes (through both nodes' bridges and the VXLAN underlay)
 //     against the same stream between two pods on one node: overlay-ratio, what encapsulation costs;
-//   - the cross-node stream through a Service (the router's DNAT, reached over VXLAN) against the same stream
-//     straight at the Pod IP across nodes: throughput-ratio, target >= 0.9.
+//   - the cross-node stream through a Service (DNAT'd on the client's node, then over VXLAN to the
+//     endpoint's node) against the same stream straight at the Pod IP across nodes: throughput-ratio,
+//     target >= 0.9.
 func BenchmarkNodes(b *testing.B) {
 	lab := startLabWith(b, "--nodes", "3")
 	hostNS := "inet-" + lab
