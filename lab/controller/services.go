@@ -325,6 +325,9 @@ func (m *Manager) programServices(account string, as *accountServices, svcObjs [
 		}
 	}
 	as.dns.SetRecords(records)
+	// Stretched over nodes, the account's Service connections are DNAT'd on the clients' nodes; the router
+	// only sees those a node left to it (a client that picked itself).
+	as.syncer.SetSelfPicks(len(m.segmentNodes(as.index)) > 0)
 	if _, err := as.syncer.Sync(lbs); err != nil {
 		return fmt.Errorf("account %q: program services: %w", account, err)
 	}

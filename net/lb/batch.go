@@ -130,6 +130,11 @@ func (b *batch) writeServiceChain(c svcChain, existing bool) {
 	if b.s.nodeBridge == "" {
 		b.addRules(c.name, markForMasquerade(b.s.podNet))
 	}
+	if b.s.selfPicks {
+		for _, e := range c.endpoints {
+			b.addRules(c.name, selfPick(e))
+		}
+	}
 	for _, e := range c.endpoints {
 		if e.affSet != "" {
 			b.addRules(c.name, affinityLookup(e.affSet, e.name))

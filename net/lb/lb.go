@@ -203,10 +203,12 @@ type Syncer struct {
 	// nodeBridge and zone: the table is a node's, for the account whose bridge that is (WithNodeBridge).
 	nodeBridge string
 	zone       uint16
-	conn       *nftables.Conn
-	ct         *netlink.Handle
-	applied    *state // last state known to be in the kernel; nil => full rebuild
-	built      *state // last desired state: unchanged services reuse its parts
+	// selfPicks: a client that is an endpoint of the Service gets itself (SetSelfPicks).
+	selfPicks bool
+	conn      *nftables.Conn
+	ct        *netlink.Handle
+	applied   *state // last state known to be in the kernel; nil => full rebuild
+	built     *state // last desired state: unchanged services reuse its parts
 	// ctPending holds service addresses whose stale UDP conntrack entries
 	// could not be flushed yet; retried on the next Sync.
 	ctPending map[ip4]bool
@@ -446,6 +448,20 @@ func (s *Syncer) FullSyncs() (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.resyncs, s.resyncErr
+}
+
+// SetSelfPicks makes the router's table of a multi-node lab give a client that is an endpoint of the
+// Service itself. There, every other connection to a Service was DNAT'd on the client's node
+// (WithNodeBridge); what reaches the router from a pod is a connection whose node picked the client itself
+// (1 in N) and left the hairpin to the router, so the router must not pick again: the client gets itself 1
+// in N times, as on a single bridge. A change rebuilds the table at the next Sync.
+func (s *Syncer) SetSelfPicks(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.selfPicks != on {
+		s.selfPicks = on
+		s.applied = nil
+	}
 }
 
 // ForceFullSync makes the next Sync rebuild the table whole, e.g. on a

@@ -568,3 +568,32 @@ func TestOptionsValidate(t *testing.T) {
 		t.Error("empty table name accepted")
 	}
 }
+
+// TestSelfPicks: the router of a multi-node lab (SetSelfPicks) gives a client that is an endpoint itself,
+// every time (its node sends the router only the connections that picked it), masqueraded as any hairpin;
+// a client that is no endpoint is spread as before; turning it off rebuilds the table without it.
+func TestSelfPicks(t *testing.T) {
+	netnstest.RequireRoot(t, "network namespaces and nftables")
+	a := newAccount(t, netnstest.Lab(), "a", 4)
+	a.lb.SetSelfPicks(true)
+	web := tcpSvc("web", clusterIP, 80, a.podEP(1), a.podEP(2), a.podEP(3))
+	if st := a.sync(t, web); !st.Full {
+		t.Errorf("first Sync: Full = false")
+	}
+	for _, i := range []int{1, 2, 3} {
+		got := count(t, a.pods[i].path, "10.96.0.10:80", 20)
+		if got[a.pods[i].name] != 20 {
+			t.Errorf("endpoint %s as a client got %v, want itself 20 times", a.pods[i].name, got)
+		}
+	}
+	if got := count(t, a.pods[0].path, "10.96.0.10:80", 60); len(got) != 3 {
+		t.Errorf("a client that is no endpoint got %v, want all three endpoints", got)
+	}
+	a.lb.SetSelfPicks(false)
+	if st := a.sync(t, web); !st.Full {
+		t.Errorf("Sync after SetSelfPicks(false): Full = false, want a rebuild")
+	}
+	if got := count(t, a.pods[1].path, "10.96.0.10:80", 60); len(got) != 3 {
+		t.Errorf("without self picks endpoint %s as a client got %v, want all three endpoints", a.pods[1].name, got)
+	}
+}

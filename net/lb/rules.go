@@ -211,6 +211,15 @@ func markForMasquerade(podNet *net.IPNet) []expr.Any {
 	return append(matchNet(loadSaddr(1), podNet), setMarkBit(true)...)
 }
 
+// selfPick sends a client that is endpoint e to itself (SetSelfPicks).
+func selfPick(e epChain) []expr.Any {
+	return []expr.Any{
+		loadSaddr(1),
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: append([]byte(nil), e.addr[:]...)},
+		&expr.Verdict{Kind: expr.VerdictGoto, Chain: e.name},
+	}
+}
+
 func affinityLookup(set, chain string) []expr.Any {
 	return []expr.Any{
 		loadSaddr(1),
