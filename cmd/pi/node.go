@@ -19,7 +19,8 @@ func newNodeCmd() *cobra.Command {
 		Example: `  pi node add                 # a new node, worker<N>, on the lab's underlay
   pi node stop worker2        # the node fails: NotReady, its pods frozen; they are replaced elsewhere
   pi node start worker2       # it comes back; its evicted pods are collected
-  pi node delete worker3      # refused while pods are on it: kubectl drain first, or --force`,
+  pi node drain worker3       # cordoned, every account's pods on it deleted (and replaced elsewhere)
+  pi node delete worker3      # refused while pods are on it: pi node drain first, or --force`,
 	}
 	say := func(verb string, r daemon.NodeResult) {
 		fmt.Printf("node/%s %s (%s)\n", r.Name, verb, r.Took.Round(time.Millisecond))
@@ -85,6 +86,22 @@ func newNodeCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(add, del, stop, start)
+	drain := &cobra.Command{
+		Use:   "drain NAME",
+		Short: "Cordon a node and delete every account's pods on it (their ReplicaSets replace them elsewhere); kubectl drain does it for one account",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var r daemon.NodeResult
+			if err := g.client().Do(cmd.Context(), "POST", "/x/nodes/"+url.PathEscape(args[0])+"/drain", nil, nil, &r); err != nil {
+				return err
+			}
+			for _, p := range r.Evicted {
+				fmt.Printf("pod/%s deleted\n", p)
+			}
+			say("drained", r)
+			return nil
+		},
+	}
+	cmd.AddCommand(add, del, stop, start, drain)
 	return cmd
 }

@@ -311,11 +311,24 @@ func TestNodes(t *testing.T) {
 	mustPi(t, lab, "up", "--host-netns", hostNS)
 	checkMatrix(t, lab, pods)
 
-	// Delete: refused while pods are there; --force deletes them and they come back elsewhere.
+	// Delete: refused while pods are there; pi node drain deletes every account's pods there (kubectl drain
+	// only the acting account's), the ReplicaSets' come back elsewhere, and the delete goes through.
 	if out, err := piCmd(lab, "node", "delete", "worker3").CombinedOutput(); err == nil || !strings.Contains(string(out), "drain it first") {
 		t.Errorf("pi node delete worker3 with pods on it: %v\n%s", err, out)
 	}
-	mustPi(t, lab, "node", "delete", "worker3", "--force")
+	out = mustPi(t, lab, "node", "drain", "worker3")
+	for a := range pods {
+		if !regexp.MustCompile(`(?m)^pod/` + a + `/\S+ deleted$`).MatchString(out) {
+			t.Errorf("pi node drain worker3 deleted no pod of account %s:\n%s", a, out)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^node/worker3 drained \(`).MatchString(out) {
+		t.Errorf("pi node drain worker3:\n%s", out)
+	}
+	if out := mustPi(t, lab, "get", "node", "worker3"); !strings.Contains(out, "Ready,SchedulingDisabled") {
+		t.Errorf("worker3 after pi node drain:\n%s", out)
+	}
+	mustPi(t, lab, "node", "delete", "worker3")
 	if _, err := os.Stat(netns.Path(lab + "-n3")); err == nil {
 		t.Errorf("netns %s-n3 still there after pi node delete worker3", lab)
 	}

@@ -146,11 +146,25 @@ func (d *Daemon) nodeRoutes(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("POST /nodes/{name}/{action}", func(w http.ResponseWriter, r *http.Request) {
 		name, action := r.PathValue("name"), r.PathValue("action")
-		if action != "stop" && action != "start" {
-			server.WriteError(w, server.Invalid("unknown node action %q: stop or start", action))
+		if action != "stop" && action != "start" && action != "drain" {
+			server.WriteError(w, server.Invalid("unknown node action %q: stop, start or drain", action))
 			return
 		}
 		start := time.Now()
+		if action == "drain" {
+			o, err := d.store.Get(kindNode, "", name)
+			if err != nil {
+				server.WriteError(w, err)
+				return
+			}
+			evicted, err := d.drainNode(r.Context(), o.(*corev1.Node))
+			if err != nil {
+				server.WriteError(w, err)
+				return
+			}
+			server.WriteJSON(w, 200, NodeResult{Name: name, Index: api.NodeIndex(o.(*corev1.Node)), Took: time.Since(start), Evicted: evicted})
+			return
+		}
 		stop := action == "stop"
 		n, err := d.setNodeStopped(name, stop)
 		if err != nil {
@@ -171,6 +185,55 @@ func (d *Daemon) nodeRoutes(mux *http.ServeMux) {
 		}
 		server.WriteJSON(w, 200, res)
 	})
+}
+
+// drainNode cordons node n and deletes the pods of every account placed on it (their ReplicaSets replace
+// them on other nodes; a stopped node's at once, as a dead host cannot stop them), then waits until they are
+// gone. It returns them as account/pod. `kubectl drain` does the same for the account it acts for; this is
+// the lab's, for all of them.
+func (d *Daemon) drainNode(ctx context.Context, n *corev1.Node) ([]string, error) {
+	name := n.Name
+	if _, err := d.store.Mutate(kindNode, "", name, func(o metav1.Object) error {
+		if o.(*corev1.Node).Spec.Unschedulable {
+			return store.ErrUnchanged
+		}
+		o.(*corev1.Node).Spec.Unschedulable = true
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	pods, err := d.registry.NodePods(name)
+	if err != nil {
+		return nil, err
+	}
+	var evicted []string
+	zero := int64(0)
+	for _, p := range pods {
+		evicted = append(evicted, api.AccountOf(p)+"/"+p.Name)
+		var grace *int64
+		if api.NodeStopped(n) {
+			grace = &zero // a dead host cannot stop them gracefully
+		}
+		if err := d.ctrl.DeleteObjectGrace(ctx, api.AccountOf(p), kindPod, p, grace); err != nil && !store.IsNotFound(err) {
+			return nil, fmt.Errorf("node %q: delete pod %s/%s: %w", name, api.AccountOf(p), p.Name, err)
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, nodeWait)
+	defer cancel()
+	for {
+		left, err := d.registry.NodePods(name)
+		if err != nil {
+			return nil, err
+		}
+		if len(left) == 0 {
+			return evicted, nil
+		}
+		select {
+		case <-wctx.Done():
+			return nil, fmt.Errorf("node %q: %d pod(s) still being deleted after %s; try again", name, len(left), nodeWait)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // setNodeStopped records `pi node stop` (a dead host) or `pi node start` on the node.
@@ -213,44 +276,10 @@ func (d *Daemon) deleteNode(ctx context.Context, name string, force bool) (*Node
 	if index == 0 {
 		return nil, server.Invalid("node %q is this machine, the one node of a single-node lab: it cannot be deleted", name)
 	}
-	pods, err := d.registry.NodePods(name)
-	if err != nil {
-		return nil, err
-	}
 	res := &NodeResult{Name: name, Index: index}
-	if len(pods) > 0 && force {
-		if _, err := d.store.Mutate(kindNode, "", name, func(o metav1.Object) error {
-			o.(*corev1.Node).Spec.Unschedulable = true
-			return nil
-		}); err != nil {
+	if force {
+		if res.Evicted, err = d.drainNode(ctx, n); err != nil {
 			return nil, err
-		}
-		zero := int64(0)
-		for _, p := range pods {
-			res.Evicted = append(res.Evicted, api.AccountOf(p)+"/"+p.Name)
-			var grace *int64
-			if api.NodeStopped(n) {
-				grace = &zero // a dead host cannot stop them gracefully
-			}
-			if err := d.ctrl.DeleteObjectGrace(ctx, api.AccountOf(p), kindPod, p, grace); err != nil && !store.IsNotFound(err) {
-				return nil, fmt.Errorf("node %q: delete pod %s/%s: %w", name, api.AccountOf(p), p.Name, err)
-			}
-		}
-		wctx, cancel := context.WithTimeout(ctx, nodeWait)
-		defer cancel()
-		for {
-			left, err := d.registry.NodePods(name)
-			if err != nil {
-				return nil, err
-			}
-			if len(left) == 0 {
-				break
-			}
-			select {
-			case <-wctx.Done():
-				return nil, fmt.Errorf("node %q: %d pod(s) still being deleted after %s; try again", name, len(left), nodeWait)
-			case <-time.After(200 * time.Millisecond):
-			}
 		}
 	}
 	if err := d.registry.RemoveNode(name); err != nil {
