@@ -280,13 +280,15 @@ type kubeAPI struct {
 	// node is the machine's hostname: the node a pod started before the lab had a scheduler is served on
 	// (hostNodeFallback).
 	node string
+	// pages keeps the rest of paginated lists (kube_page.go).
+	pages *pages
 }
 
 // KubeHandler is the Kubernetes API's handler; Handler mounts it on /api, /apis, /version, /healthz and
 // /readyz.
 func (s *Server) KubeHandler() http.Handler {
 	node, _ := os.Hostname()
-	return &kubeAPI{s: s, node: node}
+	return &kubeAPI{s: s, node: node, pages: &pages{}}
 }
 
 func (k *kubeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -295,6 +295,11 @@ func TestKubectlNodes(t *testing.T) {
 	if out := k.must("", "admin", "get", "nodes"); out != want {
 		t.Errorf("kubectl get nodes:\n%s\nwant:\n%s", out, want)
 	}
+	// Paginated (limit and continue, a page per node): the same table, from two requests.
+	if out := k.must("", "admin", "get", "nodes", "--chunk-size=1"); out != want {
+		t.Errorf("kubectl get nodes --chunk-size=1:\n%s\nwant:\n%s", out, want)
+	}
+	k.must(`GET https://\S+/api/v1/nodes\?continue=\S+&limit=1 200 OK`, "admin", "get", "nodes", "--chunk-size=1", "-v=6")
 	if pi := piGetNodes(t, l.st, false); pi != want {
 		t.Errorf("pi get nodes:\n%s\nwant (kubectl's):\n%s", pi, want)
 	}

@@ -358,20 +358,46 @@ func (k *kubeAPI) get(w http.ResponseWriter, r *http.Request, req *readRequest) 
 }
 
 func (k *kubeAPI) list(w http.ResponseWriter, r *http.Request, req *readRequest) {
-	objs, rv, err := k.read(req)
+	q := r.URL.Query()
+	limit, err := parseLimit(q.Get("limit"))
 	if err != nil {
 		k.writeStatus(w, r, err)
 		return
 	}
+	// What a continue token is good for: the same resource, namespace, selectors and table-ness.
+	listKey := fmt.Sprintf("%s in namespace %q (labels %q, fields %q, table %v, account %s)", req.res.name, req.namespace,
+		req.labels.String(), req.fields.String(), req.table, req.account)
 	var items []metav1.Object
-	for _, o := range objs {
-		if req.matches(o, k.node) {
-			items = append(items, o)
+	var rv uint64
+	var cont string
+	if token := q.Get("continue"); token != "" {
+		items, rv, cont, err = k.pages.next(listKey, token, limit)
+	} else {
+		var objs []metav1.Object
+		objs, rv, err = k.read(req)
+		for _, o := range objs {
+			if err == nil && req.matches(o, k.node) {
+				items = append(items, o)
+			}
+		}
+		if err == nil {
+			items, cont, err = k.pages.page(listKey, items, rv, limit)
 		}
 	}
-	// limit and continue are not served: every list is one page, which clients take as the whole list.
+	if err != nil {
+		k.writeStatus(w, r, err)
+		return
+	}
+	var remaining *int64
+	if cont != "" && req.labels.Empty() && req.fields.Empty() {
+		// As kube-apiserver: counted only for an unfiltered list.
+		n := k.pages.remaining(cont)
+		remaining = &n
+	}
 	if req.table {
-		encode(w, http.StatusOK, k.table(req, items, rv))
+		t := k.table(req, items, rv)
+		t.Continue, t.RemainingItemCount = cont, remaining
+		encode(w, http.StatusOK, t)
 		return
 	}
 	list := req.res.newList()
@@ -382,6 +408,10 @@ func (k *kubeAPI) list(w http.ResponseWriter, r *http.Request, req *readRequest)
 	if err := setList(list, robjs, rv); err != nil {
 		k.writeStatus(w, r, apierrors.NewInternalError(fmt.Errorf("make the %s list: %w", req.res.name, err)))
 		return
+	}
+	if lm, err := meta.ListAccessor(list); err == nil {
+		lm.SetContinue(cont)
+		lm.SetRemainingItemCount(remaining)
 	}
 	encode(w, http.StatusOK, list)
 }
