@@ -70,6 +70,20 @@ func traceJSON(t *testing.T, lab string, args ...string) daemon.TraceResult {
 	return r
 }
 
+// inOrder checks that each regexp matches the hops after the previous one's match.
+func inOrder(t *testing.T, hops string, order []*regexp.Regexp) {
+	t.Helper()
+	at := 0
+	for _, re := range order {
+		loc := re.FindStringIndex(hops[at:])
+		if loc == nil {
+			t.Errorf("no %s after hop text offset %d:\n%s", re, at, hops)
+			return
+		}
+		at += loc[1]
+	}
+}
+
 func hopsText(r daemon.TraceResult) string {
 	var b strings.Builder
 	for i, h := range r.Hops {
@@ -164,15 +178,7 @@ func TestTraceNodes(t *testing.T) {
 			regexp.MustCompile(`(?m)^\d+ node worker2 \[vxlan\] vx\d+ → bridge b\d+ → port \S+ \(pod far, `),
 			regexp.MustCompile(`(?m)^\d+ pod far \[endpoint\] `),
 		}
-		at := 0
-		for _, re := range order {
-			loc := re.FindStringIndex(hops[at:])
-			if loc == nil {
-				t.Errorf("no %s after hop text offset %d:\n%s", re, at, hops)
-				break
-			}
-			at += loc[1]
-		}
+		inOrder(t, hops, order)
 		if strings.Contains(hops, "router") {
 			t.Errorf("the client's node DNAT'd the connection, but the hops name the router:\n%s", hops)
 		}
@@ -192,15 +198,7 @@ func TestTraceNodes(t *testing.T) {
 			regexp.MustCompile(`(?m)^\d+ router \S+ \[rule\] \S+-svc/ep-far-tcp-9898-\S+: dnat to ` + regexp.QuoteMeta(farIP) + `:9898 → accept`),
 			regexp.MustCompile(`(?m)^\d+ router \S+ \[nat\] conntrack: dnat to ` + regexp.QuoteMeta(farIP) + `:9898 \(far\); source rewritten to 10\.244\.0\.1:`),
 		}
-		at := 0
-		for _, re := range order {
-			loc := re.FindStringIndex(hops[at:])
-			if loc == nil {
-				t.Errorf("no %s after hop text offset %d:\n%s", re, at, hops)
-				break
-			}
-			at += loc[1]
-		}
+		inOrder(t, hops, order)
 	})
 
 	t.Run("network", func(t *testing.T) {
