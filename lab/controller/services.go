@@ -348,6 +348,9 @@ func (m *Manager) programNodeServices(account string, as *accountServices, lbs [
 	}
 	m.svc().mu.Lock()
 	defer m.svc().mu.Unlock()
+	if m.svc().accounts[account] != as {
+		return nil // the account went meanwhile (servicesAccountGone took its tables away)
+	}
 	var errs []error
 	for i, ns := range as.nodes {
 		if want[i] {
