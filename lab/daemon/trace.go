@@ -295,7 +295,7 @@ func classifyTarget(ip netip.Addr, fromInternet bool, l labAddrs) (string, error
 type traceNS struct {
 	label string
 	path  string
-	role  string // "client", "router", "internet", "endpoint"
+	role  string // "client", "node" (the client pod's, for a Service), "router", "internet", "endpoint"
 	ip    netip.Addr
 	// node: the client pod's node (a multi-node lab).
 	node string
@@ -1191,8 +1191,8 @@ func summary(r *TraceResult) string {
 
 // The layer-2 legs of a multi-node lab. A pod's port sits on its account's bridge b<A> in its node's
 // namespace, and the account's segment joins those bridges and the router's br0 by VXLAN (net/overlay).
-// Nothing there has nftables rules, so the trace session sees nothing; where the frames went is read from
-// the kernel after the request instead: the sender's neighbour entry gives the next hop's MAC, the bridge's
+// Bridging is below the rules (a node's only rules are its accounts' Service tables, traced for a Service's
+// connection: its DNAT), so where the frames went is read from the kernel after the request instead: the sender's neighbour entry gives the next hop's MAC, the bridge's
 // forwarding database the port it leaves by (a pod's veth on the same node, or vx<A>), and vx<A>'s own
 // forwarding entries the underlay address it was encapsulated to — the entries the request and its answer
 // have just refreshed.
