@@ -279,7 +279,7 @@ func ensureServiceRouting(h *netlink.Handle, path string, a int, b netlink.Link)
 	table := ServiceRouteTable(a)
 	routes := []*netlink.Route{
 		{LinkIndex: b.Attrs().Index, Dst: network.PodCIDR, Scope: netlink.SCOPE_LINK, Table: table},
-		{Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Type: unix.RTN_UNREACHABLE, Table: table},
+		unreachableDefault(table),
 	}
 	for _, r := range routes {
 		if err := h.RouteReplace(r); err != nil {
@@ -303,6 +303,11 @@ func ensureServiceRouting(h *netlink.Handle, path string, a int, b netlink.Link)
 	return nil
 }
 
+// unreachableDefault is a table's last word: nothing else is reachable through it.
+func unreachableDefault(table int) *netlink.Route {
+	return &netlink.Route{Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Type: unix.RTN_UNREACHABLE, Table: table}
+}
+
 // removeServiceRouting deletes account a's rule in a node (its table's routes go with the bridge, and the
 // unreachable default with the table's last user: it is deleted here too).
 func removeServiceRouting(h *netlink.Handle, path string, a int) error {
@@ -319,8 +324,7 @@ func removeServiceRouting(h *netlink.Handle, path string, a int) error {
 			}
 		}
 	}
-	un := &netlink.Route{Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Type: unix.RTN_UNREACHABLE, Table: table}
-	if err := h.RouteDel(un); err != nil && !errors.Is(err, unix.ESRCH) {
+	if err := h.RouteDel(unreachableDefault(table)); err != nil && !errors.Is(err, unix.ESRCH) {
 		return fmt.Errorf("netns %s: delete the unreachable default of table %d: %w", path, table, err)
 	}
 	return nil
