@@ -227,16 +227,7 @@ func (d *Daemon) buildRules(account, kind, name string) (*RulesView, error) {
 			return nil, fmt.Errorf("rules of %s %s: %w", kind, name, err)
 		}
 	}
-	err = netns.Do(rpath, func() error {
-		ct, err := conntrack.Dial(nil)
-		if err != nil {
-			return err
-		}
-		defer ct.Close()
-		in.flows, err = ct.Dump(nil)
-		return err
-	})
-	if err != nil {
+	if in.flows, err = dumpConntrack(rpath); err != nil {
 		v.Notes = append(v.Notes, fmt.Sprintf("conntrack entries of %s could not be read: %v", v.Netns, err))
 	}
 	selectRules(in, v)
@@ -284,20 +275,12 @@ func (d *Daemon) nodeRules(index int, in rulesInputs, v *RulesView) {
 			continue
 		}
 		nin := rulesInputs{kind: in.kind, name: in.name, addrs: in.addrs, svcTable: snap}
-		err = netns.Do(path, func() error {
-			ct, err := conntrack.Dial(nil)
-			if err != nil {
-				return err
+		flows, err := dumpConntrack(path)
+		for _, f := range flows {
+			if f.Zone == uint16(index) {
+				nin.flows = append(nin.flows, f)
 			}
-			defer ct.Close()
-			flows, err := ct.Dump(nil)
-			for _, f := range flows {
-				if f.Zone == uint16(index) {
-					nin.flows = append(nin.flows, f)
-				}
-			}
-			return err
-		})
+		}
 		if err != nil {
 			v.Notes = append(v.Notes, fmt.Sprintf("conntrack entries of %s could not be read: %v", name, err))
 		}
@@ -309,6 +292,21 @@ func (d *Daemon) nodeRules(index int, in rulesInputs, v *RulesView) {
 			v.Conntrack = append(v.Conntrack, c)
 		}
 	}
+}
+
+// dumpConntrack reads the conntrack table of the namespace at path.
+func dumpConntrack(path string) ([]conntrack.Flow, error) {
+	var flows []conntrack.Flow
+	err := netns.Do(path, func() error {
+		ct, err := conntrack.Dial(nil)
+		if err != nil {
+			return err
+		}
+		defer ct.Close()
+		flows, err = ct.Dump(nil)
+		return err
+	})
+	return flows, err
 }
 
 // podPort is the name of the router link whose alias ("<ip> <uid>") names the pod; "" if none.
