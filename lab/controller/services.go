@@ -327,23 +327,24 @@ func (m *Manager) programServices(account string, as *accountServices, svcObjs [
 	as.dns.SetRecords(records)
 	// Stretched over nodes, the account's Service connections are DNAT'd on the clients' nodes; the router
 	// only sees those a node left to it (a client that picked itself).
-	as.syncer.SetSelfPicks(len(m.segmentNodes(as.index)) > 0)
+	nodes := m.segmentNodes(as.index)
+	as.syncer.SetSelfPicks(len(nodes) > 0)
 	if _, err := as.syncer.Sync(lbs); err != nil {
 		return fmt.Errorf("account %q: program services: %w", account, err)
 	}
-	return m.programNodeServices(account, as, lbs)
+	return m.programNodeServices(account, as, lbs, nodes)
 }
 
-// programNodeServices puts the account's Service rules on every node its segment reaches (net/lb
+// programNodeServices puts the account's Service rules on nodes, the ones its segment reaches (net/lb
 // WithNodeBridge: its pods' connections are DNAT'd on their own node, as kube-proxy does), and takes them
 // off the nodes it left. The router keeps the whole table: Floating IPs arrive there, and a pod that picked
 // itself is sent on to it.
-func (m *Manager) programNodeServices(account string, as *accountServices, lbs []lb.Service) error {
+func (m *Manager) programNodeServices(account string, as *accountServices, lbs []lb.Service, nodes []int) error {
 	if m.Overlay == nil {
 		return nil
 	}
 	want := map[int]bool{}
-	for _, i := range m.segmentNodes(as.index) {
+	for _, i := range nodes {
 		want[i] = true
 	}
 	m.svc().mu.Lock()
@@ -367,8 +368,7 @@ func (m *Manager) programNodeServices(account string, as *accountServices, lbs [
 		if ns == nil {
 			var err error
 			ns, err = lb.New(netns.Path(m.Overlay.NodeNetnsName(i)), NodeServiceTable(m.Lab, as.index),
-				lb.WithNodeBridge(overlay.BridgeName(as.index), uint16(as.index)),
-				lb.WithPodCIDR("10.244.0.0/16"), lb.WithServiceCIDR("10.96.0.0/12"))
+				lb.WithNodeBridge(overlay.BridgeName(as.index), uint16(as.index)))
 			if err != nil {
 				errs = append(errs, fmt.Errorf("account %q: Service table on node %d: %w", account, i, err))
 				continue
