@@ -213,10 +213,15 @@ func markForMasquerade(podNet *net.IPNet) []expr.Any {
 
 // selfPick sends a client that is endpoint e to itself (SetSelfPicks).
 func selfPick(e epChain) []expr.Any {
+	return fromEndpoint(e, &expr.Verdict{Kind: expr.VerdictGoto, Chain: e.name})
+}
+
+// fromEndpoint is `ip saddr <e's address> <verdict>`: a client that is endpoint e itself.
+func fromEndpoint(e epChain, v *expr.Verdict) []expr.Any {
 	return []expr.Any{
 		loadSaddr(1),
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: append([]byte(nil), e.addr[:]...)},
-		&expr.Verdict{Kind: expr.VerdictGoto, Chain: e.name},
+		v,
 	}
 }
 
@@ -243,11 +248,7 @@ func numgenDispatch(n int, pickMap string) []expr.Any {
 func (s *Syncer) endpointRules(e epChain) [][]expr.Any {
 	var rules [][]expr.Any
 	if s.nodeBridge != "" {
-		rules = append(rules, []expr.Any{
-			loadSaddr(1),
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: append([]byte(nil), e.addr[:]...)},
-			&expr.Verdict{Kind: expr.VerdictReturn},
-		})
+		rules = append(rules, fromEndpoint(e, &expr.Verdict{Kind: expr.VerdictReturn}))
 	}
 	if e.affSet != "" {
 		rules = append(rules, []expr.Any{
