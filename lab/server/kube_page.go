@@ -62,14 +62,14 @@ func parseLimit(s string) (int, error) {
 }
 
 // page cuts items (a list at resourceVersion rv) to at most limit items, keeping the rest for a continue
-// token, which it returns ("" when nothing is left).
-func (p *pages) page(list string, items []metav1.Object, rv uint64, limit int) ([]metav1.Object, string, error) {
+// token, which it returns ("" when nothing is left) with how many items are left after the page.
+func (p *pages) page(list string, items []metav1.Object, rv uint64, limit int) ([]metav1.Object, string, int, error) {
 	if limit == 0 || len(items) <= limit {
-		return items, "", nil
+		return items, "", 0, nil
 	}
 	b := make([]byte, 12)
 	if _, err := rand.Read(b); err != nil {
-		return nil, "", apierrors.NewInternalError(fmt.Errorf("make a continue token: %w", err))
+		return nil, "", 0, apierrors.NewInternalError(fmt.Errorf("make a continue token: %w", err))
 	}
 	id := base64.RawURLEncoding.EncodeToString(b)
 	p.mu.Lock()
@@ -79,28 +79,29 @@ func (p *pages) page(list string, items []metav1.Object, rv uint64, limit int) (
 	}
 	p.cursors[id] = &cursor{list: list, items: items, rv: rv, created: time.Now()}
 	p.mu.Unlock()
-	return items[:limit], encodeToken(pageToken{ID: id, Offset: limit}), nil
+	return items[:limit], encodeToken(pageToken{ID: id, Offset: limit}), len(items) - limit, nil
 }
 
-// next serves the page a continue token points at, and the token of the one after it ("" at the end).
-func (p *pages) next(list, token string, limit int) ([]metav1.Object, uint64, string, error) {
+// next serves the page a continue token points at, the list's resourceVersion, the token of the page after
+// it ("" at the end) and how many items are left after this page.
+func (p *pages) next(list, token string, limit int) ([]metav1.Object, uint64, string, int, error) {
 	var t pageToken
 	data, err := base64.RawURLEncoding.DecodeString(token)
 	if err == nil {
 		err = json.Unmarshal(data, &t)
 	}
 	if err != nil || t.ID == "" || t.Offset <= 0 {
-		return nil, 0, "", apierrors.NewBadRequest(fmt.Sprintf("continue key is not valid: %q is not a continue token of this server", token))
+		return nil, 0, "", 0, apierrors.NewBadRequest(fmt.Sprintf("continue key is not valid: %q is not a continue token of this server", token))
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.expireLocked()
 	c := p.cursors[t.ID]
 	if c == nil || t.Offset > len(c.items) {
-		return nil, 0, "", apierrors.NewResourceExpired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.")
+		return nil, 0, "", 0, apierrors.NewResourceExpired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.")
 	}
 	if c.list != list {
-		return nil, 0, "", apierrors.NewBadRequest(fmt.Sprintf("continue key is not valid: it continues the list of %s, not of %s; send the same list request with it", c.list, list))
+		return nil, 0, "", 0, apierrors.NewBadRequest(fmt.Sprintf("continue key is not valid: it continues the list of %s, not of %s; send the same list request with it", c.list, list))
 	}
 	end := len(c.items)
 	if limit > 0 {
@@ -109,24 +110,9 @@ func (p *pages) next(list, token string, limit int) ([]metav1.Object, uint64, st
 	items := c.items[t.Offset:end]
 	if end == len(c.items) {
 		delete(p.cursors, t.ID) // the last page: nothing is left to continue
-		return items, c.rv, "", nil
+		return items, c.rv, "", 0, nil
 	}
-	return items, c.rv, encodeToken(pageToken{ID: t.ID, Offset: end}), nil
-}
-
-// remaining is how many items a continue token has left after its page.
-func (p *pages) remaining(token string) int64 {
-	data, err := base64.RawURLEncoding.DecodeString(token)
-	var t pageToken
-	if err != nil || json.Unmarshal(data, &t) != nil {
-		return 0
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if c := p.cursors[t.ID]; c != nil {
-		return int64(len(c.items) - t.Offset)
-	}
-	return 0
+	return items, c.rv, encodeToken(pageToken{ID: t.ID, Offset: end}), len(c.items) - end, nil
 }
 
 // expireLocked drops cursors older than pageTTL, and the oldest beyond maxCursors.

@@ -370,18 +370,18 @@ func (k *kubeAPI) list(w http.ResponseWriter, r *http.Request, req *readRequest)
 	var items []metav1.Object
 	var rv uint64
 	var cont string
+	var left int
 	if token := q.Get("continue"); token != "" {
-		items, rv, cont, err = k.pages.next(listKey, token, limit)
+		items, rv, cont, left, err = k.pages.next(listKey, token, limit)
 	} else {
 		var objs []metav1.Object
-		objs, rv, err = k.read(req)
-		for _, o := range objs {
-			if err == nil && req.matches(o, k.node) {
-				items = append(items, o)
+		if objs, rv, err = k.read(req); err == nil {
+			for _, o := range objs {
+				if req.matches(o, k.node) {
+					items = append(items, o)
+				}
 			}
-		}
-		if err == nil {
-			items, cont, err = k.pages.page(listKey, items, rv, limit)
+			items, cont, left, err = k.pages.page(listKey, items, rv, limit)
 		}
 	}
 	if err != nil {
@@ -391,7 +391,7 @@ func (k *kubeAPI) list(w http.ResponseWriter, r *http.Request, req *readRequest)
 	var remaining *int64
 	if cont != "" && req.labels.Empty() && req.fields.Empty() {
 		// As kube-apiserver: counted only for an unfiltered list.
-		n := k.pages.remaining(cont)
+		n := int64(left)
 		remaining = &n
 	}
 	if req.table {
